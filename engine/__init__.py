@@ -1,0 +1,1 @@
+"""grokd's serving core: requests, scheduler, KV blocks, model runner, sampler, tokenizer."""

@@ -1,0 +1,50 @@
+"""Engine configuration: built once from CLI flags / env / config file, then passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelLoadConfig:
+    """Which weights to load and how to hold them.
+
+    ``model`` is a path (release dir, HF/safetensors dir, .gguf file) or ``None`` for the
+    default model. ``dtype`` is the activation dtype; ``weights_dtype`` how linear weights are
+    stored (``auto`` keeps what the checkpoint has, e.g. int8 for the Grok-1 release).
+    """
+
+    model: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "bfloat16"  # bfloat16 | float32 | float16
+    weights_dtype: str = "auto"  # auto | int8 | bfloat16 | float32
+    device: str = "cpu"
+    max_model_len: int | None = None
+
+
+@dataclass
+class CacheConfig:
+    """Paged KV cache: fixed-size blocks in one pool sized from a memory budget."""
+
+    block_size: int = 16
+    kv_cache_memory: int | None = None  # bytes; None = kv_cache_fraction of free memory
+    kv_cache_fraction: float = 0.2
+    num_blocks: int | None = None  # explicit override (tests)
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class SchedulerConfig:
+    """Batching limits per step and admission control."""
+
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 64
+    max_queued_requests: int = 1024
+
+
+@dataclass
+class EngineConfig:
+    model: ModelLoadConfig = field(default_factory=ModelLoadConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    seed: int = 0

@@ -1,0 +1,1 @@
+"""Compute kernels: a PyTorch reference for every op, faster versions selected in `dispatch`."""

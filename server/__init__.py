@@ -1,0 +1,1 @@
+"""grokd's HTTP layer: an xAI/OpenAI-compatible API over the engine."""

@@ -1,0 +1,1 @@
+"""Checkpoint readers: Grok-1 release pickles, safetensors (HF-style ports), GGUF."""
