@@ -91,7 +91,9 @@ def read_gguf(path: str | os.PathLike[str]) -> Checkpoint:
         return _iter_tensors(reader, config)
 
     tok_fields = {
-        dst: meta[f"tokenizer.ggml.{src}"] for src, dst in _TOKENIZER_KEYS.items() if f"tokenizer.ggml.{src}" in meta
+        dst: meta[f"tokenizer.ggml.{src}"]
+        for src, dst in _TOKENIZER_KEYS.items()
+        if f"tokenizer.ggml.{src}" in meta
     }
     return Checkpoint(
         path=path,
@@ -117,7 +119,10 @@ def _metadata(reader: Any) -> dict[str, Any]:
 
 def _config(meta: dict[str, Any], arch: str, reader: Any) -> dict[str, Any]:
     """HF-style config from ``{arch}.*`` keys; fills the values HF derives rather than stores."""
-    config: dict[str, Any] = {"model_type": arch, "architectures": ["LlamaForCausalLM"] if arch == "llama" else []}
+    config: dict[str, Any] = {
+        "model_type": arch,
+        "architectures": ["LlamaForCausalLM"] if arch == "llama" else [],
+    }
     for src, dst in _CONFIG_KEYS.items():
         key = f"{arch}.{src}"
         if key in meta:
@@ -129,7 +134,10 @@ def _config(meta: dict[str, Any], arch: str, reader: Any) -> dict[str, Any]:
         config["vocab_size"] = len(meta["tokenizer.ggml.tokens"])
     scaling_type = meta.get(f"{arch}.rope.scaling.type")
     if scaling_type and scaling_type != "none":
-        config["rope_scaling"] = {"rope_type": scaling_type, "factor": meta.get(f"{arch}.rope.scaling.factor", 1.0)}
+        config["rope_scaling"] = {
+            "rope_type": scaling_type,
+            "factor": meta.get(f"{arch}.rope.scaling.factor", 1.0),
+        }
     names = {t.name for t in reader.tensors}
     config["tie_word_embeddings"] = "output.weight" not in names
     for key in ("bos_token_id", "eos_token_id", "padding_token_id"):

@@ -1,0 +1,298 @@
+"""Llama-family decoder (Llama 2/3, SmolLM2, ...) on the shared paged-attention step interface.
+
+Pre-norm blocks: ``x + attn(rmsnorm(x))`` then ``x + mlp(rmsnorm(x))``; SwiGLU MLP; RoPE in the
+Hugging Face half-split ("rotate_half") layout with base ``rope_theta``; grouped-query attention;
+optionally tied input/output embeddings. Q/K/V and gate/up projections are fused into one matmul
+each, since at small batch sizes the step cost is dominated by the number of kernel launches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels.attention import paged_attention, write_kv
+from kernels.metadata import AttentionMetadata
+from weights.checkpoint import Checkpoint, QuantizedWeight
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` where ``w`` may be stored in a different dtype than the activations."""
+    if x.dtype == w.dtype:
+        return F.linear(x, w)
+    return F.linear(x.to(w.dtype), w).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF)."""
+
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin table indexed by absolute position, computed in float32 like HF's default RoPE."""
+
+    def __init__(
+        self, head_dim: int, base: float, max_positions: int, scaling: dict[str, Any] | None
+    ) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        if scaling and scaling.get("rope_type", scaling.get("type")) == "linear":
+            inv_freq = inv_freq / float(scaling["factor"])
+        freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate ``q [T, H, d]`` and ``k [T, KV, d]`` at ``positions [T]``."""
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    xf = x.float()
+    rotated = torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding) -> None:
+        super().__init__()
+        hidden = cfg["hidden_size"]
+        self.num_heads = cfg["num_attention_heads"]
+        self.num_kv_heads = cfg.get("num_key_value_heads") or self.num_heads
+        self.head_dim = cfg.get("head_dim") or hidden // self.num_heads
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        qkv_out = self.q_size + 2 * self.kv_size
+        self.qkv_weight = nn.Parameter(torch.empty(qkv_out, hidden, dtype=dtype), requires_grad=False)
+        self.qkv_bias: nn.Parameter | None = None
+        if cfg.get("attention_bias"):
+            self.qkv_bias = nn.Parameter(torch.zeros(qkv_out, dtype=dtype), requires_grad=False)
+        self.o_weight = nn.Parameter(torch.empty(hidden, self.q_size, dtype=dtype), requires_grad=False)
+        self.rope = rope
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        qkv = _linear(x, self.qkv_weight)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias.to(qkv.dtype)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        t = x.shape[0]
+        q = q.reshape(t, self.num_heads, self.head_dim)
+        k = k.reshape(t, self.num_kv_heads, self.head_dim)
+        v = v.reshape(t, self.num_kv_heads, self.head_dim)
+        q, k = self.rope(q, k, positions)
+        write_kv(kv_cache, k, v, meta)
+        out = paged_attention(q, kv_cache, meta, scale=self.scale, softcap=None)
+        return _linear(out.reshape(t, self.q_size), self.o_weight)
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))`` with gate and up fused."""
+
+    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.intermediate = intermediate
+        self.gate_up_weight = nn.Parameter(
+            torch.empty(2 * intermediate, hidden, dtype=dtype), requires_grad=False
+        )
+        self.down_weight = nn.Parameter(torch.empty(hidden, intermediate, dtype=dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = _linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
+        return _linear(F.silu(gate) * up, self.down_weight)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding) -> None:
+        super().__init__()
+        eps = float(cfg.get("rms_norm_eps", 1e-6))
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+        self.self_attn = LlamaAttention(cfg, dtype, rope)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+        self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), positions, kv_cache, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaForCausalLM(nn.Module):
+    """The whole model. ``forward`` returns final-norm hidden states; ``compute_logits`` projects."""
+
+    def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.dtype = dtype
+        self.num_layers = int(config["num_hidden_layers"])
+        self.num_heads = int(config["num_attention_heads"])
+        self.num_kv_heads = int(config.get("num_key_value_heads") or self.num_heads)
+        self.head_dim = int(config.get("head_dim") or config["hidden_size"] // self.num_heads)
+        self.hidden_size = int(config["hidden_size"])
+        self.vocab_size = int(config["vocab_size"])
+        self.max_position_embeddings = int(config.get("max_position_embeddings", 2048))
+        self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
+        rope = RotaryEmbedding(
+            self.head_dim,
+            float(config.get("rope_theta", 10000.0)),
+            self.max_position_embeddings,
+            config.get("rope_scaling"),
+        )
+        self.embed_tokens = nn.Parameter(
+            torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
+        )
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(self.config, dtype, rope) for _ in range(self.num_layers)
+        )
+        self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype)
+        self.lm_head: nn.Parameter | None = None
+        if not self.tie_word_embeddings:
+            self.lm_head = nn.Parameter(
+                torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
+            )
+        self.rope = rope
+
+    # ---- step interface -------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        x = F.embedding(input_ids, self.embed_tokens).to(self.dtype)
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+            x = layer(x, positions, kv_cache, meta)
+        return self.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.embed_tokens if self.lm_head is None else self.lm_head
+        return _linear(hidden, weight).float()
+
+    # ---- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt: Checkpoint,
+        dtype: torch.dtype = torch.float32,
+        weights_dtype: str = "auto",
+        device: torch.device | str = "cpu",
+    ) -> LlamaForCausalLM:
+        """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``.
+
+        ``weights_dtype`` ``auto`` stores weights in ``dtype``; ``float32``/``bfloat16``/``float16``
+        store the large matrices in that dtype (activations stay in ``dtype``).
+        """
+        if weights_dtype in ("auto", "int8"):
+            wdtype = dtype  # dense checkpoints: int8 storage is a Grok-release feature
+        elif weights_dtype in _DTYPES:
+            wdtype = _DTYPES[weights_dtype]
+        else:
+            raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
+        model = cls(ckpt.config, dtype=dtype)
+        model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
+        return model.to(device).eval()
+
+    def load_weights(
+        self,
+        named_tensors: Iterable[tuple[str, torch.Tensor | QuantizedWeight]],
+        weights_dtype: torch.dtype | None = None,
+    ) -> None:
+        """Consume HF-named tensors; q/k/v and gate/up are copied into their fused slices."""
+        wdtype = weights_dtype or self.dtype
+        seen: set[str] = set()
+        for name, tensor in named_tensors:
+            if isinstance(tensor, QuantizedWeight):
+                raise TypeError(f"{name}: int8 release weights are not supported by the llama model")
+            if "rotary_emb" in name or (name == "lm_head.weight" and self.lm_head is None):
+                continue  # derived buffers; a tied checkpoint's redundant copy of the embedding
+            target, rows, big = self._target(name)
+            if target is None:
+                raise KeyError(f"unexpected tensor {name!r} for LlamaForCausalLM")
+            if big and target.dtype != wdtype:
+                target.data = target.data.to(wdtype)
+            dst = target.data if rows is None else target.data[rows[0] : rows[1]]
+            if tuple(dst.shape) != tuple(tensor.shape):
+                raise ValueError(f"{name}: shape {tuple(tensor.shape)} != expected {tuple(dst.shape)}")
+            dst.copy_(tensor.to(dst.dtype))
+            seen.add(name)
+        missing = [n for n in self._expected_names() if n not in seen]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+
+    def _expected_names(self) -> list[str]:
+        names = ["model.embed_tokens.weight", "model.norm.weight"]
+        if self.lm_head is not None:
+            names.append("lm_head.weight")
+        for i in range(self.num_layers):
+            p = f"model.layers.{i}."
+            names += [
+                p + s
+                for s in (
+                    "input_layernorm.weight",
+                    "post_attention_layernorm.weight",
+                    "self_attn.q_proj.weight",
+                    "self_attn.k_proj.weight",
+                    "self_attn.v_proj.weight",
+                    "self_attn.o_proj.weight",
+                    "mlp.gate_proj.weight",
+                    "mlp.up_proj.weight",
+                    "mlp.down_proj.weight",
+                )
+            ]
+        return names
+
+    def _target(self, name: str) -> tuple[nn.Parameter | None, tuple[int, int] | None, bool]:
+        """(parameter, row slice or None, is a large matrix) for an HF tensor name."""
+        if name == "model.embed_tokens.weight":
+            return self.embed_tokens, None, True
+        if name == "model.norm.weight":
+            return self.norm.weight, None, False
+        if name == "lm_head.weight":
+            return self.lm_head, None, True
+        parts = name.split(".")
+        if len(parts) < 5 or parts[0] != "model" or parts[1] != "layers":
+            return None, None, False
+        layer = self.layers[int(parts[2])]
+        suffix = ".".join(parts[3:])
+        attn, mlp = layer.self_attn, layer.mlp
+        q, kv, inter = attn.q_size, attn.kv_size, mlp.intermediate
+        table: dict[str, tuple[nn.Parameter | None, tuple[int, int] | None, bool]] = {
+            "input_layernorm.weight": (layer.input_layernorm.weight, None, False),
+            "post_attention_layernorm.weight": (layer.post_attention_layernorm.weight, None, False),
+            "self_attn.q_proj.weight": (attn.qkv_weight, (0, q), True),
+            "self_attn.k_proj.weight": (attn.qkv_weight, (q, q + kv), True),
+            "self_attn.v_proj.weight": (attn.qkv_weight, (q + kv, q + 2 * kv), True),
+            "self_attn.q_proj.bias": (attn.qkv_bias, (0, q), False),
+            "self_attn.k_proj.bias": (attn.qkv_bias, (q, q + kv), False),
+            "self_attn.v_proj.bias": (attn.qkv_bias, (q + kv, q + 2 * kv), False),
+            "self_attn.o_proj.weight": (attn.o_weight, None, True),
+            "mlp.gate_proj.weight": (mlp.gate_up_weight, (0, inter), True),
+            "mlp.up_proj.weight": (mlp.gate_up_weight, (inter, 2 * inter), True),
+            "mlp.down_proj.weight": (mlp.down_weight, None, True),
+        }
+        return table.get(suffix, (None, None, False))
