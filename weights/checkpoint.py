@@ -56,3 +56,7 @@ class Checkpoint:
     tokenizer: TokenizerSource | None = None
     chat_template: str | None = None
     fingerprint: str = ""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as claimed: the message names the file and the tensor."""
