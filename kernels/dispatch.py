@@ -7,17 +7,19 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels import attention, moe, quant
+from kernels import attention as _attention
+from kernels import moe as _moe
+from kernels import quant as _quant
 
 
 @dataclass(frozen=True)
 class Kernels:
     """Ops a model calls; models receive this instead of importing implementations directly."""
 
-    attention: Callable = attention.paged_attention
-    write_kv: Callable = attention.write_kv
-    moe: Callable = moe.moe_forward
-    linear: Callable = quant.int8_linear
+    attention: Callable = _attention.paged_attention
+    write_kv: Callable = _attention.write_kv
+    moe: Callable = _moe.moe_forward
+    linear: Callable = _quant.int8_linear
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
