@@ -95,6 +95,8 @@ def read_gguf(path: str | os.PathLike[str]) -> Checkpoint:
         for src, dst in _TOKENIZER_KEYS.items()
         if f"tokenizer.ggml.{src}" in meta
     }
+    if "tokenizer.chat_template" in meta:
+        tok_fields["chat_template"] = meta["tokenizer.chat_template"]
     return Checkpoint(
         path=path,
         format="gguf",
