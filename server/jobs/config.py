@@ -1,0 +1,39 @@
+"""Configuration of the job store, batch runner and deferred completions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The one way this package runs a request: (url, body, priority) -> (status code, body).
+Execute = Callable[[str, dict, int], Awaitable[tuple[int, dict]]]
+
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 1
+
+
+@dataclass
+class JobsConfig:
+    """Limits and durations; built once from CLI flags and passed down.
+
+    ``max_in_flight`` caps how many batch lines are inside the engine at once (summed over all
+    batches) so interactive traffic keeps its latency. ``completion_windows`` maps the accepted
+    ``completion_window`` strings to seconds.
+    """
+
+    state_dir: Path
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_in_flight: int = 4
+    deferred_max_in_flight: int = 16
+    deferred_retention_s: float = 24 * 3600.0
+    poll_interval_s: float = 1.0
+    max_retries: int = 8  # a line answered 429/503 (queue full, draining) is retried this often
+    sqlite_synchronous: str = "FULL"  # FULL survives power loss; NORMAL survives process crashes
+    completion_windows: dict[str, float] = field(default_factory=lambda: {"24h": 24 * 3600.0})
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight: must be >= 1")

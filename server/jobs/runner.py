@@ -1,0 +1,237 @@
+"""The batch runner: moves stored batches through validating -> in_progress -> terminal.
+
+It holds no state of its own that matters after a crash: which lines are left is read from the
+store, each finished line is committed before the next slot opens, and a line that was inside
+the engine when the process died is simply still ``pending`` and runs again. Lines enter the
+engine at batch priority, at most ``max_in_flight`` at a time over all batches, so interactive
+requests always find the scheduler mostly theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from server.jobs.config import BATCH_PRIORITY, Execute, JobsConfig
+from server.jobs.objects import CANCELLED_ERROR, EXPIRED_ERROR, output_line
+from server.jobs.store import JobStore, new_id
+from server.jobs.validation import BodyValidator, ModelExists, validate_batch_file
+
+log = logging.getLogger("grokd.jobs")
+
+ACTIVE_STATUSES = ("validating", "in_progress", "cancelling", "finalizing")
+RETRYABLE_STATUSES = (429, 503)  # queue full / draining: the line waits, it does not fail
+
+
+def _server_error(message: str) -> dict:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "internal_error"}}
+
+
+class BatchRunner:
+    """Drives every active batch in the store; ``notify()`` wakes it after a create or cancel."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        execute: Execute,
+        config: JobsConfig,
+        body_validator: BodyValidator | None = None,
+        model_exists: ModelExists | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.execute = execute
+        self.config = config
+        self.body_validator = body_validator
+        self.model_exists = model_exists
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight: set[asyncio.Task] = set()
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.lines_started = 0  # observability + tests: how many executes were issued
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="grokd-batch-runner")
+
+    async def stop(self) -> None:
+        """Stop issuing lines and abandon in-flight ones (they stay pending and rerun later)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def notify(self) -> None:
+        """Wake the runner now; safe from any thread (sync handlers run in a pool)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the runner; the store is still consistent
+                log.exception("batch runner step failed; retrying")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Advance every active batch as far as it goes; returns how many were active."""
+        batches = self.store.batches_with_status(*ACTIVE_STATUSES)
+        for batch in batches:
+            await self._advance(batch["id"])
+        return len(batches)
+
+    async def run_until_idle(self) -> None:
+        """Run until no batch is active (CLI and tests)."""
+        while await self.run_once():
+            pass
+
+    # -- state machine ----------------------------------------------------------------------
+
+    async def _advance(self, batch_id: str) -> None:
+        batch = self.store.get_batch(batch_id)
+        if batch is None:
+            return
+        if batch["status"] == "validating":
+            await self._validate(batch)
+            batch = self.store.get_batch(batch_id)
+        if batch["status"] == "in_progress":
+            await self._run_lines(batch)
+        await self._finish(batch_id)
+
+    async def _validate(self, batch: dict) -> None:
+        path = self.store.file_path(batch["input_file_id"])
+        if self.store.get_file(batch["input_file_id"]) is None or not path.exists():
+            self.store.fail_batch(
+                batch["id"],
+                [{"code": "file_not_found", "message": "the input file no longer exists", "line": None,
+                  "param": "input_file_id"}],
+                now=self.clock(),
+            )
+            return
+        data = await asyncio.to_thread(path.read_bytes)
+        result = await asyncio.to_thread(
+            validate_batch_file, data, batch["endpoint"], self.body_validator, self.model_exists
+        )
+        if result.ok:
+            await asyncio.to_thread(self.store.start_batch, batch["id"], result.lines, self.clock())
+        else:
+            self.store.fail_batch(batch["id"], result.errors, now=self.clock())
+
+    def _stop_reason(self, batch_id: str) -> str | None:
+        batch = self.store.get_batch(batch_id)
+        if batch is None or batch["status"] == "cancelling":
+            return "cancelled"
+        if self.clock() >= batch["expires_at"]:
+            return "expired"
+        return None
+
+    async def _run_lines(self, batch: dict) -> None:
+        """Issue pending lines under the in-flight cap until none are left or the batch stops."""
+        batch_id, endpoint = batch["id"], batch["endpoint"]
+        mine: set[asyncio.Task] = set()
+        after = -1
+        try:
+            while self._stop_reason(batch_id) is None:
+                rows = self.store.pending_lines(batch_id, limit=self.config.max_in_flight * 4, after_line=after)
+                if not rows:
+                    break
+                for row in rows:
+                    await self._slots.acquire()
+                    if self._stop_reason(batch_id) is not None:
+                        self._slots.release()
+                        break
+                    task = asyncio.create_task(self._run_line(batch_id, endpoint, row))
+                    self.lines_started += 1
+                    for group in (mine, self._in_flight):
+                        group.add(task)
+                        task.add_done_callback(group.discard)
+                    task.add_done_callback(lambda _t: self._slots.release())
+                    after = row["line_no"]
+            # Lines already in the engine finish and are recorded, also on cancel or expiry.
+            await asyncio.gather(*mine, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in mine:
+                task.cancel()
+            raise
+
+    async def _run_line(self, batch_id: str, endpoint: str, row: dict) -> None:
+        body = json.loads(row["body"])
+        status, response = await self._execute_with_retry(batch_id, endpoint, body)
+        if status is None:
+            return  # the batch stopped while waiting to retry; the line is closed by _finish
+        request_id = response.get("id") if isinstance(response, dict) else None
+        result = {"status_code": status, "request_id": request_id or new_id("req_"), "body": response}
+        line_status = "done" if 200 <= status < 300 else "failed"
+        await asyncio.to_thread(
+            self.store.record_result, batch_id, row["line_no"], line_status, result, None, self.clock()
+        )
+
+    async def _execute_with_retry(self, batch_id: str, endpoint: str, body: dict) -> tuple[int | None, dict]:
+        attempt = 0
+        while True:
+            try:
+                status, response = await self.execute(endpoint, body, BATCH_PRIORITY)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the route would have answered 500; record that
+                log.exception("batch %s: a line raised", batch_id)
+                return 500, _server_error(f"internal error: {type(exc).__name__}")
+            if status not in RETRYABLE_STATUSES or attempt >= self.config.max_retries:
+                return status, response
+            attempt += 1
+            await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
+            if self._stop_reason(batch_id) is not None:
+                return None, {}
+
+    async def _finish(self, batch_id: str) -> None:
+        """Close a batch with no work left: pending lines of a cancelled/expired batch get their
+        error, then the result files are written and the terminal status set in one go."""
+        batch = self.store.get_batch(batch_id)
+        if batch is None or batch["status"] not in ("in_progress", "cancelling", "finalizing"):
+            return
+        now = self.clock()
+        counts = self.store.line_counts(batch_id)
+        if batch["status"] == "cancelling":
+            self.store.close_pending(batch_id, "cancelled", CANCELLED_ERROR, now=now)
+            final = "cancelled"
+        elif not counts["pending"]:
+            final = "expired" if counts["expired"] else "completed"
+            if final == "completed":
+                self.store.set_finalizing(batch_id, now=now)
+        elif now >= batch["expires_at"]:
+            self.store.close_pending(batch_id, "expired", EXPIRED_ERROR, now=now)
+            final = "expired"
+        else:
+            return  # still work to do (the runner was stopped mid-way)
+        await asyncio.to_thread(self._write_results, batch_id, final)
+        log.info("batch %s %s", batch_id, final)
+
+    def _write_results(self, batch_id: str, final: str) -> None:
+        counts = self.store.line_counts(batch_id)
+        bad = counts["failed"] + counts["expired"] + counts["cancelled"]
+        output = (f"{batch_id}_output.jsonl", "batch_output", self._lines(batch_id, ok=True)) if counts["done"] else None
+        errors = (f"{batch_id}_error.jsonl", "batch_output", self._lines(batch_id, ok=False)) if bad else None
+        self.store.finish_batch(batch_id, final, output, errors, now=self.clock())
+
+    def _lines(self, batch_id: str, ok: bool) -> Iterator[bytes]:
+        for line in self.store.iter_lines(batch_id):
+            if (line["status"] == "done") == ok:
+                yield (json.dumps(output_line(line)) + "\n").encode()
