@@ -1,0 +1,207 @@
+"""Asyncio front of the engine: the step loop runs in its own thread so HTTP never waits on a
+forward pass.
+
+Callers' adds and aborts go through a locked inbox the loop drains before each step; outputs
+come back through ``loop.call_soon_threadsafe`` into one ``asyncio.Queue`` per request. Only the
+loop thread touches the ``LLMEngine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from engine.config import EngineConfig
+from engine.errors import EngineDeadError, QueueFullError
+from engine.llm_engine import EngineStats, LLMEngine
+from engine.outputs import CompletionOutput, RequestOutput
+from engine.sampling_params import SamplingParams
+from engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 3  # after this many failed steps in a row the model is deemed broken
+
+__all__ = ["AsyncEngine", "EngineStats", "ModelInfo"]
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    max_model_len: int
+    vocab_size: int
+    fingerprint: str
+    chat_template: str | None
+    dtype: str
+    checkpoint_path: str
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class AsyncEngine:
+    def __init__(self, config: EngineConfig, engine: LLMEngine | None = None) -> None:
+        """Load model and tokenizer (or wrap a ready ``LLMEngine``); the loop starts in ``start``."""
+        self.config = config
+        self.engine = engine if engine is not None else LLMEngine.from_config(config)
+        self.tokenizer: Tokenizer = self.engine.tokenizer
+        ckpt = self.engine.checkpoint
+        self.model_info = ModelInfo(
+            architecture=getattr(ckpt, "architecture", type(self.engine.model).__name__),
+            max_model_len=self.engine.max_model_len,
+            vocab_size=self.engine.vocab_size,
+            fingerprint=getattr(ckpt, "fingerprint", "") or "",
+            chat_template=getattr(ckpt, "chat_template", None)
+            or getattr(self.tokenizer, "chat_template", None),
+            dtype=config.model.dtype,
+            checkpoint_path=str(getattr(ckpt, "path", config.model.model or "")),
+        )
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._adds: list[tuple[str, list[int], SamplingParams, int]] = []
+        self._aborts: list[str] = []
+        self._streams: dict[str, _Stream] = {}
+        self._accepting = True
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._stats = self.engine.stats()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="grokd-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout``, abort the rest."""
+        with self._lock:
+            self._accepting = False
+            self._wake.wait_for(lambda: not self._streams or self._thread is None, timeout=timeout)
+            self._aborts.extend(self._streams)
+            self._stop = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(1.0, timeout))
+
+    @property
+    def is_ready(self) -> bool:
+        return self._accepting and self._thread is not None and self._thread.is_alive()
+
+    # ---- requests ----------------------------------------------------------------------------
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream ``RequestOutput`` deltas; the last has ``finished=True``. Validation, context length
+        and queue capacity are checked before anything is yielded. Closing the iterator aborts."""
+        request_id = request_id or f"req-{uuid.uuid4().hex}"
+        self.engine.validate(prompt_token_ids, params)
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if not self.is_ready:
+                raise EngineDeadError("engine is not running")
+            if request_id in self._streams:
+                raise ValueError(f"request_id: {request_id!r} is already in flight")
+            queued = self.engine.scheduler.num_waiting_requests() + len(self._adds)
+            if queued >= self.config.scheduler.max_queued_requests:
+                raise QueueFullError(
+                    f"waiting queue is full ({self.config.scheduler.max_queued_requests} requests)"
+                )
+            self._streams[request_id] = stream
+            self._adds.append((request_id, list(prompt_token_ids), params, int(priority)))
+            self._wake.notify_all()
+        finished = False
+        try:
+            while True:
+                out = await stream.queue.get()
+                finished = out.finished
+                yield out
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            if request_id in self._streams:
+                self._aborts.append(request_id)
+                self._wake.notify_all()
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    # ---- the loop thread ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        eng = self.engine
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: self._stop or self._adds or self._aborts or eng.has_unfinished())
+                adds, self._adds = self._adds, []
+                aborts, self._aborts = self._aborts, []
+                stop = self._stop
+            outputs: list[RequestOutput] = []
+            for rid in aborts:
+                out = eng.abort(rid)
+                if out is None:  # aborted before the loop saw it
+                    adds = [a for a in adds if a[0] != rid]
+                    out = _final(rid, [], "abort")
+                outputs.append(out)
+            for rid, prompt, params, priority in adds:
+                try:
+                    eng.add_request(rid, prompt, params, priority)
+                except Exception as exc:  # validated already; any late failure ends that request only
+                    outputs.append(_final(rid, prompt, "error", f"{type(exc).__name__}: {exc}"))
+            if stop:
+                outputs.extend(eng.abort_all())
+                self._deliver(outputs)
+                return
+            try:
+                if eng.has_unfinished():
+                    outputs.extend(eng.step())
+                if eng.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                    outputs.extend(eng.abort_all(error="engine failed repeatedly; all requests aborted"))
+                    eng.consecutive_failures = 0
+            except Exception as exc:  # scheduler/bookkeeping failure: fail everything, keep serving
+                log.exception("engine loop error")
+                outputs.extend(eng.abort_all(error=f"engine error: {type(exc).__name__}: {exc}"))
+            self._stats = eng.stats()
+            self._deliver(outputs)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        with self._lock:
+            targets = []
+            for out in outputs:
+                stream = self._streams.get(out.request_id)
+                if stream is None:
+                    continue
+                if out.finished:
+                    del self._streams[out.request_id]
+                targets.append((stream, out))
+            self._wake.notify_all()
+        for stream, out in targets:
+            try:
+                stream.loop.call_soon_threadsafe(stream.queue.put_nowait, out)
+            except RuntimeError:  # the caller's event loop is closed: nobody is listening
+                pass
+
+
+def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None) -> RequestOutput:
+    return RequestOutput(
+        request_id=request_id,
+        prompt_token_ids=prompt,
+        outputs=[CompletionOutput(index=0, finish_reason=reason)],
+        finished=True,
+        error=error,
+    )

@@ -1,0 +1,144 @@
+"""Continuous-batching scheduler: one batch per step over a paged KV pool.
+
+Order of business each step:
+
+1. Running sequences in priority order (priority, then age): a decode takes one token, an
+   unfinished (chunked) prefill takes what is left of the token budget. When the pool is out of
+   blocks the lowest-priority, newest running sequence is preempted: its blocks are freed and it
+   goes back to the waiting queue to be recomputed later (with the prefix cache, recompute of
+   its full blocks is usually a cache hit).
+2. Waiting sequences in priority order, while the token budget, ``max_num_seqs`` and the pool
+   allow; a long prompt is admitted with a first chunk and continues in later steps. No admission
+   happens in a step that had to preempt, so a freed sequence is not immediately displaced again.
+
+A sequence that cannot fit even with the whole pool to itself is finished with an error instead
+of waiting forever.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from engine.block_manager import BlockManager
+from engine.config import SchedulerConfig
+from engine.request import SeqStatus, Sequence
+
+
+@dataclass
+class ScheduledSeq:
+    seq: Sequence
+    num_tokens: int  # tokens of seq.token_ids[num_computed:] run this step
+
+    @property
+    def samples(self) -> bool:
+        """True when this step reaches the end of the sequence's known tokens (logits wanted)."""
+        return self.seq.num_computed_tokens + self.num_tokens == len(self.seq.token_ids)
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+    rejected: list[tuple[Sequence, str]] = field(default_factory=list)  # cannot ever fit
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.bm = block_manager
+        self.waiting: list[Sequence] = []  # sorted by Sequence.sort_key
+        self.running: list[Sequence] = []
+        self.num_preempted_total = 0
+
+    # ---- queue management --------------------------------------------------------------------
+    def add(self, seq: Sequence) -> None:
+        seq.status = SeqStatus.WAITING
+        bisect.insort(self.waiting, seq, key=Sequence.sort_key)
+
+    def remove(self, seq: Sequence) -> None:
+        """Take a sequence out of the queues and free its blocks (finish or abort)."""
+        if seq.status is SeqStatus.WAITING and seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq.status is SeqStatus.RUNNING and seq in self.running:
+            self.running.remove(seq)
+        self.bm.free(seq)
+
+    def num_waiting_requests(self) -> int:
+        return len({id(s.request) for s in self.waiting})
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ---- the step ----------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        self.running.sort(key=Sequence.sort_key)
+        queue = list(self.running)
+        kept: list[Sequence] = []
+        while queue and budget > 0:
+            seq = queue.pop(0)
+            num = min(seq.num_uncomputed, budget)
+            while not self.bm.allocate(seq, num):
+                if queue:
+                    self._preempt(queue.pop(), out)  # lowest priority, newest
+                    continue
+                if not kept and self.bm.blocks_needed(seq.num_computed_tokens + num) > self.bm.num_blocks:
+                    out.rejected.append((seq, self._too_big(seq)))
+                else:
+                    self._preempt(seq, out)
+                seq = None
+                break
+            if seq is None:
+                break
+            kept.append(seq)
+            out.scheduled.append(ScheduledSeq(seq, num))
+            budget -= num
+        # sequences the budget did not reach stay running, unscheduled this step
+        self.running = kept + queue
+        for seq, _ in out.rejected:
+            self.bm.free(seq)
+        if out.preempted:
+            return out
+
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            if self.bm.blocks_needed(len(seq.token_ids)) > self.bm.num_blocks:
+                self.waiting.pop(0)
+                out.rejected.append((seq, self._too_big(seq)))
+                continue
+            cached: list[int] = []
+            hashes: list[int] = []
+            if not seq.block_table and seq.num_computed_tokens == 0 and not seq.request.wants_prompt_logprobs:
+                cached, hashes = self.bm.match_prefix(seq)
+            base = seq.num_computed_tokens + len(cached) * self.bm.block_size
+            num = min(len(seq.token_ids) - base, budget)
+            if not self.bm.allocate(seq, num + len(cached) * self.bm.block_size, cached, hashes):
+                break
+            if cached:
+                seq.num_computed_tokens = base
+                seq.num_cached_tokens = max(seq.num_cached_tokens, base)
+            self.waiting.pop(0)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append(ScheduledSeq(seq, num))
+            budget -= num
+        return out
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+        self.bm.free(seq)
+        seq.num_preemptions += 1
+        self.num_preempted_total += 1
+        out.preempted.append(seq)
+        self.add(seq)
+
+    def _too_big(self, seq: Sequence) -> str:
+        cap = self.bm.num_blocks * self.bm.block_size
+        return f"request needs {len(seq.token_ids)} tokens of KV cache but the pool holds only {cap}"
