@@ -7,12 +7,15 @@ is a line here and nothing imports a model it does not serve.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 import torch
 
 from engine.config import ModelLoadConfig
 from engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 MODEL_REGISTRY = {
     "grok-1": "engine.models.grok1:Grok1ForCausalLM",
@@ -37,16 +40,18 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_tokenizer(ckpt: Any) -> Tokenizer:
+def load_tokenizer(ckpt: Any) -> Tokenizer | None:
+    """The checkpoint's tokenizer, or ``None`` when it ships none (the engine then works on ids)."""
     src = ckpt.tokenizer
     if src is None:
-        raise ValueError(f"{ckpt.path}: no tokenizer found; pass --tokenizer PATH")
+        log.warning("%s: no tokenizer found (pass --tokenizer PATH); serving token ids only", ckpt.path)
+        return None
     if src.kind not in TOKENIZER_REGISTRY:
         raise ValueError(f"unsupported tokenizer kind {src.kind!r}")
     return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
 
 
-def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[torch.nn.Module, Tokenizer, Any]:
+def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[torch.nn.Module, Tokenizer | None, Any]:
     from weights.load import load as load_checkpoint
 
     path = cfg.model
