@@ -61,7 +61,7 @@ class BatchRunner:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="grokd-batch-runner")
+            self._task = asyncio.create_task(self._serve(), name="grokd-batch-runner")
 
     async def stop(self) -> None:
         """Stop issuing lines and abandon in-flight ones (they stay pending and rerun later)."""
@@ -79,7 +79,7 @@ class BatchRunner:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def _loop(self) -> None:
+    async def _serve(self) -> None:
         while True:
             try:
                 await self.run_once()

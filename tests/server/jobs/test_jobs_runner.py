@@ -1,0 +1,180 @@
+"""The batch runner: cap, priority, results, cancel, expiry, and resume after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+from server.jobs.config import BATCH_PRIORITY, JobsConfig
+from server.jobs.runner import BatchRunner
+from server.jobs.store import JobStore
+
+from .jobs_helpers import FakeExecutor, answer_for, chat_line, jsonl
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _setup(tmp_path, n: int, executor, clock=None, fail=()):
+    config = JobsConfig(state_dir=tmp_path, max_in_flight=3, poll_interval_s=0.05)
+    store = JobStore(tmp_path)
+    lines = [chat_line(f"req-{i}", f"prompt {i}") for i in range(n)]
+    file_id = store.add_file("in.jsonl", "batch", [jsonl(lines)])["id"]
+    now = clock() if clock else None
+    batch = store.create_batch(file_id, "/v1/chat/completions", "24h", 86400, None, now=now)
+    runner = BatchRunner(store, executor, config, clock=clock or Clock())
+    return store, runner, batch["id"], lines
+
+
+def _results(store: JobStore, batch: dict) -> list[dict]:
+    out = []
+    for key in ("output_file_id", "error_file_id"):
+        if batch[key]:
+            out += [json.loads(x) for x in store.file_path(batch[key]).read_text().splitlines()]
+    return out
+
+
+def test_batch_runs_to_completion_with_cap_and_priority(tmp_path):
+    ex = FakeExecutor(delay=0.01, fail_contents=("prompt 3",))
+    store, runner, batch_id, lines = _setup(tmp_path, 20, ex)
+    asyncio.run(runner.run_until_idle())
+    batch = store.get_batch(batch_id)
+    assert batch["status"] == "completed" and batch["completed_at"] and batch["finalizing_at"]
+    assert ex.max_in_flight <= 3 and set(ex.priorities) == {BATCH_PRIORITY}
+    results = _results(store, batch)
+    assert sorted(r["custom_id"] for r in results) == sorted(line["custom_id"] for line in lines)
+    by_id = {r["custom_id"]: r for r in results}
+    ok = by_id["req-0"]
+    assert ok["response"]["status_code"] == 200 and ok["error"] is None and ok["id"].startswith("batch_req_")
+    assert ok["response"]["body"]["choices"][0]["message"]["content"] == answer_for(lines[0]["body"])
+    assert ok["response"]["request_id"] == ok["response"]["body"]["id"]
+    failed = [json.loads(x) for x in store.file_path(batch["error_file_id"]).read_text().splitlines()]
+    assert [f["custom_id"] for f in failed] == ["req-3"] and failed[0]["response"]["status_code"] == 400
+    assert store.line_counts(batch_id)["done"] == 19
+
+
+def test_validation_failure_runs_nothing(tmp_path):
+    ex = FakeExecutor()
+    store = JobStore(tmp_path)
+    file_id = store.add_file("in.jsonl", "batch", [jsonl([chat_line("a", "x")]) + b"{bad\n"])["id"]
+    batch_id = store.create_batch(file_id, "/v1/chat/completions", "24h", 86400, None)["id"]
+    runner = BatchRunner(store, ex, JobsConfig(state_dir=tmp_path))
+    asyncio.run(runner.run_until_idle())
+    batch = store.get_batch(batch_id)
+    assert batch["status"] == "failed" and batch["failed_at"]
+    assert json.loads(batch["errors"])["data"][0]["line"] == 2
+    assert not ex.calls
+
+
+def test_cancel_stops_issuing_and_reports_cancelled_lines(tmp_path):
+    ex = FakeExecutor()
+    ex.gate = asyncio.Event()
+    store, runner, batch_id, _ = _setup(tmp_path, 30, ex)
+
+    async def scenario():
+        task = asyncio.create_task(runner.run_until_idle())
+        while ex.in_flight < 3:
+            await asyncio.sleep(0.01)
+        store.request_cancel(batch_id)
+        ex.gate.set()  # in-flight lines finish and are recorded
+        await task
+
+    asyncio.run(scenario())
+    batch = store.get_batch(batch_id)
+    assert batch["status"] == "cancelled" and batch["cancelled_at"]
+    assert sum(ex.calls.values()) == runner.lines_started == 3  # no new lines after the cancel
+    counts = store.line_counts(batch_id)
+    assert counts["done"] == 3 and counts["cancelled"] == 27
+    errors = [json.loads(x) for x in store.file_path(batch["error_file_id"]).read_text().splitlines()]
+    assert len(errors) == 27 and all(e["error"]["code"] == "batch_cancelled" for e in errors)
+    assert len(_results(store, batch)) == 30
+
+
+def test_completion_window_expiry_marks_remaining_lines(tmp_path):
+    clock = Clock()
+    ex = FakeExecutor()
+    ex.gate = asyncio.Event()
+    store, runner, batch_id, _ = _setup(tmp_path, 10, ex, clock=clock)
+
+    async def scenario():
+        task = asyncio.create_task(runner.run_until_idle())
+        while ex.in_flight < 3:
+            await asyncio.sleep(0.01)
+        clock.t += 86400  # the window closes while 3 lines are in the engine
+        ex.gate.set()
+        await task
+
+    asyncio.run(scenario())
+    batch = store.get_batch(batch_id)
+    assert batch["status"] == "expired" and batch["expired_at"]
+    counts = store.line_counts(batch_id)
+    assert (counts["done"], counts["expired"]) == (3, 7)
+    expired = [r for r in _results(store, batch) if r["error"]]
+    assert len(expired) == 7 and {r["error"]["code"] for r in expired} == {"batch_expired"}
+
+
+def test_queue_full_is_retried_not_failed(tmp_path):
+    class Flaky(FakeExecutor):
+        async def __call__(self, url, body, priority):
+            if self.calls[body["messages"][-1]["content"]] == 0:
+                self.calls[body["messages"][-1]["content"]] += 1
+                return 429, {"error": {"message": "queue full", "type": "rate_limit_error"}}
+            return await super().__call__(url, body, priority)
+
+    ex = Flaky()
+    store, runner, batch_id, _ = _setup(tmp_path, 2, ex)
+    runner.config.max_retries = 2
+    asyncio.run(runner.run_until_idle())
+    assert store.line_counts(batch_id)["done"] == 2
+
+
+def test_crash_mid_batch_resumes_without_redoing_finished_lines(tmp_path):
+    """Stop the runner abruptly mid-way (in-flight lines abandoned), reopen the store as a new
+    process would, and finish: every custom_id exactly once, nothing finished executed twice."""
+    first = FakeExecutor(delay=0.005)
+    store, runner, batch_id, lines = _setup(tmp_path, 40, first)
+
+    async def crash_midway():
+        runner.start()
+        while store.line_counts(batch_id)["done"] < 15:
+            await asyncio.sleep(0.005)
+        await runner.stop()  # cancels in-flight executes: as lost as with kill -9
+
+    asyncio.run(crash_midway())
+    done_before = {r["custom_id"] for r in store.iter_lines(batch_id) if r["status"] == "done"}
+    assert 15 <= len(done_before) < 40
+    store.close()
+
+    second = FakeExecutor()
+    store2 = JobStore(tmp_path)
+    runner2 = BatchRunner(store2, second, JobsConfig(state_dir=tmp_path, max_in_flight=3))
+    asyncio.run(runner2.run_until_idle())
+    batch = store2.get_batch(batch_id)
+    assert batch["status"] == "completed"
+    results = _results(store2, batch)
+    assert Counter(r["custom_id"] for r in results) == Counter(line["custom_id"] for line in lines)
+    prompts_of = {line["custom_id"]: line["body"]["messages"][0]["content"] for line in lines}
+    assert not any(second.calls[prompts_of[cid]] for cid in done_before)  # finished lines not redone
+    for r in results:
+        body = next(line["body"] for line in lines if line["custom_id"] == r["custom_id"])
+        assert r["response"]["body"]["choices"][0]["message"]["content"] == answer_for(body)
+
+
+def test_crash_during_finalize_rebuilds_outputs(tmp_path):
+    ex = FakeExecutor()
+    store, runner, batch_id, lines = _setup(tmp_path, 5, ex)
+    asyncio.run(runner.run_until_idle())
+    # Simulate dying after 'finalizing' was committed but before the files: roll status back.
+    with store._tx() as conn:
+        conn.execute("UPDATE batches SET status='finalizing', output_file_id=NULL WHERE id=?", (batch_id,))
+    runner2 = BatchRunner(JobStore(tmp_path), FakeExecutor(), JobsConfig(state_dir=tmp_path))
+    asyncio.run(runner2.run_until_idle())
+    batch = runner2.store.get_batch(batch_id)
+    assert batch["status"] == "completed" and len(_results(runner2.store, batch)) == 5
+    assert runner2.lines_started == 0
