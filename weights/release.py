@@ -75,10 +75,14 @@ class _QuantizedWeight8bit:
         self.weight, self.scales = state.get("weight"), state.get("scales")
 
 
+class _NdarrayToken:
+    """Stands for ``numpy.ndarray`` inside a pickle: accepted by ``_reconstruct``, not callable."""
+
+
 def _safe_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"refusing ndarray subclass {subtype!r}")
-    return _np_reconstruct(np.ndarray, shape, dtype_code)
+    if subtype is not _NdarrayToken or dtype_code not in (b"b", "b"):
+        raise pickle.UnpicklingError(f"refusing array reconstruction {subtype!r}, {dtype_code!r}")
+    return _np_reconstruct(np.ndarray, tuple(shape), dtype_code)
 
 
 def _safe_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
@@ -90,7 +94,7 @@ def _safe_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayToken,
     ("numpy", "dtype"): _safe_dtype,
     ("ml_dtypes", "bfloat16"): ml_dtypes.bfloat16,
     ("__main__", "QuantizedWeight8bit"): _QuantizedWeight8bit,
@@ -238,6 +242,8 @@ class ReleaseReader:
             raise
         except Exception as exc:  # truncated / corrupt pickle, bad array bytes
             raise CheckpointError(f"{where}: truncated or corrupt tensor file: {exc!r}") from exc
+        if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
+            raise CheckpointError(f"{where}: object arrays are not allowed")
         if isinstance(obj, _QuantizedWeight8bit):
             if not entry.quantized:
                 raise CheckpointError(f"{where}: expected a float array, found QuantizedWeight8bit")
