@@ -105,8 +105,8 @@ class RssSource:
 
     def _parse(self, content: bytes, link: str) -> list[Document]:
         parsed = feedparser.parse(content)
-        if parsed.get("bozo") and not parsed.get("entries"):
-            reason = parsed.get("bozo_exception")
+        if not parsed.get("entries") and (parsed.get("bozo") or not parsed.get("version")):
+            reason = parsed.get("bozo_exception") or "no feed elements"
             raise LiveSourceError(self.name, f"{link} is not a readable RSS/Atom feed ({reason})")
         feed_title = html_to_text(str(parsed.get("feed", {}).get("title") or ""))
         items: list[Document] = []
