@@ -276,7 +276,8 @@ class Grok1ForCausalLM(nn.Module):
         self.embedding_multiplier = torch.tensor(cfg.embedding_multiplier_scale, dtype=dtype).item()
         self.output_multiplier = torch.tensor(cfg.output_multiplier_scale, dtype=dtype).item()
         self.embed_tokens: nn.Parameter | None = None
-        self.lm_head: torch.Tensor | None = None  # embed_tokens in the activation dtype (tied)
+        # the tied embeddings in the activation dtype (the same tensor when that is the stored dtype)
+        self.register_buffer("lm_head", None, persistent=False)
         self.layers = nn.ModuleList(DecoderLayer(cfg, self.kernels) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
