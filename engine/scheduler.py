@@ -29,11 +29,10 @@ from engine.request import SeqStatus, Sequence
 class ScheduledSeq:
     seq: Sequence
     num_tokens: int  # tokens of seq.token_ids[num_computed:] run this step
+    samples: bool = field(init=False)  # this step reaches the end of the known tokens: sample
 
-    @property
-    def samples(self) -> bool:
-        """True when this step reaches the end of the sequence's known tokens (logits wanted)."""
-        return self.seq.num_computed_tokens + self.num_tokens == len(self.seq.token_ids)
+    def __post_init__(self) -> None:
+        self.samples = self.seq.num_computed_tokens + self.num_tokens == len(self.seq.token_ids)
 
 
 @dataclass

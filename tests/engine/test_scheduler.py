@@ -1,0 +1,161 @@
+"""Scheduler policy without a model: the test plays the model runner (advance + append a token)."""
+
+from engine.block_manager import BlockManager
+from engine.config import SchedulerConfig
+from engine.request import Priority, Request, SeqStatus, Sequence
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler
+
+_ids = iter(range(10**6))
+
+
+def make_seq(
+    n_prompt: int, priority: int = Priority.INTERACTIVE, arrival: float = 0.0, first: int = 0
+) -> Sequence:
+    prompt = list(range(first, first + n_prompt))
+    req = Request(f"r{next(_ids)}", prompt, SamplingParams(), priority, arrival_time=arrival)
+    seq = Sequence(next(_ids), req, 0, list(prompt), n_prompt)
+    req.seqs.append(seq)
+    return seq
+
+
+def make_sched(num_blocks=64, block_size=4, budget=64, max_seqs=8, caching=True) -> Scheduler:
+    bm = BlockManager(num_blocks, block_size, caching)
+    return Scheduler(SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs), bm)
+
+
+def fake_step(sched: Scheduler):
+    """Schedule, then do what the engine does after the model ran: advance, commit, append."""
+    out = sched.schedule()
+    for item in out.scheduled:
+        samples = item.samples
+        item.seq.num_computed_tokens += item.num_tokens
+        sched.bm.commit(item.seq)
+        if samples:
+            item.seq.token_ids.append(7)
+    return out
+
+
+def test_chunked_prefill_spreads_long_prompt_over_steps():
+    sched = make_sched(budget=8)
+    seq = make_seq(20)
+    sched.add(seq)
+    chunks = []
+    for _ in range(3):
+        out = fake_step(sched)
+        chunks.append([(i.num_tokens, i.samples) for i in out.scheduled])
+    assert chunks == [[(8, False)], [(8, False)], [(4, True)]]
+    assert seq.num_output_tokens == 1
+
+
+def test_decodes_first_then_prefills_within_budget():
+    sched = make_sched(budget=10)
+    a = make_seq(5, arrival=0)
+    sched.add(a)
+    fake_step(sched)  # a prefilled
+    b = make_seq(30, arrival=1)
+    sched.add(b)
+    out = fake_step(sched)
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(a, 1), (b, 9)]
+    assert out.num_tokens == 10
+
+
+def test_max_num_seqs_limits_running():
+    sched = make_sched(max_seqs=2)
+    seqs = [make_seq(3, arrival=i) for i in range(4)]
+    for s in seqs:
+        sched.add(s)
+    out = fake_step(sched)
+    assert [i.seq for i in out.scheduled] == seqs[:2]
+    assert len(sched.waiting) == 2
+
+
+def test_interactive_admitted_before_batch():
+    sched = make_sched(max_seqs=1)
+    batch = make_seq(3, Priority.BATCH, arrival=0)
+    inter = make_seq(3, Priority.INTERACTIVE, arrival=5)
+    sched.add(batch)
+    sched.add(inter)
+    out = fake_step(sched)
+    assert [i.seq for i in out.scheduled] == [inter]
+
+
+def test_preempts_lowest_priority_newest_and_recomputes():
+    # 4 blocks of 2 tokens; three 2-token prompts fill 3 blocks; growth forces preemption
+    sched = make_sched(num_blocks=4, block_size=2, budget=64)
+    old = make_seq(2, Priority.INTERACTIVE, arrival=0, first=0)
+    new = make_seq(2, Priority.INTERACTIVE, arrival=1, first=10)
+    low = make_seq(2, Priority.BATCH, arrival=0.5, first=20)
+    for s in (old, new, low):
+        sched.add(s)
+    fake_step(sched)
+    assert sched.bm.num_used == 3
+    out = fake_step(sched)  # each needs a 2nd block, one is free: old takes it, low (batch) is preempted
+    assert out.preempted == [low]
+    assert [i.seq for i in out.scheduled] == [old, new]
+    assert low.status is SeqStatus.WAITING and low.block_table == [] and low.num_computed_tokens == 0
+    assert sched.waiting == [low]
+    preempt_more = make_seq(2, Priority.INTERACTIVE, arrival=2, first=30)
+    sched.add(preempt_more)
+    assert sched.waiting == [preempt_more, low]  # interactive first, then batch
+    sched.bm.check_invariants()
+    # everyone eventually completes a few tokens without deadlock
+    for _ in range(40):
+        fake_step(sched)
+        for s in list(sched.running):
+            if s.num_output_tokens >= 3:
+                sched.remove(s)
+                s.status = SeqStatus.FINISHED
+    assert all(s.num_output_tokens >= 3 for s in (old, new, low))
+    assert not sched.has_work()
+    assert sched.bm.num_used == 0
+    sched.bm.check_invariants()
+
+
+def test_request_that_can_never_fit_is_rejected_not_deadlocked():
+    sched = make_sched(num_blocks=2, block_size=4)
+    big = make_seq(20)
+    ok = make_seq(3, arrival=1)
+    sched.add(big)
+    sched.add(ok)
+    out = fake_step(sched)
+    assert [s for s, _ in out.rejected] == [big]
+    assert "pool holds only 8" in out.rejected[0][1]
+    assert [i.seq for i in out.scheduled] == [ok]
+
+
+def test_running_sequence_outgrowing_pool_is_rejected():
+    sched = make_sched(num_blocks=2, block_size=2)
+    seq = make_seq(3)
+    sched.add(seq)
+    rejected = []
+    for _ in range(3):  # 3 prompt tokens, then it grows by one token per step past 4
+        rejected += [s for s, _ in fake_step(sched).rejected]
+    assert rejected == [seq]
+    assert sched.bm.num_used == 0
+
+
+def test_preempted_sequence_hits_prefix_cache_on_recompute():
+    sched = make_sched(num_blocks=8, block_size=2)
+    seq = make_seq(6)
+    sched.add(seq)
+    fake_step(sched)
+    sched._preempt(seq, type(sched.schedule())())
+    hits = sched.bm.prefix_hit_tokens
+    out = fake_step(sched)
+    assert sched.bm.prefix_hit_tokens - hits == 6  # 7 tokens known; 3 full blocks reused
+    assert out.scheduled[0].num_tokens == 1
+
+
+def test_remove_frees_everything_from_any_state():
+    sched = make_sched(budget=4)
+    run, wait = make_seq(10, arrival=0), make_seq(5, arrival=1)
+    sched.add(run)
+    sched.add(wait)
+    fake_step(sched)  # run is mid-prefill, wait still waiting
+    assert run.status is SeqStatus.RUNNING and wait.status is SeqStatus.WAITING
+    sched.remove(run)
+    sched.remove(wait)
+    assert not sched.has_work()
+    assert sched.bm.num_used == 0
+    sched.bm.check_invariants()
