@@ -13,12 +13,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from server.errors import APIError
 from server.jobs.config import INTERACTIVE_PRIORITY, Execute, JobsConfig
+from server.jobs.deps import JobsDep
 from server.jobs.store import JobStore
 
 log = logging.getLogger("grokd.jobs")
@@ -108,11 +110,14 @@ class DeferredService:
         return JSONResponse(body, status_code=status or 200)
 
 
-def deferred_router(service: DeferredService) -> APIRouter:
-    router = APIRouter()
+router = APIRouter()
 
-    @router.get("/v1/chat/deferred-completion/{request_id}")
-    async def get_deferred_completion(request_id: str) -> Response:
-        return service.fetch(request_id)
 
-    return router
+@router.get("/v1/chat/deferred-completion/{request_id}")
+async def get_deferred_completion(request_id: str, jobs: JobsDep) -> Response:
+    return jobs.deferred.fetch(request_id)
+
+
+def accept_deferred(jobs: Any, body: dict) -> JSONResponse:
+    """What the chat route answers for ``"deferred": true`` (after validating the body)."""
+    return JSONResponse({"request_id": jobs.deferred.submit(body)})

@@ -11,8 +11,8 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
 from server.errors import APIError, invalid_request
+from server.jobs.deps import JobsDep
 from server.jobs.objects import file_object
-from server.jobs.store import JobStore
 from server.jobs.validation import looks_like_jsonl
 
 UPLOAD_PURPOSES = ("batch",)
@@ -43,73 +43,81 @@ async def _spool(upload: UploadFile, dest: Path, limit: int) -> int:
     return size
 
 
-def files_router(store: JobStore, max_upload_bytes: int) -> APIRouter:
-    router = APIRouter()
+router = APIRouter()
 
-    @router.post("/v1/files")
-    async def upload_file(request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
-            raise too_large(max_upload_bytes)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise invalid_request("Uploads must be multipart/form-data with `file` and `purpose`", param="file")
-        form = await request.form(max_files=1, max_fields=8)
+
+@router.post("/v1/files")
+async def upload_file(request: Request, jobs: JobsDep) -> dict:
+    store, max_upload_bytes = jobs.store, jobs.config.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
+        raise too_large(max_upload_bytes)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid_request("Uploads must be multipart/form-data with `file` and `purpose`", param="file")
+    form = await request.form(max_files=1, max_fields=8)
+    try:
+        purpose, upload = form.get("purpose"), form.get("file")
+        if purpose not in UPLOAD_PURPOSES:
+            raise invalid_request(f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}",
+                                  param="purpose")
+        if not isinstance(upload, UploadFile):
+            raise invalid_request("missing multipart field `file`", param="file")
+        tmp = store.temp_upload_path()
         try:
-            purpose, upload = form.get("purpose"), form.get("file")
-            if purpose not in UPLOAD_PURPOSES:
-                raise invalid_request(f"purpose must be one of {list(UPLOAD_PURPOSES)}, got {purpose!r}",
-                                      param="purpose")
-            if not isinstance(upload, UploadFile):
-                raise invalid_request("missing multipart field `file`", param="file")
-            tmp = store.temp_upload_path()
-            try:
-                await _spool(upload, tmp, max_upload_bytes)
-                problem = await asyncio.to_thread(lambda: looks_like_jsonl(tmp.read_bytes()))
-                if problem:
-                    raise invalid_request(f"Invalid batch input: {problem}", param="file", code="invalid_file")
-                row = await asyncio.to_thread(store.adopt_file, tmp, upload.filename or "upload.jsonl", purpose)
-            finally:
-                tmp.unlink(missing_ok=True)
+            await _spool(upload, tmp, max_upload_bytes)
+            problem = await asyncio.to_thread(lambda: looks_like_jsonl(tmp.read_bytes()))
+            if problem:
+                raise invalid_request(f"Invalid batch input: {problem}", param="file", code="invalid_file")
+            row = await asyncio.to_thread(store.adopt_file, tmp, upload.filename or "upload.jsonl", purpose)
         finally:
-            await form.close()
-        return file_object(row)
+            tmp.unlink(missing_ok=True)
+    finally:
+        await form.close()
+    return file_object(row)
 
-    @router.get("/v1/files")
-    def list_files(
-        purpose: str | None = None,
-        limit: int = Query(10000, ge=1, le=10000),
-        after: str | None = None,
-        order: str = Query("desc", pattern="^(asc|desc)$"),
-    ) -> dict:
-        rows = store.list_files(purpose=purpose, limit=limit + 1, after=after, order=order)
-        data = [file_object(r) for r in rows[:limit]]
-        return {
-            "object": "list",
-            "data": data,
-            "has_more": len(rows) > limit,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
 
-    @router.get("/v1/files/{file_id}")
-    def retrieve_file(file_id: str) -> dict:
-        row = store.get_file(file_id)
-        if row is None:
-            raise file_not_found(file_id)
-        return file_object(row)
+@router.get("/v1/files")
+def list_files(
+    jobs: JobsDep,
+    purpose: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    after: str | None = None,
+    order: str = Query("desc", pattern="^(asc|desc)$"),
+) -> dict:
+    store = jobs.store
+    rows = store.list_files(purpose=purpose, limit=limit + 1, after=after, order=order)
+    data = [file_object(r) for r in rows[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(rows) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
-    @router.delete("/v1/files/{file_id}")
-    def delete_file(file_id: str) -> dict:
-        if not store.delete_file(file_id):
-            raise file_not_found(file_id)
-        return {"id": file_id, "object": "file", "deleted": True}
 
-    @router.get("/v1/files/{file_id}/content")
-    def file_content(file_id: str) -> FileResponse:
-        row = store.get_file(file_id)
-        if row is None or not store.file_path(file_id).exists():
-            raise file_not_found(file_id)
-        return FileResponse(store.file_path(file_id), media_type="application/octet-stream",
-                            filename=row["filename"])
+@router.get("/v1/files/{file_id}")
+def retrieve_file(file_id: str, jobs: JobsDep) -> dict:
+    store = jobs.store
+    row = store.get_file(file_id)
+    if row is None:
+        raise file_not_found(file_id)
+    return file_object(row)
 
-    return router
+
+@router.delete("/v1/files/{file_id}")
+def delete_file(file_id: str, jobs: JobsDep) -> dict:
+    store = jobs.store
+    if not store.delete_file(file_id):
+        raise file_not_found(file_id)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get("/v1/files/{file_id}/content")
+def file_content(file_id: str, jobs: JobsDep) -> FileResponse:
+    store = jobs.store
+    row = store.get_file(file_id)
+    if row is None or not store.file_path(file_id).exists():
+        raise file_not_found(file_id)
+    return FileResponse(store.file_path(file_id), media_type="application/octet-stream",
+                        filename=row["filename"])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
-from server.jobs.batches import batches_router
 from server.jobs.config import Execute, JobsConfig
-from server.jobs.deferred import DeferredService, deferred_router
-from server.jobs.files import files_router
+from server.jobs.deferred import DeferredService
 from server.jobs.runner import BatchRunner
 from server.jobs.store import JobStore
 from server.jobs.validation import BodyValidator, ModelExists, protocol_body_validator
@@ -32,12 +32,12 @@ class JobsService:
         self.runner = BatchRunner(self.store, execute, config, body_validator, model_exists)
         self.deferred = DeferredService(self.store, execute, config)
 
-    def routers(self) -> list[APIRouter]:
-        return [
-            files_router(self.store, self.config.max_upload_bytes),
-            batches_router(self.store, self.runner, self.config),
-            deferred_router(self.deferred),
-        ]
+    @staticmethod
+    def routers() -> list[APIRouter]:
+        """The routers to mount; handlers find this service on ``app.state.jobs``."""
+        from server.jobs import batches, deferred, files
+
+        return [files.router, batches.router, deferred.router]
 
     async def start(self) -> None:
         """Resume unfinished batches and pending deferred requests; must run inside the loop."""
@@ -48,3 +48,13 @@ class JobsService:
         await self.runner.stop()
         await self.deferred.stop()
         self.store.close()
+
+
+def attach_jobs(app: Any, config: JobsConfig, model_exists: ModelExists | None = None) -> JobsService:
+    """Build the service for ``app``: lines execute through the app itself (in-process ASGI)
+    and handlers find the service on ``app.state.jobs``. Call ``start``/``stop`` in lifespan."""
+    from server.jobs.asgi_execute import asgi_executor
+
+    jobs = JobsService(config, asgi_executor(app), model_exists=model_exists)
+    app.state.jobs = jobs
+    return jobs

@@ -30,6 +30,7 @@ def _app(tmp_path, executor, **config) -> tuple[FastAPI, JobsService]:
         await jobs.stop()
 
     app = FastAPI(lifespan=lifespan)
+    app.state.jobs = jobs
     install_error_handlers(app)
     for router in jobs.routers():
         app.include_router(router)
