@@ -1,0 +1,138 @@
+"""Llama parity: the SmolLM2 GGUF through our model (paged KV cache, incremental decode, batched
+sequences) vs. Hugging Face transformers' GGUF loader, in float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.chat_template import render_chat
+from engine.models.llama import LlamaForCausalLM
+from kernels.metadata import AttentionMetadata
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "List three colors."},
+    ],
+    [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello! How can I help you today?"},
+        {"role": "user", "content": "Write a haiku about the sea, 2024 edition."},
+    ],
+]
+NEW_TOKENS = 10
+BLOCK_SIZE = 16
+ATOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def ours(smollm2_checkpoint) -> LlamaForCausalLM:
+    return LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.float32, "auto", "cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_gguf):
+    """transformers' Llama with weights from its GGUF loader (dequantise + q/k un-permute).
+
+    ``from_pretrained(gguf_file=...)`` needs ``accelerate`` only to place weights; the GGUF
+    conversion itself is ``load_gguf_checkpoint``, which we call directly.
+    """
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    config = transformers.AutoConfig.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    with torch.device("meta"):  # skip random init of 135M parameters; weights are assigned below
+        model = transformers.LlamaForCausalLM(config).eval()
+    tensors = load_gguf_checkpoint(str(smollm2_gguf), return_tensors=True, model_to_load=model)["tensors"]
+    result = model.load_state_dict(tensors, strict=False, assign=True)
+    assert set(result.missing_keys) <= {"lm_head.weight"} and not result.unexpected_keys
+    model.tie_weights()
+    rotary_cls = type(model.model.rotary_emb)
+    model.model.rotary_emb = rotary_cls(config=config)  # its buffers are computed, not loaded
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    return model
+
+
+def test_config_and_attrs(ours: LlamaForCausalLM) -> None:
+    assert (ours.num_layers, ours.num_kv_heads, ours.head_dim) == (30, 3, 64)
+    assert ours.vocab_size == 49152 and ours.max_position_embeddings == 8192
+    assert ours.lm_head is None  # tied
+
+
+def test_parity_with_transformers(ours, reference, smollm2_tokenizer, hf_smollm2_tokenizer) -> None:
+    prompts = []
+    for messages in PROMPTS:
+        text = render_chat(messages, template=smollm2_tokenizer.chat_template, tokenizer=smollm2_tokenizer)
+        ids = smollm2_tokenizer.encode(text)
+        assert ids == hf_smollm2_tokenizer.encode(text, add_special_tokens=False)
+        prompts.append(ids)
+
+    # Our side: all three prompts in one flat prefill batch, then batched one-token decode steps.
+    n_seqs = len(prompts)
+    max_len = max(len(p) for p in prompts) + NEW_TOKENS
+    blocks_per_seq = (max_len + BLOCK_SIZE - 1) // BLOCK_SIZE
+    num_blocks = n_seqs * blocks_per_seq + 1
+    # Interleaved, non-contiguous block tables exercise the paging (block 0 left unused).
+    tables = [[1 + s + n_seqs * b for b in range(blocks_per_seq)] for s in range(n_seqs)]
+    kv = [
+        torch.zeros(2, num_blocks, BLOCK_SIZE, ours.num_kv_heads, ours.head_dim)
+        for _ in range(ours.num_layers)
+    ]
+    seqs = [list(p) for p in prompts]
+    ours_logits: list[list[torch.Tensor]] = [[] for _ in range(n_seqs)]
+    query_lens = [len(p) for p in prompts]
+    with torch.no_grad():
+        for _step in range(NEW_TOKENS):
+            seq_lens = [len(s) for s in seqs]
+            ids = torch.tensor([t for s, q in zip(seqs, query_lens, strict=True) for t in s[len(s) - q :]])
+            pos = torch.tensor(
+                [i for s, q in zip(seqs, query_lens, strict=True) for i in range(len(s) - q, len(s))]
+            )
+            meta = AttentionMetadata.build(query_lens, seq_lens, tables, BLOCK_SIZE)
+            hidden = ours(ids, pos, kv, meta)
+            last = meta.query_start_loc[1:] - 1
+            logits = ours.compute_logits(hidden[last])
+            assert logits.dtype == torch.float32 and logits.shape == (n_seqs, ours.vocab_size)
+            for i in range(n_seqs):
+                ours_logits[i].append(logits[i])
+                seqs[i].append(int(logits[i].argmax()))
+            query_lens = [1] * n_seqs
+
+    # Reference: transformers' own KV-cached greedy decode of each prompt separately.
+    max_diff = 0.0
+    for i, prompt in enumerate(prompts):
+        ref_seq = list(prompt)
+        past, step_ids = None, ref_seq
+        with torch.no_grad():
+            for step in range(NEW_TOKENS):
+                out = reference(torch.tensor([step_ids]), cache=past, use_cache=True)
+                ref = out.logits[0, -1].float()
+                past = out.cache
+                max_diff = max(max_diff, (ours_logits[i][step] - ref).abs().max().item())
+                ref_seq.append(int(ref.argmax()))
+                step_ids = ref_seq[-1:]
+        assert ref_seq == seqs[i], f"prompt {i}: greedy tokens differ"
+    assert max_diff < ATOL, f"max |dlogits| = {max_diff}"
+    print(f"max |dlogits| vs transformers: {max_diff:.2e}")
+
+
+def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2_tokenizer) -> None:
+    bf16 = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "auto", "cpu")
+    text = render_chat(PROMPTS[0], template=smollm2_tokenizer.chat_template, tokenizer=smollm2_tokenizer)
+    ids = smollm2_tokenizer.encode(text)
+    meta = AttentionMetadata.build([len(ids)], [len(ids)], [[0, 1, 2, 3]], BLOCK_SIZE)
+    outs = []
+    for model, dtype in ((bf16, torch.bfloat16), (ours, torch.float32)):
+        kv = [torch.zeros(2, 4, BLOCK_SIZE, 3, 64, dtype=dtype) for _ in range(model.num_layers)]
+        with torch.no_grad():
+            h = model(torch.tensor(ids), torch.arange(len(ids)), kv, meta)
+            outs.append(model.compute_logits(h[-1:]))
+    assert outs[0].dtype == torch.float32
+    assert int(outs[0].argmax()) == int(outs[1].argmax())
+
+
+def test_rejects_bad_weights_dtype(smollm2_checkpoint) -> None:
+    with pytest.raises(ValueError, match="weights_dtype"):
+        LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.float32, "int4", "cpu")
