@@ -44,8 +44,10 @@ class Checkpoint:
     key names. ``tensors()`` streams ``(name, tensor_or_quantized)`` one at a time in the HF
     port's naming (hpcai-tech names for Grok-1, ``model.layers.N.self_attn.q_proj.weight`` for
     Llama), torch ``[out, in]`` layout for plain tensors; release int8 weights come as
-    ``QuantizedWeight`` in their original ``[in, out]`` layout. ``fingerprint`` identifies the
-    weights (manifest hash) for ``system_fingerprint``.
+    ``QuantizedWeight`` in their original ``[in, out]`` layout. Grok-1 experts always stream one
+    tensor per expert (``model.layers.N.moe_block.experts.E.{linear,linear_v,linear_1}.weight``),
+    also when the source stacks them. ``fingerprint`` identifies the weights (manifest hash) for
+    ``system_fingerprint``.
     """
 
     path: Path

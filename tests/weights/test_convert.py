@@ -70,3 +70,16 @@ def test_rerun_skips_finished_shards_and_redoes_missing(grok1_tiny_dir, tmp_path
     third = convert(src, dst, progress=False)
     assert third.written == [lost] and len(third.skipped) == 2
     assert not (dst / (lost + ".partial")).exists()
+
+
+def test_convert_cli(grok1_tiny_dir, tmp_path, capsys):
+    import argparse
+
+    from weights.convert import add_cli
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", str(grok1_tiny_dir), str(tmp_path / "o"), "--no-progress"])
+    assert args.func(args) == 0
+    assert "wrote 3 shard(s)" in capsys.readouterr().out
+    assert load(tmp_path / "o").config["grokd_quantization"]["method"] == "int8-release"
