@@ -100,3 +100,34 @@ def test_weights_dtype_variants_agree(grok1_tiny_dir, grok1_tiny_reference):
     for wd in ("bfloat16", "float32"):
         model = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir), dtype=torch.float32, weights_dtype=wd)
         assert (prefill_all(model, [prompt], torch.float32)[0] - ref).abs().max() < 2e-3
+
+
+def test_dense_checkpoint_can_be_held_in_int8(grok1_tiny_dir, grok1_tiny_reference):
+    model = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir / "hf"), dtype=torch.float32, weights_dtype="int8")
+    experts = model.layers[0].moe_block.experts
+    assert experts.gate_weight.dtype == torch.int8 and experts.gate_weight.shape == (8, 256, 344)
+    assert model.layers[0].attn.q_proj.weight.dtype == torch.int8
+    logits = prefill_all(model, [grok1_tiny_reference["fp32"]["single"][1]["prompt"]], torch.float32)[0]
+    assert torch.isfinite(logits).all()
+
+
+def test_wrong_architecture_and_bad_shapes_are_refused(grok1_tiny_dir):
+    from weights.checkpoint import CheckpointError
+
+    ckpt = load(grok1_tiny_dir / "hf")
+    bad = dict(ckpt.tensors())
+    bad["model.layers.1.attn.k_proj.weight"] = bad["model.layers.1.attn.k_proj.weight"][:64]
+    with pytest.raises(CheckpointError, match="model.layers.1.attn.k_proj.weight"):
+        Grok1ForCausalLM(_cfg(ckpt), torch.float32).load_weights(bad.items())
+    del bad["model.layers.1.attn.k_proj.weight"]
+    with pytest.raises(CheckpointError, match="missing tensors: model.layers.1.attn.k_proj.weight"):
+        Grok1ForCausalLM(_cfg(ckpt), torch.float32).load_weights(bad.items())
+    ckpt.architecture = "llama"
+    with pytest.raises(CheckpointError, match="not grok-1"):
+        Grok1ForCausalLM.from_checkpoint(ckpt, torch.float32)
+
+
+def _cfg(ckpt):
+    from engine.models.grok1 import Grok1Config
+
+    return Grok1Config.from_dict(ckpt.config)
