@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.jobs.config import Execute, JobsConfig
 from server.jobs.deferred import DeferredService
@@ -58,3 +59,28 @@ def attach_jobs(app: Any, config: JobsConfig, model_exists: ModelExists | None =
     jobs = JobsService(config, asgi_executor(app), model_exists=model_exists)
     app.state.jobs = jobs
     return jobs
+
+
+def with_jobs_lifespan(app: ASGIApp, jobs: JobsService) -> ASGIApp:
+    """Wrap ``app`` so the jobs start after its own startup (engine running) and stop before its
+    shutdown (engine still there for in-flight lines to be abandoned cleanly)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def receive_hook() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await jobs.stop()
+            return message
+
+        async def send_hook(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await jobs.start()
+            await send(message)
+
+        await app(scope, receive_hook, send_hook)
+
+    return wrapped
