@@ -1,0 +1,238 @@
+"""The FastAPI application: routers, error handlers and one ASGI middleware that gives every
+response an ``x-request-id``, enforces the body limit, refuses work while not ready or
+draining, turns stray exceptions into a 500 envelope carrying the request id, and counts
+requests for /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import re
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.auth import Authenticator, require_api_key
+from server.config import ServerConfig
+from server.errors import APIError, install_error_handlers, overloaded
+from server.metrics import ServerMetrics
+from server.registry import ModelRegistry, default_served_name
+
+log = logging.getLogger("grokd.server")
+
+# Routers, imported lazily so features that land later (files, batches, deferred) plug in by
+# existing: module path -> its ``router``. Health/metrics routes are public; the rest need a key.
+PUBLIC_ROUTER_MODULES = ("server.routes.health",)
+V1_ROUTER_MODULES = (
+    "server.routes.chat",
+    "server.routes.completions",
+    "server.routes.models",
+    "server.routes.tokenize",
+    "server.routes.api_key",
+)
+# Paths served even while the engine is loading or the server is draining.
+ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass
+class ServerState:
+    """Everything a request handler needs; lives on ``app.state.server``."""
+
+    config: ServerConfig
+    engine: Any  # engine.async_engine.AsyncEngine (duck-typed so the server never reaches inside)
+    registry: ModelRegistry
+    auth: Authenticator
+    metrics: ServerMetrics
+    draining: bool = False
+    in_flight: int = 0
+    manage_engine: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)  # feature services (jobs, ...)
+
+    @classmethod
+    def build(cls, config: ServerConfig, engine: Any, *, manage_engine: bool = True) -> ServerState:
+        from weights.default_model import DEFAULT_MODEL_NAME
+
+        info = engine.model_info
+        name = config.served_model_name or default_served_name(config.model, DEFAULT_MODEL_NAME)
+        registry = ModelRegistry.for_engine(info, served_name=name, version=config.model_version,
+                                            aliases=config.alias)
+        auth = Authenticator.from_config(config.api_key, config.api_key_file, config.rate_limit_rpm,
+                                         config.rate_limit_tpm)
+        return cls(config=config, engine=engine, registry=registry, auth=auth,
+                   metrics=ServerMetrics(engine.stats), manage_engine=manage_engine)
+
+    @property
+    def ready(self) -> bool:
+        return bool(getattr(self.engine, "is_ready", False)) and not self.draining
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new work, then wait for in-flight requests; True when all finished in time."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.in_flight == 0
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServerMiddleware:
+    """Request id, body limit, readiness gate, last-resort 500, and request metrics."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get("x-request-id", "")
+        rid = given if _REQUEST_ID_OK.match(given) else f"req_{uuid.uuid4().hex[:24]}"
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+        status = 500
+        limit = self.state.config.max_body_bytes
+        received = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        async def reply(err: APIError) -> None:
+            body = json.dumps(err.body()).encode()
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            hdrs += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+            await send_wrapper({"type": "http.response.start", "status": err.status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": body})
+
+        path = scope.get("path", "")
+        gated = path not in ALWAYS_OPEN
+        if gated:
+            self.state.in_flight += 1
+        try:
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                await reply(_too_large(limit))
+            elif gated and not self.state.ready:
+                why = "draining for shutdown" if self.state.draining else "not ready yet (model loading)"
+                await reply(overloaded(f"The server is {why}; retry shortly.", self.state.config.retry_after_s))
+            else:
+                await self.app(scope, receive_wrapper, send_wrapper)
+        except _BodyTooLarge:
+            if not started:
+                await reply(_too_large(limit))
+        except Exception:
+            log.exception("unhandled error in %s %s (request %s)", scope.get("method"), path, rid)
+            if not started:
+                await reply(APIError(
+                    500,
+                    f"The server had an error while processing your request (request id {rid}). "
+                    "Other requests are unaffected; retrying is safe.",
+                    type="server_error",
+                    code="internal_error",
+                ))
+        finally:
+            if gated:
+                self.state.in_flight -= 1
+            route = scope.get("route")
+            label = getattr(route, "path", None) or ("unmatched" if status == 404 else path)
+            self.state.metrics.observe_request(label, scope.get("method", ""), status)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
+
+
+def _routers(modules: tuple[str, ...]) -> list[Any]:
+    out = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        out.append(module.router)
+    return out
+
+
+def _attach_jobs(app: FastAPI, state: ServerState) -> Any | None:
+    """Files, batches and deferred completions (server.jobs) under ``--state-dir``; their
+    requests run through this app in-process, so they get exactly the HTTP answer."""
+    try:
+        from server.jobs import JobsConfig
+        from server.jobs.service import attach_jobs
+    except ImportError:
+        return None
+    state_dir = state.config.state_dir
+    if not state_dir:
+        state_dir = tempfile.mkdtemp(prefix="grokd-state-")
+        log.warning("no --state-dir: files, batches and deferred results live in %s (not kept)", state_dir)
+    return attach_jobs(app, JobsConfig(state_dir=Path(state_dir)),
+                       model_exists=lambda name: state.registry.resolve(name) is not None)
+
+
+def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
+    """One app per ServerState; starts the engine loop on startup and stops it on shutdown
+    when ``state.manage_engine`` (tests that share an engine set it False)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.manage_engine:
+            state.engine.start()
+        jobs = state.extras.get("jobs")
+        if jobs is not None:
+            await jobs.start()
+        try:
+            yield
+        finally:
+            if jobs is not None:
+                await jobs.stop()
+            if state.manage_engine:
+                await asyncio.to_thread(state.engine.shutdown, state.config.drain_timeout_s)
+
+    app = FastAPI(title="grokd", version=state.registry.default.version, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.server = state
+    install_error_handlers(app)
+    for router in _routers(PUBLIC_ROUTER_MODULES):
+        app.include_router(router)
+    v1 = _routers(V1_ROUTER_MODULES)
+    jobs = _attach_jobs(app, state) if enable_jobs else None
+    if jobs is not None:
+        state.extras["jobs"] = jobs
+        v1 += jobs.routers()
+    for router in v1:
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+    app.add_middleware(ServerMiddleware, state=state)
+    return app

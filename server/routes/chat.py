@@ -1,0 +1,232 @@
+"""POST /v1/chat/completions: template the messages with the engine's tokenizer, check the
+context window, run the engine, answer as one chat.completion or as SSE chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from server.errors import APIError, invalid_request, not_supported
+from server.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatResponseMessage,
+    ChatTokenLogprob,
+    ChoiceLogprobs,
+    PromptTokensDetails,
+    TopLogprob,
+    Usage,
+    new_id,
+    now,
+)
+from server.registry import ServedModel
+from server.routes import generation as gen
+from server.routes.deps import get_state, require_json, resolve_model
+from server.streaming import StreamFailure, encode_event, sse_response
+
+log = logging.getLogger("grokd.server")
+router = APIRouter()
+
+
+def reject_unimplemented(req: ChatCompletionRequest, request: Request) -> None:
+    """Features that are parsed but not built yet answer 400 naming the field."""
+    gen.reject_unsupported(req)
+    if req.response_format is not None and req.response_format.type != "text":
+        raise not_supported("response_format", f"response_format `{req.response_format.type}`")
+    if req.tools and req.tool_choice != "none":
+        raise not_supported("tools", "tool calling (`tools`)")
+    if req.search_parameters is not None and req.search_parameters.mode != "off":
+        raise not_supported("search_parameters", "live search (`search_parameters`)")
+
+
+def defer(request: Request, req: ChatCompletionRequest) -> JSONResponse:
+    """xAI deferred completion: validated now, run in the background, fetched by request id."""
+    jobs = get_state(request).extras.get("jobs")
+    if jobs is None:
+        raise not_supported("deferred", "deferred completions (the job store is disabled)")
+    if req.stream:
+        raise invalid_request("deferred: cannot be combined with stream", param="deferred")
+    body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return JSONResponse({"request_id": jobs.deferred.submit(body)})
+
+
+def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[dict[str, Any]]:
+    """Plain dicts for the template; text parts joined, image parts refused on text-only models."""
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(req.messages):
+        d = msg.model_dump(exclude_none=True)
+        if isinstance(msg.content, list):
+            texts: list[str] = []
+            for j, part in enumerate(msg.content):
+                if part.type == "text":
+                    texts.append(part.text or "")
+                elif part.type in ("image_url", "input_image", "image"):
+                    if not model.accepts_images:
+                        raise invalid_request(
+                            f"Model `{model.id}` does not accept image inputs (input_modalities: "
+                            f"{', '.join(model.input_modalities)}).",
+                            param=f"messages[{i}].content[{j}]",
+                            code="unsupported_modality",
+                        )
+                    raise not_supported(f"messages[{i}].content[{j}]", "image inputs")
+                else:
+                    raise invalid_request(f"Unknown content part type `{part.type}`",
+                                          param=f"messages[{i}].content[{j}].type")
+            d["content"] = "\n".join(texts)
+        out.append(d)
+    return out
+
+
+def render_prompt(request: Request, req: ChatCompletionRequest, model: ServedModel) -> tuple[str, list[int]]:
+    """The exact text and token ids the model will see (also what usage counts)."""
+    state = get_state(request)
+    engine = state.engine
+    tokenizer = engine.tokenizer
+    if tokenizer is None:
+        raise invalid_request(
+            f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
+            param="messages", code="no_tokenizer",
+        )
+    from engine.chat_template import render_chat
+
+    try:
+        text = render_chat(
+            template_messages(req, model),
+            template=getattr(engine.model_info, "chat_template", None),
+            tokenizer=tokenizer,
+            tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
+            add_generation_prompt=req.add_generation_prompt,
+            **(req.chat_template_kwargs or {}),
+        )
+    except APIError:
+        raise
+    except (ValueError, TypeError) as exc:  # template errors raised for bad conversations
+        raise invalid_request(f"Could not apply the chat template: {exc}", param="messages") from None
+    return text, list(tokenizer.encode(text))
+
+
+def chat_logprobs(tokenizer: Any, lps: list[TokenLogprob] | None, k: int) -> ChoiceLogprobs:
+    content = []
+    for lp in lps or []:
+        text, raw = gen.token_text(tokenizer, lp.token_id)
+        tops = []
+        for tid, tlp in gen.top_entries(lp, k):
+            ttext, traw = gen.token_text(tokenizer, tid)
+            tops.append(TopLogprob(token=ttext, logprob=tlp, bytes=traw))
+        content.append(ChatTokenLogprob(token=text, logprob=lp.logprob, bytes=raw, top_logprobs=tops))
+    return ChoiceLogprobs(content=content)
+
+
+def finish_reason(o: CompletionOutput, out: RequestOutput, request_id: str) -> str | None:
+    if o.finish_reason == "error" or out.error:
+        raise gen.engine_failure(out, request_id)
+    return o.finish_reason
+
+
+def usage_of(calls: list[gen.EngineCall], completion_tokens: int) -> Usage:
+    prompt = sum(c.prompt_tokens for c in calls)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt + completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(c.cached_tokens for c in calls)),
+    )
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
+async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response | ChatCompletionResponse:
+    state = get_state(request)
+    model = resolve_model(request, req.model)
+    reject_unimplemented(req, request)
+    if req.top_logprobs is not None and not req.logprobs:
+        raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
+    text, prompt_ids = render_prompt(request, req, model)
+    requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    if requested == 0:
+        raise invalid_request(f"{param}: must be >= 1", param=param)
+    max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
+                                        param="messages", what="messages")
+    k = req.top_logprobs or 0
+    params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)
+    if req.deferred:
+        return defer(request, req)
+    rid = new_id("chatcmpl-")
+    log.info("chat %s model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s%s", rid, model.id,
+             len(prompt_ids), max_tokens, req.n, req.stream,
+             f" prompt={text!r}" if state.config.log_prompts else "")
+    call = await gen.start(request, prompt_ids, params, rid, param="messages")
+    key = getattr(request.state, "api_key", None)
+    created = now()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return sse_response([call], _chunks(state, call, model, created, req, k, include_usage, key), rid)
+
+    (final,) = await gen.collect(request, [call])
+    tokenizer = state.engine.tokenizer
+    choices = [
+        ChatChoice(
+            index=o.index,
+            message=ChatResponseMessage(content=o.text),
+            logprobs=chat_logprobs(tokenizer, o.logprobs, k) if req.logprobs else None,
+            finish_reason=finish_reason(o, final, rid),
+        )
+        for o in final.outputs
+    ]
+    completion_tokens = sum(len(o.token_ids) for o in final.outputs)
+    if key is not None:
+        state.auth.charge_tokens(key, call.prompt_tokens + completion_tokens)
+    return ChatCompletionResponse(
+        id=rid, created=created, model=model.id, choices=choices,
+        usage=usage_of([call], completion_tokens), system_fingerprint=model.system_fingerprint,
+    )
+
+
+def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, req: ChatCompletionRequest,
+            k: int, include_usage: bool, key: Any):
+    tokenizer = state.engine.tokenizer
+
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
+        return encode_event(ChatCompletionChunk(
+            id=call.request_id, created=created, model=model.id, choices=choices, usage=usage,
+            system_fingerprint=model.system_fingerprint,
+        ))
+
+    async def render(outputs: AsyncIterator[tuple[int, RequestOutput]]) -> AsyncIterator[bytes]:
+        for i in range(req.n):
+            yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+        completion_tokens = 0
+        done: set[int] = set()
+        async for _, out in outputs:
+            if out.error:
+                raise StreamFailure(f"The engine failed while generating (request id {call.request_id}): "
+                                    f"{out.error}")
+            for o in out.outputs:
+                if o.index in done:
+                    continue
+                completion_tokens += len(o.delta_token_ids)
+                reason = o.finish_reason
+                if reason == "error":
+                    raise StreamFailure(f"The engine failed while generating (request id {call.request_id})")
+                lps = chat_logprobs(tokenizer, o.delta_logprobs, k) if req.logprobs and o.delta_logprobs else None
+                if not o.delta_text and lps is None and reason is None:
+                    continue
+                delta = ChatDelta(content=o.delta_text) if o.delta_text else ChatDelta()
+                yield chunk([ChatChunkChoice(index=o.index, delta=delta, logprobs=lps, finish_reason=reason)])
+                if reason is not None:
+                    done.add(o.index)
+        if key is not None:
+            state.auth.charge_tokens(key, call.prompt_tokens + completion_tokens)
+        if include_usage:
+            yield chunk([], usage_of([call], completion_tokens))
+
+    return render

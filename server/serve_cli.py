@@ -1,0 +1,130 @@
+"""``grokd serve``: load the model, build the app, run uvicorn.
+
+SIGTERM/SIGINT drain first: /ready and new requests answer 503 while in-flight requests finish
+(up to ``--drain-timeout``), then uvicorn stops and the lifespan shuts the engine down. A second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from server.config import ServerConfig, _parse_size, load_config
+
+log = logging.getLogger("grokd.server")
+
+
+def _size(text: str) -> int:
+    return _parse_size(text)
+
+
+def add_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="serve a model over the xAI/OpenAI HTTP API",
+                              description="Serve a model over the xAI/OpenAI-compatible HTTP API.")
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every flag defaults to None so that env vars and the config file can fill what is unset."""
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="checkpoint dir, .gguf file or HF dir (default: SmolLM2-135M-Instruct)")
+    m.add_argument("--served-model-name", help="model id clients use (default: from the path)")
+    m.add_argument("--alias", action="append", help="extra name for the model (repeatable)")
+    m.add_argument("--model-version", help="version for the pinned alias <name>-<version>")
+    m.add_argument("--tokenizer", help="tokenizer path when the checkpoint has none")
+    m.add_argument("--dtype", choices=["bfloat16", "float32", "float16"])
+    m.add_argument("--weights-dtype", choices=["auto", "int8", "bfloat16", "float32"])
+    m.add_argument("--device")
+    m.add_argument("--max-model-len", type=int)
+    m.add_argument("--seed", type=int)
+    c = p.add_argument_group("cache and scheduler")
+    c.add_argument("--block-size", type=int)
+    c.add_argument("--kv-cache-memory", type=_size, help="KV cache budget in bytes (8G, 512M, ...)")
+    c.add_argument("--num-kv-blocks", type=int)
+    c.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
+    c.add_argument("--max-num-batched-tokens", type=int)
+    c.add_argument("--max-num-seqs", type=int)
+    c.add_argument("--max-queued-requests", type=int, help="waiting-queue bound; beyond it requests get 429")
+    h = p.add_argument_group("http")
+    h.add_argument("--host")
+    h.add_argument("--port", type=int)
+    keys = h.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", action="append", help="accepted API key (repeatable)")
+    keys.add_argument("--api-key-file", help="file with one key (or sha256:HEX) per line")
+    h.add_argument("--rate-limit-rpm", type=int, help="per-key requests per minute (0 = unlimited)")
+    h.add_argument("--rate-limit-tpm", type=int, help="per-key tokens per minute (0 = unlimited)")
+    h.add_argument("--max-body-bytes", type=int)
+    h.add_argument("--retry-after-s", type=float, help="Retry-After sent with 429/503")
+    h.add_argument("--drain-timeout-s", "--drain-timeout", type=float, dest="drain_timeout_s")
+    h.add_argument("--state-dir", help="directory for files, batches and deferred results")
+    h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
+    h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    cli = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    return load_config(cli, config_file=args.config)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first signal drains (503 to new work) before stopping."""
+
+    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+        super().__init__(config)
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.state.draining or self._loop is None:
+            super().handle_exit(sig, frame)
+            self.force_exit = self.force_exit or sig == signal.SIGINT
+            return
+        log.info("signal %s: draining (timeout %.0fs)", sig, self.state.config.drain_timeout_s)
+        self.state.draining = True
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        clean = await self.state.drain(self.state.config.drain_timeout_s)
+        if not clean:
+            log.warning("drain timeout: %d requests still running are aborted", self.state.in_flight)
+        self.should_exit = True
+
+
+def build_state(config: ServerConfig) -> Any:
+    from engine.async_engine import AsyncEngine
+    from server.app import ServerState
+
+    engine = AsyncEngine(config.engine_config())
+    return ServerState.build(config, engine)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.app import create_app
+
+    state = build_state(config)
+    app = create_app(state)
+    served = state.registry.default
+    log.info("serving %s (aliases: %s) on http://%s:%d", served.id, ", ".join(served.aliases), config.host,
+             config.port)
+    server = DrainingServer(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
+        state,
+    )
+    server.run()
+    return 0

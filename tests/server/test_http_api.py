@@ -1,0 +1,302 @@
+"""The HTTP API over the golden grok1-tiny fixture (float32, no tokenizer): a real uvicorn server
+on 127.0.0.1 and the real openai-python client. Covers /v1/completions against reference.json,
+models, auth, metrics and every error class of API.md's table except 503 (see
+test_backpressure.py, which drains a real server with SIGTERM)."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import openai
+import pytest
+import torch
+from openai import OpenAI
+
+from server.config import ServerConfig
+from tests.server.serving import LiveServer, start_server
+
+GOOD = "sk-good-key-0123456789"
+BLOCKED = "sk-blocked-key-0123456"
+OTHER_MODEL = "sk-other-model-key-0123"
+RPM2 = "sk-rpm-limited-key-0123"
+MODEL = "grok1-tiny"
+
+
+def _boom_route(app) -> None:
+    async def boom() -> None:
+        raise RuntimeError("deliberate bug for the 500 test")
+
+    app.add_api_route("/v1/test-only/boom", boom, methods=["GET"])
+
+
+@pytest.fixture(scope="module")
+def server(grok1_tiny_dir) -> LiveServer:
+    config = ServerConfig(
+        model=str(grok1_tiny_dir),
+        dtype="float32",
+        api_key=[GOOD, f"{BLOCKED} blocked=true", f"{OTHER_MODEL} models=some-other-model", f"{RPM2} rpm=2"],
+        max_body_bytes=256 * 1024,
+        alias=["tiny"],
+        model_version="test1",
+    )
+    live = start_server(config, setup=_boom_route)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> OpenAI:
+    return OpenAI(base_url=server.base_url, api_key=GOOD, max_retries=0)
+
+
+def _log_softmax(row: list[float]) -> torch.Tensor:
+    return torch.log_softmax(torch.tensor(row, dtype=torch.float64), dim=-1)
+
+
+# ---------------------------------------------------------------- reference reproduction
+
+
+def test_reference_reproduction_through_completions(client: OpenAI, grok1_tiny_reference: dict) -> None:
+    """Prompt logprobs equal log_softmax of the reference fp32 logits; greedy tokens identical."""
+    steps = grok1_tiny_reference["greedy_steps"]
+    for case in grok1_tiny_reference["fp32"]["single"]:
+        prompt, logits, greedy = case["prompt"], case["logits"], case["greedy"]
+        resp = client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=steps, temperature=0, echo=True, logprobs=5,
+            extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
+        )
+        choice = resp.choices[0]
+        lp = choice.logprobs
+        assert lp is not None and lp.tokens is not None and lp.token_logprobs is not None
+        assert lp.tokens[: len(prompt)] == [f"token_id:{t}" for t in prompt]
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        for i in range(1, len(prompt)):
+            ref = _log_softmax(logits[i - 1])
+            assert abs(lp.token_logprobs[i] - ref[prompt[i]].item()) < 2e-3, i
+            top = torch.topk(ref, 5)
+            got = lp.top_logprobs[i]
+            for v, t in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                assert abs(got[f"token_id:{t}"] - v) < 2e-3
+        generated = [int(t.split(":")[1]) for t in lp.tokens[len(prompt):]]
+        assert generated == greedy
+        assert generated[0] == int(torch.tensor(logits[-1]).argmax())
+        assert choice.finish_reason == "length"
+        assert resp.usage.prompt_tokens == len(prompt) and resp.usage.completion_tokens == steps
+        assert resp.model == MODEL and resp.system_fingerprint.startswith("fp_")
+        assert len(resp.system_fingerprint) == 13
+
+
+def test_completions_token_id_batch_with_n(client: OpenAI, grok1_tiny_reference: dict) -> None:
+    prompts = [c["prompt"] for c in grok1_tiny_reference["fp32"]["single"][:2]]
+    resp = client.completions.create(model="tiny", prompt=prompts, max_tokens=3, n=2, seed=7, logprobs=0,
+                                     extra_body={"return_tokens_as_token_ids": True})
+    assert sorted(c.index for c in resp.choices) == [0, 1, 2, 3]
+    assert resp.model == MODEL
+    assert resp.usage.prompt_tokens == sum(len(p) for p in prompts)
+    assert resp.usage.completion_tokens == 12
+    for c in resp.choices:
+        assert len(c.logprobs.tokens) == 3 and all(len(d) == 1 for d in c.logprobs.top_logprobs)
+
+
+def test_completions_seed_is_reproducible(client: OpenAI) -> None:
+    def run() -> list[str]:
+        r = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=6, temperature=1.0, seed=1234,
+                                      logprobs=0, extra_body={"return_tokens_as_token_ids": True})
+        return r.choices[0].logprobs.tokens
+
+    assert run() == run()
+
+
+def test_completions_stream_echo_include_usage(client: OpenAI, grok1_tiny_reference: dict) -> None:
+    case = grok1_tiny_reference["fp32"]["single"][1]
+    stream = client.completions.create(
+        model=MODEL, prompt=case["prompt"], max_tokens=4, temperature=0, echo=True, logprobs=1, stream=True,
+        stream_options={"include_usage": True}, extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
+    )
+    chunks = list(stream)
+    ids = {c.id for c in chunks}
+    assert len(ids) == 1
+    tokens = [t for c in chunks if c.choices for t in (c.choices[0].logprobs.tokens or [])]
+    assert tokens == [f"token_id:{t}" for t in case["prompt"] + case["greedy"][:4]]
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage.prompt_tokens == len(case["prompt"])
+
+
+def test_completions_stop_token_ids_and_max_tokens_zero_echo(client: OpenAI, grok1_tiny_reference: dict) -> None:
+    case = grok1_tiny_reference["fp32"]["single"][0]
+    r = client.completions.create(model=MODEL, prompt=case["prompt"], max_tokens=8, temperature=0,
+                                  extra_body={"stop_token_ids": [case["greedy"][1]], "ignore_eos": True})
+    assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 2
+    r = client.completions.create(model=MODEL, prompt=case["prompt"], max_tokens=0, echo=True, logprobs=0,
+                                  extra_body={"return_tokens_as_token_ids": True})
+    assert r.usage.completion_tokens == 0 and len(r.choices[0].logprobs.tokens) == len(case["prompt"])
+
+
+# ---------------------------------------------------------------- models, auth, misc
+
+
+def test_models_and_language_models(client: OpenAI, server: LiveServer) -> None:
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+    for name in (MODEL, f"{MODEL}-latest", f"{MODEL}-test1", "tiny"):
+        assert client.models.retrieve(name).id == MODEL
+    lm = client.get("/language-models", cast_to=object)
+    (entry,) = lm["models"]
+    assert entry["id"] == MODEL and entry["version"] == "test1"
+    assert set(entry["aliases"]) >= {f"{MODEL}-latest", f"{MODEL}-test1", "tiny"}
+    assert entry["input_modalities"] == ["text"] and entry["fingerprint"].startswith("fp_")
+    assert client.get(f"/language-models/{MODEL}-latest", cast_to=object)["id"] == MODEL
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.models.retrieve("no-such-model")
+    assert exc.value.code == "model_not_found"
+
+
+def test_api_key_endpoint_is_redacted(client: OpenAI) -> None:
+    info = client.get("/api-key", cast_to=object)
+    assert GOOD not in str(info)
+    assert info["redacted_api_key"].startswith("sk-g") and info["api_key_blocked"] is False
+    assert "acls" in info and info["api_key_id"]
+
+
+def test_health_needs_no_key_and_request_ids(server: LiveServer) -> None:
+    r = httpx.get(server.url + "/health")
+    assert r.status_code == 200 and r.headers["x-request-id"]
+    r = httpx.get(server.url + "/ready")
+    assert r.status_code == 200
+    r = httpx.get(server.url + "/v1/models")
+    assert r.status_code == 401 and r.headers["x-request-id"]
+    r = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {GOOD}", "x-request-id": "mine-1"})
+    assert r.headers["x-request-id"] == "mine-1"
+
+
+def test_metrics(client: OpenAI, server: LiveServer) -> None:
+    client.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=2)
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("grokd_http_requests_total", "grokd_prompt_tokens_total", "grokd_generation_tokens_total",
+                 "grokd_time_to_first_token_seconds_bucket", "grokd_inter_token_latency_seconds_bucket",
+                 "grokd_num_requests_waiting", "grokd_num_requests_running", "grokd_kv_cache_usage_ratio",
+                 "grokd_kv_blocks_total", "grokd_prefix_cache_hit_rate"):
+        assert name in text, name
+    assert 'route="/v1/completions"' in text
+
+
+# ---------------------------------------------------------------- error table
+
+
+def _api_error(exc: openai.APIStatusError) -> dict:
+    body = exc.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert exc.response.headers["x-request-id"]
+    return body["error"]
+
+
+def test_400_invalid_value_names_param(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1, 2], temperature=3.0)
+    assert exc.value.type == "invalid_request_error" and exc.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1, 2], extra_body={"top_k": -5})
+    assert exc.value.param == "top_k"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1, 2], stop=["a", "b", "c", "d", "e"])
+    assert exc.value.param == "stop"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1, 2], suffix="x")
+    assert exc.value.param == "suffix"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1, 2], extra_body={"guided_json": {"type": "object"}})
+    assert exc.value.param == "guided_json"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt="text needs a tokenizer")
+    assert exc.value.code == "no_tokenizer"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[5000])
+    assert exc.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.code == "no_tokenizer"
+
+
+def test_400_context_length_gives_both_numbers(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[3] * 200, max_tokens=100)
+    err = _api_error(exc.value)
+    assert exc.value.code == "context_length_exceeded" and exc.value.param == "prompt"
+    assert "256" in err["message"] and "200" in err["message"] and "300" in err["message"]
+    # default max_tokens is the remaining room
+    r = client.completions.create(model=MODEL, prompt=[3] * 250, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 6
+
+
+def test_400_bad_json_and_missing_field(server: LiveServer) -> None:
+    h = {"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"}
+    r = httpx.post(server.base_url + "/completions", content=b"{not json", headers=h)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(server.base_url + "/completions", json={"model": MODEL}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(server.base_url + "/completions", json={"model": MODEL, "prompt": [1], "n": "x"}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def test_401_403(server: LiveServer) -> None:
+    with pytest.raises(openai.AuthenticationError) as exc:
+        OpenAI(base_url=server.base_url, api_key="sk-wrong", max_retries=0).models.list()
+    assert exc.value.code == "invalid_api_key" and exc.value.type == "authentication_error"
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        OpenAI(base_url=server.base_url, api_key=BLOCKED, max_retries=0).models.list()
+    assert exc.value.type == "permission_error"
+    other = OpenAI(base_url=server.base_url, api_key=OTHER_MODEL, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        other.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1)
+    assert exc.value.param == "model"
+    assert other.models.list().data == []
+
+
+def test_404_405_413_415(client: OpenAI, server: LiveServer) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.completions.create(model="grok-9000", prompt=[1])
+    assert exc.value.code == "model_not_found" and exc.value.type == "not_found_error"
+    assert exc.value.param == "model"
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.get("/no/such/route", cast_to=object)
+    assert _api_error(exc.value)["type"] == "not_found_error"
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.get("/completions", cast_to=object)
+    assert exc.value.status_code == 405 and exc.value.type == "invalid_request_error"
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.completions.create(model=MODEL, prompt=[1] * 200_000)
+    assert exc.value.status_code == 413 and _api_error(exc.value)["type"] == "invalid_request_error"
+    r = httpx.post(server.base_url + "/completions", content=b"model=x",
+                   headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_429_per_key_rate_limit(server: LiveServer) -> None:
+    limited = OpenAI(base_url=server.base_url, api_key=RPM2, max_retries=0)
+    limited.models.list()
+    limited.models.list()
+    with pytest.raises(openai.RateLimitError) as exc:
+        limited.models.list()
+    assert exc.value.code == "rate_limit_exceeded" and exc.value.type == "rate_limit_error"
+    h = exc.value.response.headers
+    assert h["x-should-retry"] == "true" and float(h["retry-after"]) > 0 and int(h["retry-after-ms"]) > 0
+
+
+def test_500_carries_request_id_and_server_survives(client: OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as exc:
+        client.get("/test-only/boom", cast_to=object)
+    err = _api_error(exc.value)
+    assert err["type"] == "server_error"
+    assert exc.value.response.headers["x-request-id"] in err["message"]
+    assert client.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1).usage.completion_tokens == 1
+
+
+def test_logprob_shapes_are_finite(client: OpenAI) -> None:
+    r = client.completions.create(model=MODEL, prompt=[9, 8, 7], max_tokens=3, logprobs=3, echo=True,
+                                  extra_body={"return_tokens_as_token_ids": True})
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
+    assert all(math.isfinite(x) for x in lp.token_logprobs[1:])
