@@ -74,6 +74,6 @@ def moe_forward(
         xe = x[tok]
         h = act(w_gate.apply(xe, e)) * w_up.apply(xe, e)
         y = w_down.apply(h, e)
-        out.index_add_(0, tok, (gate_of[start : start + n, None] * y).float())
+        out.index_add_(0, tok, gate_of[start : start + n, None].float() * y.float())
         start += n
     return out.to(x.dtype)
