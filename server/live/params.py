@@ -149,6 +149,8 @@ def parse_search_parameters(value: Any) -> SearchParameters:
     """Validate a ``search_parameters`` value; raises ValueError naming the first bad field."""
     if isinstance(value, SearchParameters):
         return value
+    if isinstance(value, BaseModel):  # e.g. the HTTP layer's lenient protocol model
+        value = value.model_dump(exclude_unset=True)
     if not isinstance(value, dict):
         raise ValueError("search_parameters: expected an object")
     try:
@@ -187,7 +189,7 @@ def resolve(
     if search_parameters is None and from_tool is None:
         return None, remaining
     merged: dict[str, Any] = dict(from_tool or {})
-    if isinstance(search_parameters, SearchParameters):
+    if isinstance(search_parameters, BaseModel):
         search_parameters = search_parameters.model_dump(exclude_unset=True)
     if search_parameters is not None:
         if not isinstance(search_parameters, dict):

@@ -93,6 +93,18 @@ class LiveResult:
     errors: list[str] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
     query: str = ""
+    return_citations: bool = True
+
+    def response_fields(self) -> dict[str, Any]:
+        """Top-level fields for the chat.completion body (streaming: the last chunk):
+        ``citations`` when a search ran, succeeded and citations were asked for."""
+        if self.searched and not self.degraded and self.return_citations:
+            return {"citations": list(self.citations)}
+        return {}
+
+    def usage_fields(self) -> dict[str, Any]:
+        """Extra ``usage`` fields: ``num_sources_used`` whenever live context ran (0 when degraded)."""
+        return {"num_sources_used": self.num_sources_used} if self.searched else {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -108,18 +120,20 @@ class LiveResult:
         return {DEGRADED_HEADER: state}
 
     def inject(self, messages: Sequence[Any], position: str = "system") -> list[Any]:
-        """``messages`` with the context added. ``system`` (default) appends it to the leading
-        system message (creating one), which every chat template accepts; ``before_last_user``
-        inserts a system message before the last user turn, which keeps earlier turns
-        prefix-cacheable where the template allows a mid-conversation system message."""
-        out = list(messages)
+        """``messages`` (dicts or pydantic models; returned as dicts) with the context added.
+
+        ``system`` (default) appends it to the leading system message (creating one), which
+        every chat template accepts; ``before_last_user`` inserts a system message before the
+        last user turn, which keeps earlier turns prefix-cacheable where the template allows a
+        mid-conversation system message."""
+        out = [m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else m for m in messages]
         if not self.context:
             return out
         if position == "before_last_user":
             last = max((i for i, m in enumerate(out) if _role(m) == "user"), default=len(out))
             out.insert(last, {"role": "system", "content": self.context})
             return out
-        if out and _role(out[0]) == "system" and isinstance(out[0], dict):
+        if out and _role(out[0]) == "system":
             first = dict(out[0])
             content = first.get("content")
             if isinstance(content, list):
@@ -185,6 +199,13 @@ class LiveContextService:
         built["rss"] = RssSource(self.fetcher, RssConfig(ttl_s=config.rss_cache_ttl_s))
         built.update(sources or {})
         self.sources: dict[str, LiveSource] = built
+
+    def token_budget(self, context_window: int, prompt_tokens: int, reserved_completion_tokens: int) -> int:
+        """Tokens the context block may take: what the window has left after the prompt and the
+        completion's reservation, less a small allowance for the template's own tokens, capped
+        at ``max_context_tokens``."""
+        room = context_window - prompt_tokens - reserved_completion_tokens - 16
+        return max(0, min(room, self.config.max_context_tokens))
 
     def validate(self, search_parameters: Any) -> SearchParameters:
         """Parse and check against what this server has configured; raises ValueError for a 400."""
@@ -262,6 +283,7 @@ class LiveContextService:
             num_sources_used=len(used),
             documents=used,
             query=conversation.text,
+            return_citations=params.return_citations,
         )
 
 

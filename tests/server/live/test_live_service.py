@@ -96,7 +96,8 @@ def test_on_mode_uses_all_sources_and_cites_what_it_used(service, stub) -> None:
     injected = result.inject([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}])
     assert injected[0]["content"].startswith("Be brief.\n\nLive search results")
     assert injected[1] == {"role": "user", "content": "q"}
-    assert "ferry" in stub.requests[0].query["query"]
+    x_request = next(r for r in stub.requests if r.path == "/2/tweets/search/recent")
+    assert "ferry" in x_request.query["query"]
 
 
 def test_max_search_results_and_citations_flag(service, stub) -> None:
@@ -147,12 +148,12 @@ class _Slow:
     name = "web"
 
     async def search(self, query: SourceQuery) -> list[Document]:
-        await asyncio.sleep(5)
+        await asyncio.sleep(8)
         return []
 
 
 def _with_slow_web(tmp_path) -> LiveContextService:
-    svc = LiveContextService(LiveConfig(state_dir=tmp_path, source_timeout_s=0.3), sources={"web": _Slow()})
+    svc = LiveContextService(LiveConfig(state_dir=tmp_path, source_timeout_s=1.5), sources={"web": _Slow()})
     svc.local.ingest_sync(parse_list([{"url": "https://intra.example/1", "text": "ferry news today"}]))
     return svc
 
@@ -160,7 +161,7 @@ def _with_slow_web(tmp_path) -> LiveContextService:
 def test_slow_source_in_auto_degrades(tmp_path) -> None:
     started = time.monotonic()
     result = _augment(_with_slow_web(tmp_path), "ferry news today", {"mode": "auto"})
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
     assert (
         result.degraded and result.context == "" and result.citations == [] and result.num_sources_used == 0
     )
