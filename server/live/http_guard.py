@@ -29,6 +29,11 @@ import httpx
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 class FetchError(Exception):
@@ -228,7 +233,10 @@ class GuardedSession:
                 raise FetchError(f"{exc or type(exc).__name__} ({request.url})") from exc
             try:
                 if response.status_code in _REDIRECTS and "location" in response.headers:
-                    target = urljoin(str(request.url), response.headers["location"])
+                    target = httpx.URL(urljoin(str(request.url), response.headers["location"]))
+                    if _origin(target) != _origin(request.url):
+                        # credentials are for the host they were given for, never a redirect target
+                        headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
                     request = self._client.build_request("GET", target, headers=headers)
                     continue
                 content = await self._read_capped(response)

@@ -46,7 +46,6 @@ class RssSource:
         self._fetcher = fetcher
         self._config = config or RssConfig()
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self.fetch_count = 0  # network requests made (tests assert caching with it)
 
     async def search(self, query: SourceQuery) -> list[Document]:
         if not query.links:
@@ -82,7 +81,6 @@ class RssSource:
         if cached is not None and cached.last_modified:
             headers["if-modified-since"] = cached.last_modified
         try:
-            self.fetch_count += 1
             response = await self._fetcher.get(link, headers=headers)
         except FetchError as exc:
             raise LiveSourceError(self.name, str(exc), timeout=exc.timeout) from exc

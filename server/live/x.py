@@ -89,6 +89,8 @@ class XSource:
         self._fetcher = fetcher
 
     async def search(self, query: SourceQuery) -> list[Document]:
+        if not (query.terms or query.mentions or query.included_handles):
+            return []  # X rejects a query of negations only, and "everything" is no search
         now = datetime.now(UTC)
         start, end = _time_window(query, now)
         if start is not None and end is not None and start >= end:

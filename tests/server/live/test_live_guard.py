@@ -130,3 +130,16 @@ def test_connect_time_check_catches_rebinding() -> None:
 
     with pytest.raises(httpcore.ConnectError, match="refusing"):
         asyncio.run(connect())
+
+
+def test_credentials_not_forwarded_across_origins(stub) -> None:
+    stub.routes["/start"] = lambda r: (302, {"location": f"http://localhost:{stub.port}/elsewhere"}, b"")
+    stub.routes["/same"] = lambda r: (302, {"location": "/elsewhere"}, b"")
+    stub.routes["/elsewhere"] = lambda r: (200, {}, r.headers.get("authorization", "none").encode())
+    fetcher = GuardedFetcher([stub.hostport, f"localhost:{stub.port}"])
+
+    async def fetch(path: str) -> bytes:
+        return (await fetcher.get(stub.base + path, headers={"authorization": "Bearer secret"})).content
+
+    assert asyncio.run(fetch("/same")) == b"Bearer secret"
+    assert asyncio.run(fetch("/start")) == b"none"

@@ -200,3 +200,9 @@ def test_x_base_url_must_be_allow_listed(stub) -> None:
     source = XSource(XConfig(TOKEN, stub.base), GuardedFetcher())
     with pytest.raises(LiveSourceError, match="refusing"):
         _search(source)
+
+
+def test_nothing_to_search_for_makes_no_call(stub) -> None:
+    stub.routes["/2/tweets/search/recent"] = _x_api
+    assert asyncio.run(_source(stub).search(SourceQuery(excluded_handles=("spam",)))) == []
+    assert stub.requests == []
