@@ -1,0 +1,172 @@
+"""Chat completions end to end: the default SmolLM2 model behind a real uvicorn server on
+127.0.0.1, driven by the real openai-python client and parsed by its own types."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from server.config import ServerConfig
+from tests.server.serving import LiveServer, start_server
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf) -> LiveServer:
+    live = start_server(ServerConfig(dtype="float32", max_model_len=1024, api_key=["sk-e2e-key-000000"]))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> OpenAI:
+    return OpenAI(base_url=server.base_url, api_key="sk-e2e-key-000000", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def model(server: LiveServer) -> str:
+    return server.state.registry.default.id
+
+
+@pytest.fixture(scope="module")
+def greedy(client: OpenAI, model: str):
+    return client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=24)
+
+
+def _tokenize_count(server: LiveServer, model: str, text: str) -> int:
+    r = httpx.post(server.base_url + "/tokenize-text", json={"model": model, "text": text},
+                   headers={"Authorization": "Bearer sk-e2e-key-000000"})
+    r.raise_for_status()
+    return len(r.json()["token_ids"])
+
+
+def test_non_stream(greedy, model: str) -> None:
+    assert greedy.id.startswith("chatcmpl-") and greedy.object == "chat.completion"
+    assert greedy.model == model and greedy.system_fingerprint.startswith("fp_")
+    (choice,) = greedy.choices
+    assert choice.message.role == "assistant" and "Paris" in choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    u = greedy.usage
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens and u.completion_tokens > 0
+    assert u.prompt_tokens_details.cached_tokens >= 0
+
+
+def test_prompt_tokens_equal_tokenize_text_of_rendered_prompt(server: LiveServer, greedy, model: str) -> None:
+    from engine.chat_template import render_chat
+
+    engine = server.state.engine
+    rendered = render_chat(QUESTION, template=engine.model_info.chat_template, tokenizer=engine.tokenizer,
+                           add_generation_prompt=True)
+    assert greedy.usage.prompt_tokens == _tokenize_count(server, model, rendered)
+    tok = httpx.post(server.base_url + "/tokenize-text", json={"model": model, "text": "Hello world"},
+                     headers={"Authorization": "Bearer sk-e2e-key-000000"}).json()["token_ids"]
+    assert bytes(b for t in tok for b in t["token_bytes"]) == b"Hello world"
+    assert "".join(t["string_token"] for t in tok) == "Hello world"
+
+
+def test_stream_with_include_usage(client: OpenAI, greedy, model: str) -> None:
+    stream = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=24,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].object == "chat.completion.chunk"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == greedy.choices[0].message.content
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons == [greedy.choices[0].finish_reason]
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.completion_tokens == greedy.usage.completion_tokens
+    assert last.usage.prompt_tokens == greedy.usage.prompt_tokens
+
+
+def test_stream_wire_format_ends_with_done(server: LiveServer, model: str) -> None:
+    body = {"model": model, "messages": QUESTION, "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", server.base_url + "/chat/completions", json=body,
+                      headers={"Authorization": "Bearer sk-e2e-key-000000"}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream") and r.headers["x-request-id"]
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_n2(client: OpenAI, model: str) -> None:
+    r = client.chat.completions.create(model=model, messages=QUESTION, n=2, max_tokens=8, seed=3)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert r.usage.completion_tokens <= 16 and r.usage.completion_tokens >= 2
+    stream = client.chat.completions.create(model=model, messages=QUESTION, n=2, max_tokens=4, stream=True)
+    finished = {c.choices[0].index for c in stream if c.choices and c.choices[0].finish_reason}
+    assert finished == {0, 1}
+
+
+def test_logprobs_top_logprobs(client: OpenAI, model: str) -> None:
+    r = client.chat.completions.create(model=model, messages=QUESTION, max_tokens=6, temperature=0, logprobs=True,
+                                       top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for item in content:
+        assert item.logprob <= 0 and isinstance(item.bytes, list) and len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].logprob >= item.top_logprobs[-1].logprob
+        assert item.token == item.top_logprobs[0].token  # greedy picks the top token
+    assert "".join(i.token for i in content) == r.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=QUESTION, top_logprobs=3)
+    assert exc.value.param == "top_logprobs"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=QUESTION, logprobs=True, top_logprobs=21)
+    assert exc.value.param == "top_logprobs"
+
+
+def test_stop_strings(client: OpenAI, greedy, model: str) -> None:
+    full = greedy.choices[0].message.content
+    word = "Paris"
+    assert word in full
+    r = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=24, stop=[word])
+    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].message.content == full[: full.index(word)]
+    r = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=24, stop=word)
+    assert word not in r.choices[0].message.content
+
+
+def test_seed_reproducible_and_engine_extras(client: OpenAI, model: str) -> None:
+    def run(seed: int) -> str:
+        r = client.chat.completions.create(model=model, messages=QUESTION, temperature=1.0, seed=seed,
+                                           max_completion_tokens=12, extra_body={"top_k": 40, "min_p": 0.01})
+        return r.choices[0].message.content
+
+    assert run(42) == run(42)
+
+
+def test_repeated_long_prompt_reports_cached_tokens(client: OpenAI, model: str) -> None:
+    system = " ".join(f"Rule {i}: always be concise and polite." for i in range(40))
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Say hi."}]
+    first = client.chat.completions.create(model=model, messages=messages, max_tokens=2)
+    second = client.chat.completions.create(model=model, messages=messages, max_tokens=2)
+    assert first.usage.prompt_tokens > 300
+    assert second.usage.prompt_tokens == first.usage.prompt_tokens
+    assert second.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_chat_errors(client: OpenAI, model: str) -> None:
+    image = {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=[image])
+    assert exc.value.param == "messages[0].content[1]" and exc.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=QUESTION, max_tokens=5000)
+    assert exc.value.code == "context_length_exceeded" and "1024" in exc.value.message
+    assert "5000" in exc.value.message
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=[])
+    assert exc.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=QUESTION, extra_body={"functions": [{"name": "f"}]})
+    assert exc.value.param == "functions"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=[{"role": "wizard", "content": "x"}])
+    assert exc.value.param.startswith("messages[0]")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="grok-1", messages=QUESTION)
