@@ -143,3 +143,13 @@ def test_error_mapping() -> None:
     assert (err.status, err.code) == (502, "live_source_unavailable") and "rss" in err.message
     assert err.body()["error"]["code"] == "live_source_unavailable"
     assert LiveContextError.from_failures([limited]).headers == {"Retry-After": "43"}
+
+
+def test_budget_holds_with_the_engine_tokenizer(smollm2_tokenizer) -> None:
+    docs = [
+        _doc(f"https://e.example/{i}", "Ünïcode 🚀 prices rose 3.5% — “quotes” & code_snippets() " * 40, i)
+        for i in range(8)
+    ]
+    for budget in (250, 600, 1500):
+        text, used = render_context(docs, smollm2_tokenizer, budget, NOW)
+        assert used and len(smollm2_tokenizer.encode(text)) <= budget
