@@ -1,0 +1,154 @@
+"""Unit tests of the server's pieces that need no model: configuration precedence, API-key
+storage and limits, the model registry, and the in-band SSE error event."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+import pytest
+
+from engine.outputs import CompletionOutput, RequestOutput
+from server.auth import Authenticator, hash_key
+from server.config import ServerConfig, load_config
+from server.errors import APIError
+from server.registry import ModelRegistry, system_fingerprint
+
+
+def test_config_precedence_cli_env_file_defaults(tmp_path) -> None:
+    toml = tmp_path / "grokd.toml"
+    toml.write_text('port = 1111\nhost = "0.0.0.0"\nmax-num-seqs = 7\nalias = ["a", "b"]\n'
+                    '[server]\nlog_prompts = true\n')
+    assert load_config({}, env={}).port == 8000
+    assert load_config({}, env={}, config_file=toml).port == 1111
+    env = {"GROKD_PORT": "2222", "GROKD_API_KEY": "k1,k2", "GROKD_KV_CACHE_MEMORY": "2G",
+           "GROKD_ENABLE_PREFIX_CACHING": "false"}
+    cfg = load_config({}, env=env, config_file=toml)
+    assert cfg.port == 2222 and cfg.host == "0.0.0.0" and cfg.max_num_seqs == 7 and cfg.log_prompts
+    assert cfg.api_key == ["k1", "k2"] and cfg.kv_cache_memory == 2 << 30 and cfg.enable_prefix_caching is False
+    assert cfg.alias == ["a", "b"]
+    cfg = load_config({"port": 3333, "host": None, "alias": []}, env=env, config_file=toml)
+    assert cfg.port == 3333 and cfg.host == "0.0.0.0" and cfg.alias == ["a", "b"]
+    assert load_config({}, env={"GROKD_CONFIG": str(toml)}).port == 1111
+    (tmp_path / "bad.toml").write_text("no_such_setting = 1\n")
+    with pytest.raises(ValueError, match="no_such_setting"):
+        load_config({}, env={}, config_file=tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match="port"):
+        load_config({}, env={"GROKD_PORT": "eighty"})
+
+
+def test_engine_config_from_server_config() -> None:
+    ec = ServerConfig(model="m", dtype="float32", block_size=32, num_kv_blocks=99, max_num_seqs=3,
+                      max_queued_requests=5, max_model_len=128).engine_config()
+    assert ec.model.model == "m" and ec.model.dtype == "float32" and ec.model.max_model_len == 128
+    assert ec.cache.block_size == 32 and ec.cache.num_blocks == 99
+    assert ec.scheduler.max_num_seqs == 3 and ec.scheduler.max_queued_requests == 5
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    from server.serve_cli import add_cli
+
+    parser = argparse.ArgumentParser(prog="grokd")
+    add_cli(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_serve_cli_flags(monkeypatch) -> None:
+    from server.serve_cli import config_from_args
+
+    monkeypatch.setenv("GROKD_MAX_NUM_SEQS", "9")
+    monkeypatch.setenv("GROKD_PORT", "4444")
+    args = _serve_parser().parse_args(["serve", "--model", "/m", "--alias", "x", "--alias", "y", "--api-key", "k",
+                                      "--port", "5555", "--kv-cache-memory", "512M", "--log-prompts"])
+    cfg = config_from_args(args)
+    assert cfg.model == "/m" and cfg.alias == ["x", "y"] and cfg.api_key == ["k"] and cfg.port == 5555
+    assert cfg.max_num_seqs == 9 and cfg.kv_cache_memory == 512 << 20 and cfg.log_prompts is True
+    with pytest.raises(SystemExit):
+        _serve_parser().parse_args(["serve", "--api-key", "k", "--api-key-file", "f"])
+
+
+def test_api_keys_hashed_constant_time_and_limited(tmp_path) -> None:
+    f = tmp_path / "keys"
+    f.write_text(f"# comment\nsk-plain-secret-0001 name=alice\nsha256:{hash_key('sk-hashed-secret-02')} name=bob "
+                 "models=m1 rpm=1\nsk-blocked-secret-03 blocked=true\n")
+    auth = Authenticator.from_config(["sk-cli-secret-00004"], str(f))
+    assert all("secret" not in k.digest and "secret" not in k.redacted[4:-4] for k in auth.keys)
+    assert "sk-plain-secret-0001" not in repr(auth.keys)
+    assert auth.identify("Bearer sk-plain-secret-0001").name == "alice"
+    assert auth.identify(None, "sk-cli-secret-00004").name.startswith("key-")
+    bob = auth.identify("Bearer sk-hashed-secret-02")
+    assert bob.name == "bob" and bob.allows_model("m1") and not bob.allows_model("m2")
+    for header, status in ((None, 401), ("Bearer nope", 401), ("Basic x", 401),
+                           ("Bearer sk-blocked-secret-03", 403)):
+        with pytest.raises(APIError) as exc:
+            auth.identify(header)
+        assert exc.value.status == status
+    auth.check_request(bob)
+    with pytest.raises(APIError) as exc:
+        auth.check_request(bob)
+    assert exc.value.status == 429 and exc.value.headers["x-should-retry"] == "true"
+    assert 50 <= float(exc.value.headers["retry-after-ms"]) / 1000 <= 60
+    assert not Authenticator.from_config([], None).enabled
+
+
+def test_tokens_per_minute_budget() -> None:
+    auth = Authenticator.from_config(["sk-tpm-secret-0001 tpm=100"], None)
+    key = auth.keys[0]
+    auth.check_request(key)
+    auth.charge_tokens(key, 150)
+    with pytest.raises(APIError) as exc:
+        auth.check_request(key)
+    assert exc.value.status == 429 and "tokens per minute" in exc.value.message
+
+
+def test_registry_aliases_and_fingerprint() -> None:
+    class Info:
+        fingerprint = "abc123def4567890"
+        max_model_len = 2048
+        checkpoint_path = ""
+
+    reg = ModelRegistry.for_engine(Info(), served_name="grok-1", version="20260101", aliases=["grok"])
+    m = reg.default
+    for name in ("grok-1", "grok-1-latest", "grok-1-20260101", "grok"):
+        assert reg.resolve(name) is m
+    assert reg.resolve("grok-2") is None
+    assert m.system_fingerprint == system_fingerprint(Info.fingerprint)
+    assert m.system_fingerprint.startswith("fp_") and len(m.system_fingerprint) == 13
+    assert int(m.system_fingerprint[3:], 16) >= 0
+    assert system_fingerprint("other") != m.system_fingerprint
+    assert system_fingerprint(Info.fingerprint, "9.9.9") != m.system_fingerprint
+    assert ModelRegistry.for_engine(Info(), served_name="x").default.version == "abc123de"
+
+
+def test_stream_ends_with_in_band_error_event() -> None:
+    """An engine failure after the stream started becomes ``data: {"error": ...}`` and no [DONE]."""
+    from server.metrics import ServerMetrics, TokenTimer
+    from server.routes.generation import EngineCall
+    from server.streaming import StreamFailure, sse_response
+
+    async def outputs():
+        yield RequestOutput("r1", [1, 2], [CompletionOutput(0, delta_text="hi", delta_token_ids=[5])])
+        yield RequestOutput("r1", [1, 2], [CompletionOutput(0, finish_reason="error")], finished=True,
+                            error="CUDA error: device lost")
+
+    class Engine:
+        def abort(self, request_id: str) -> None:
+            pass
+
+    async def render(merged):
+        async for _, out in merged:
+            if out.error:
+                raise StreamFailure(f"engine failed: {out.error}")
+            yield b"data: {}\n\n"
+
+    async def run() -> list[bytes]:
+        call = EngineCall("r1", None, outputs(), Engine(), TokenTimer(ServerMetrics(), 0.0), 2)
+        response = sse_response([call], render, "r1")
+        return [chunk async for chunk in response.body_iterator]
+
+    events = asyncio.run(run())
+    assert events[0] == b"data: {}\n\n"
+    last = json.loads(events[-1].decode().removeprefix("data: "))
+    assert last["error"]["type"] == "server_error" and "device lost" in last["error"]["message"]
+    assert b"data: [DONE]\n\n" not in events
