@@ -216,7 +216,7 @@ class LiveContextService:
                     f"search_parameters.sources[{index}].type: source {spec.type!r} is not configured on this "
                     f"server ({_NOT_CONFIGURED_HINT.get(spec.type, 'not available')})"
                 )
-        if params.mode != "off" and params.sources is None and not self._default_sources():
+        if params.mode == "on" and params.sources is None and not self._default_sources():
             raise SourceNotConfiguredError(
                 "search_parameters.sources: no live source is configured on this server"
             )
@@ -252,6 +252,8 @@ class LiveContextService:
             if params.sources is not None
             else [_default_spec(n) for n in self._default_sources()]
         )
+        if not specs:
+            return LiveResult(mode=params.mode, query=conversation.text)
         targeted = any(getattr(s, "links", None) or getattr(s, "included_x_handles", None) for s in specs)
         if params.mode == "auto" and not targeted and not should_search(conversation.text, now):
             return LiveResult(mode="auto", query=conversation.text)

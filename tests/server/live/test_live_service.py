@@ -204,3 +204,10 @@ def test_config_reads_token_from_env(tmp_path) -> None:
     )
     assert config.x_bearer_token == "abc" and config.allowed_hosts == ("h:1",)
     assert "x" in LiveContextService(config).sources
+
+
+def test_nothing_configured_auto_skips_on_is_400() -> None:
+    svc = LiveContextService(LiveConfig())
+    assert _augment(svc, "latest news", {"mode": "auto"}).headers == {DEGRADED_HEADER: "skipped"}
+    with pytest.raises(ValueError, match="no live source is configured"):
+        _augment(svc, "latest news", {"mode": "on"})
