@@ -64,7 +64,18 @@ def test_metadata_endpoint_refused() -> None:
         _get(GuardedFetcher(), "http://169.254.169.254/latest/meta-data/")
 
 
-@pytest.mark.parametrize("url", ["http://[::1]/", "http://0.0.0.0/", "http://10.0.0.1/", "http://localhost/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1]/",
+        "http://0.0.0.0/",
+        "http://10.0.0.1/",
+        "http://localhost/",
+        "http://127.1/",
+        "http://2130706433/",
+        "http://[::ffff:169.254.169.254]/",
+    ],
+)
 def test_other_private_targets_refused(url: str) -> None:
     with pytest.raises(BlockedURLError):
         _get(GuardedFetcher(), url)
