@@ -176,11 +176,13 @@ class LLMEngine:
         req = self.requests.get(request_id)
         if req is None:
             return None
+        del self.requests[request_id]
         return self._finish_request(req, "abort")
 
     def abort_all(self, error: str | None = None) -> list[RequestOutput]:
         reason = "error" if error else "abort"
-        return [self._finish_request(r, reason, error) for r in list(self.requests.values())]
+        reqs, self.requests = list(self.requests.values()), {}
+        return [self._finish_request(r, reason, error) for r in reqs]
 
     def _finish_request(self, req: Request, reason: str, error: str | None = None) -> RequestOutput:
         for seq in req.seqs:

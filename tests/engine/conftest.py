@@ -1,0 +1,57 @@
+"""Engine fixtures: the grok1-tiny model (float32, loaded once) and engines built around it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from engine_helpers import FirstK
+
+from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from engine.llm_engine import LLMEngine
+
+
+@pytest.fixture(scope="session")
+def tiny_model(grok1_tiny_dir):
+    import weights
+    from engine.models.grok1 import Grok1ForCausalLM
+
+    # one intra-op thread: on a shared 2-core box, 2 threads per process thrash (measured ~30x slower)
+    torch.set_num_threads(1)
+    ckpt = weights.load(grok1_tiny_dir)
+    # float32 storage of bf16(int8 x scale) is exactly the reference's effective weight, and
+    # avoids dequantising on every call
+    return Grok1ForCausalLM.from_checkpoint(ckpt, dtype=torch.float32, weights_dtype="float32"), ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(grok1_tokenizer_path):
+    from engine.sp_tokenizer import SentencePieceTokenizer
+
+    return FirstK(SentencePieceTokenizer(grok1_tokenizer_path), 1024)
+
+
+@pytest.fixture
+def make_engine(tiny_model, grok1_tiny_dir):
+    """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=)``."""
+
+    def build(
+        num_blocks: int = 256,
+        block_size: int = 4,
+        budget: int = 512,
+        max_seqs: int = 64,
+        max_queued: int = 1024,
+        caching: bool = True,
+        tokenizer=None,
+        **kwargs,
+    ) -> LLMEngine:
+        model, ckpt = tiny_model
+        cfg = EngineConfig(
+            model=ModelLoadConfig(model=str(grok1_tiny_dir), dtype="float32", weights_dtype="float32"),
+            cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching),
+            scheduler=SchedulerConfig(
+                max_num_batched_tokens=budget, max_num_seqs=max_seqs, max_queued_requests=max_queued
+            ),
+        )
+        return LLMEngine(cfg, model, tokenizer, checkpoint=ckpt, **kwargs)
+
+    return build
