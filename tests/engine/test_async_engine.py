@@ -1,0 +1,183 @@
+"""AsyncEngine: the step loop thread, streaming deltas, cancellation, errors, admission."""
+
+import asyncio
+import time
+
+import pytest
+from engine_helpers import assert_idle
+
+from engine.async_engine import AsyncEngine
+from engine.errors import ContextLengthError, EngineDeadError, QueueFullError
+from engine.logits_processors import LogitsProcessor, sampler
+from engine.sampling_params import SamplingParams
+
+
+@pytest.fixture
+def make_async(make_engine):
+    engines = []
+
+    def build(**kw) -> AsyncEngine:
+        eng = make_engine(**kw)
+        ae = AsyncEngine(eng.config, engine=eng)
+        ae.start()
+        engines.append(ae)
+        return ae
+
+    yield build
+    for ae in engines:
+        ae.shutdown(timeout=5)
+
+
+async def collect(ae, prompt, params, **kw):
+    outs = []
+    async for out in ae.generate(prompt, params, **kw):
+        outs.append(out)
+    return outs
+
+
+def wait_idle(ae: AsyncEngine, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = ae.stats()
+        if st.kv_blocks_used == 0 and st.num_running == 0 and st.num_waiting == 0:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"engine not idle: {ae.stats()}")
+
+
+def test_streams_deltas_and_matches_reference(make_async, grok1_tiny_reference, tiny_tokenizer):
+    ae = make_async(tokenizer=tiny_tokenizer)
+    assert ae.is_ready and ae.model_info.max_model_len == 256 and ae.model_info.vocab_size == 1024
+    assert ae.model_info.architecture == "grok-1" and ae.model_info.dtype == "float32"
+    cases = grok1_tiny_reference["fp32"]["single"]
+    params = SamplingParams(temperature=0, max_tokens=8, logprobs=1)
+
+    async def main():
+        return await asyncio.gather(
+            *(collect(ae, c["prompt"], params, request_id=f"r{i}") for i, c in enumerate(cases))
+        )
+
+    results = asyncio.run(main())
+    for case, outs in zip(cases, results, strict=True):
+        final = outs[-1]
+        assert final.finished and all(not o.finished for o in outs[:-1])
+        comp = final.outputs[0]
+        assert comp.token_ids == case["greedy"]
+        assert sum((o.outputs[0].delta_token_ids for o in outs), []) == case["greedy"]
+        assert "".join(o.outputs[0].delta_text for o in outs) == comp.text
+        assert len(comp.logprobs) == 8
+    wait_idle(ae)
+    assert ae.stats().generation_tokens_total == 24
+
+
+def test_consumer_closing_aborts_and_frees_blocks(make_async):
+    ae = make_async()
+
+    async def main():
+        gen = ae.generate([5, 6, 7, 8, 9], SamplingParams(temperature=0, max_tokens=200, ignore_eos=True))
+        first = await gen.__anext__()
+        await gen.aclose()  # client disconnect
+        return first
+
+    first = asyncio.run(main())
+    assert not first.finished
+    wait_idle(ae)
+    assert_idle(ae.engine)
+
+
+def test_cancelled_task_aborts(make_async):
+    ae = make_async()
+
+    async def main():
+        task = asyncio.create_task(collect(ae, [5, 6, 7], SamplingParams(max_tokens=200, ignore_eos=True)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    wait_idle(ae)
+
+
+def test_abort_by_id_gives_final_abort_output(make_async):
+    ae = make_async()
+
+    async def main():
+        outs = []
+        async for out in ae.generate(
+            [5, 6, 7], SamplingParams(max_tokens=200, ignore_eos=True), request_id="x"
+        ):
+            outs.append(out)
+            if len(outs) == 2:
+                ae.abort("x")
+        return outs
+
+    outs = asyncio.run(main())
+    assert outs[-1].finished and outs[-1].outputs[0].finish_reason == "abort"
+    wait_idle(ae)
+
+
+def test_validation_and_queue_full_raise_before_yielding(make_async):
+    ae = make_async(max_seqs=1, max_queued=1)
+
+    async def first_item(prompt, params):
+        gen = ae.generate(prompt, params)
+        try:
+            return await gen.__anext__()
+        finally:
+            await gen.aclose()
+
+    async def main():
+        with pytest.raises(ContextLengthError, match="limit 256"):
+            await first_item([5] * 250, SamplingParams(max_tokens=100))
+        with pytest.raises(ValueError, match="top_p"):
+            await first_item([5], SamplingParams(top_p=0))
+        long = asyncio.create_task(collect(ae, [5, 6], SamplingParams(max_tokens=250, ignore_eos=True)))
+        while ae.stats().num_running < 1:  # admitted and running (max_num_seqs=1)
+            await asyncio.sleep(0.005)
+        queued = asyncio.create_task(collect(ae, [5, 6], SamplingParams(max_tokens=2)))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await first_item([7, 8], SamplingParams(max_tokens=2))
+        long.cancel()
+        out = await queued
+        assert out[-1].finished
+
+    asyncio.run(main())
+    wait_idle(ae)
+
+
+@sampler("explode")
+class Explode(LogitsProcessor):
+    def apply(self, logits, rows):
+        raise RuntimeError("kaboom")
+
+
+def test_step_failure_fails_request_but_loop_survives(make_async):
+    ae = make_async(extra_samplers=[Explode])
+
+    async def main():
+        bad = await collect(ae, [5, 6], SamplingParams(extra={"explode": {}}))
+        good = await collect(ae, [5, 6], SamplingParams(temperature=0, max_tokens=3))
+        return bad, good
+
+    bad, good = asyncio.run(main())
+    assert bad[-1].finished and bad[-1].error and "kaboom" in bad[-1].error
+    assert bad[-1].outputs[0].finish_reason == "error"
+    assert good[-1].outputs[0].finish_reason == "length" and ae.is_ready
+
+
+def test_shutdown_stops_accepting(make_engine):
+    eng = make_engine()
+    ae = AsyncEngine(eng.config, engine=eng)
+    assert not ae.is_ready  # loop not started yet
+    ae.start()
+    assert ae.is_ready
+    ae.shutdown(timeout=5)
+    assert not ae.is_ready
+
+    async def main():
+        await ae.generate([5], SamplingParams()).__anext__()
+
+    with pytest.raises(EngineDeadError):
+        asyncio.run(main())
