@@ -186,20 +186,41 @@ def _routers(modules: tuple[str, ...]) -> list[Any]:
     return out
 
 
+def _state_dir(state: ServerState) -> Path:
+    """``--state-dir``, or a throw-away directory (said loudly) so the features still work."""
+    if "state_dir" not in state.extras:
+        state_dir = state.config.state_dir
+        if not state_dir:
+            state_dir = tempfile.mkdtemp(prefix="grokd-state-")
+            log.warning("no --state-dir: files, batches, deferred results and the local live index live "
+                        "in %s (not kept)", state_dir)
+        state.extras["state_dir"] = Path(state_dir)
+    return state.extras["state_dir"]
+
+
 def _attach_jobs(app: FastAPI, state: ServerState) -> Any | None:
-    """Files, batches and deferred completions (server.jobs) under ``--state-dir``; their
+    """Files, batches and deferred completions (server.jobs) under the state dir; their
     requests run through this app in-process, so they get exactly the HTTP answer."""
     try:
         from server.jobs import JobsConfig
         from server.jobs.service import attach_jobs
     except ImportError:
         return None
-    state_dir = state.config.state_dir
-    if not state_dir:
-        state_dir = tempfile.mkdtemp(prefix="grokd-state-")
-        log.warning("no --state-dir: files, batches and deferred results live in %s (not kept)", state_dir)
-    return attach_jobs(app, JobsConfig(state_dir=Path(state_dir)),
+    return attach_jobs(app, JobsConfig(state_dir=_state_dir(state)),
                        model_exists=lambda name: state.registry.resolve(name) is not None)
+
+
+def _attach_live(state: ServerState) -> Any | None:
+    """Live context for chat (server.live) and its ingestion route; ``extras["live_config"]``
+    comes from ``grokd serve``'s live flags, else the environment."""
+    try:
+        from server.live import LiveConfig, LiveContextService, build_router
+    except ImportError:
+        return None
+    if "live" not in state.extras:
+        config = state.extras.get("live_config") or LiveConfig.from_env(state_dir=_state_dir(state))
+        state.extras["live"] = LiveContextService(config)
+    return build_router(state.extras["live"])
 
 
 def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
@@ -232,6 +253,9 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
     if jobs is not None:
         state.extras["jobs"] = jobs
         v1 += jobs.routers()
+    live_router = _attach_live(state)
+    if live_router is not None:
+        v1.append(live_router)
     for router in v1:
         app.include_router(router, dependencies=[Depends(require_api_key)])
     app.add_middleware(ServerMiddleware, state=state)

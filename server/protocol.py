@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from engine.sampling_params import MAX_LOGPROBS
 
@@ -120,8 +120,16 @@ class FunctionDefinition(_Lenient):
 
 
 class Tool(_Lenient):
-    type: Literal["function"] = "function"
-    function: FunctionDefinition
+    """A function tool, or xAI's ``{"type": "live_search", "sources": [...]}`` spelling."""
+
+    type: str = "function"
+    function: FunctionDefinition | None = None
+
+    @model_validator(mode="after")
+    def _function_needs_definition(self) -> Tool:
+        if self.type == "function" and self.function is None:
+            raise ValueError("function tools need a `function` definition")
+        return self
 
 
 class JSONSchemaFormat(_Lenient):
@@ -136,7 +144,7 @@ class ResponseFormat(_Lenient):
 
 
 class SearchSource(_Lenient):
-    type: Literal["x", "web", "news", "rss"]
+    type: str  # x | web | news | rss | local; checked against the configured sources
 
 
 class SearchParameters(_Lenient):

@@ -68,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
     h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
+    try:
+        from server.live.cli import add_arguments as add_live_arguments
+    except ImportError:
+        return
+    add_live_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -117,6 +122,13 @@ def main(args: argparse.Namespace) -> int:
     from server.app import create_app
 
     state = build_state(config)
+    try:
+        from server.live.cli import config_from_args as live_config_from_args
+    except ImportError:
+        pass
+    else:
+        args.state_dir = config.state_dir
+        state.extras["live_config"] = live_config_from_args(args)
     app = create_app(state)
     served = state.registry.default
     log.info("serving %s (aliases: %s) on http://%s:%d", served.id, ", ".join(served.aliases), config.host,

@@ -77,6 +77,7 @@ def sse_response(
     calls: list[EngineCall],
     render: Callable[[AsyncIterator[tuple[int, RequestOutput]]], AsyncIterator[bytes]],
     request_id: str,
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     """Stream ``render``'s events for ``calls`` and guarantee cleanup however the stream ends."""
 
@@ -95,5 +96,5 @@ def sse_response(
             for call in calls:
                 await call.close()
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 

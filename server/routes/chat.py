@@ -30,6 +30,7 @@ from server.protocol import (
 )
 from server.registry import ServedModel
 from server.routes import generation as gen
+from server.routes import live_context
 from server.routes.deps import get_state, require_json, resolve_model
 from server.streaming import StreamFailure, encode_event, sse_response
 
@@ -37,15 +38,13 @@ log = logging.getLogger("grokd.server")
 router = APIRouter()
 
 
-def reject_unimplemented(req: ChatCompletionRequest, request: Request) -> None:
+def reject_unimplemented(req: ChatCompletionRequest, tools: list[Any] | None) -> None:
     """Features that are parsed but not built yet answer 400 naming the field."""
     gen.reject_unsupported(req)
     if req.response_format is not None and req.response_format.type != "text":
         raise not_supported("response_format", f"response_format `{req.response_format.type}`")
-    if req.tools and req.tool_choice != "none":
+    if tools and req.tool_choice != "none":
         raise not_supported("tools", "tool calling (`tools`)")
-    if req.search_parameters is not None and req.search_parameters.mode != "off":
-        raise not_supported("search_parameters", "live search (`search_parameters`)")
 
 
 def defer(request: Request, req: ChatCompletionRequest) -> JSONResponse:
@@ -86,24 +85,18 @@ def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[di
     return out
 
 
-def render_prompt(request: Request, req: ChatCompletionRequest, model: ServedModel) -> tuple[str, list[int]]:
+def render_prompt(engine: Any, req: ChatCompletionRequest, messages: list[dict[str, Any]],
+                  tools: list[Any] | None) -> tuple[str, list[int]]:
     """The exact text and token ids the model will see (also what usage counts)."""
-    state = get_state(request)
-    engine = state.engine
     tokenizer = engine.tokenizer
-    if tokenizer is None:
-        raise invalid_request(
-            f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
-            param="messages", code="no_tokenizer",
-        )
     from engine.chat_template import render_chat
 
     try:
         text = render_chat(
-            template_messages(req, model),
+            messages,
             template=getattr(engine.model_info, "chat_template", None),
             tokenizer=tokenizer,
-            tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
+            tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
             add_generation_prompt=req.add_generation_prompt,
             **(req.chat_template_kwargs or {}),
         )
@@ -143,23 +136,37 @@ def usage_of(calls: list[gen.EngineCall], completion_tokens: int) -> Usage:
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
-async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response | ChatCompletionResponse:
+async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
     state = get_state(request)
+    engine = state.engine
     model = resolve_model(request, req.model)
-    reject_unimplemented(req, request)
+    live_params, tools = live_context.resolve_request(req)
+    reject_unimplemented(req, tools)
     if req.top_logprobs is not None and not req.logprobs:
         raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
-    text, prompt_ids = render_prompt(request, req, model)
+    if engine.tokenizer is None:
+        raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
+                              param="messages", code="no_tokenizer")
+    messages = template_messages(req, model)
+    text, prompt_ids = render_prompt(engine, req, messages, tools)
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     if requested == 0:
         raise invalid_request(f"{param}: must be >= 1", param=param)
-    max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
-                                        param="messages", what="messages")
+    gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len, param="messages", what="messages")
     k = req.top_logprobs or 0
-    params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)
+    gen.build_params(req, max_tokens=requested or 1, logprobs=k if req.logprobs else None)  # validate now
     if req.deferred:
         return defer(request, req)
+    live = None
+    if live_params is not None:
+        live = await live_context.augment(request, live_params, messages, engine.tokenizer, len(prompt_ids),
+                                          requested, model.max_model_len)
+        if live.context:
+            text, prompt_ids = render_prompt(engine, req, live.inject(messages), tools)
+    max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
+                                        param="messages", what="messages")
+    params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)
     rid = new_id("chatcmpl-")
     log.info("chat %s model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s%s", rid, model.id,
              len(prompt_ids), max_tokens, req.n, req.stream,
@@ -167,17 +174,20 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     call = await gen.start(request, prompt_ids, params, rid, param="messages")
     key = getattr(request.state, "api_key", None)
     created = now()
+    headers = dict(live.headers) if live is not None else {}
+    citations = live.response_fields().get("citations") if live is not None else None
+    sources_used = live.usage_fields().get("num_sources_used") if live is not None else None
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response([call], _chunks(state, call, model, created, req, k, include_usage, key), rid)
+        render = _chunks(state, call, model, created, req, k, include_usage, key, citations, sources_used)
+        return sse_response([call], render, rid, headers=headers)
 
     (final,) = await gen.collect(request, [call])
-    tokenizer = state.engine.tokenizer
     choices = [
         ChatChoice(
             index=o.index,
             message=ChatResponseMessage(content=o.text),
-            logprobs=chat_logprobs(tokenizer, o.logprobs, k) if req.logprobs else None,
+            logprobs=chat_logprobs(engine.tokenizer, o.logprobs, k) if req.logprobs else None,
             finish_reason=finish_reason(o, final, rid),
         )
         for o in final.outputs
@@ -185,20 +195,24 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     completion_tokens = sum(len(o.token_ids) for o in final.outputs)
     if key is not None:
         state.auth.charge_tokens(key, call.prompt_tokens + completion_tokens)
-    return ChatCompletionResponse(
-        id=rid, created=created, model=model.id, choices=choices,
-        usage=usage_of([call], completion_tokens), system_fingerprint=model.system_fingerprint,
+    usage = usage_of([call], completion_tokens)
+    usage.num_sources_used = sources_used
+    body = ChatCompletionResponse(
+        id=rid, created=created, model=model.id, choices=choices, usage=usage,
+        system_fingerprint=model.system_fingerprint, citations=citations,
     )
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, req: ChatCompletionRequest,
-            k: int, include_usage: bool, key: Any):
+            k: int, include_usage: bool, key: Any, citations: list[str] | None, sources_used: int | None):
+    """SSE chunks; live-search ``citations`` ride on the last chunk (xAI's convention)."""
     tokenizer = state.engine.tokenizer
 
-    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, last: bool = False) -> bytes:
         return encode_event(ChatCompletionChunk(
             id=call.request_id, created=created, model=model.id, choices=choices, usage=usage,
-            system_fingerprint=model.system_fingerprint,
+            system_fingerprint=model.system_fingerprint, citations=citations if last else None,
         ))
 
     async def render(outputs: AsyncIterator[tuple[int, RequestOutput]]) -> AsyncIterator[bytes]:
@@ -220,13 +234,17 @@ def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, 
                 lps = chat_logprobs(tokenizer, o.delta_logprobs, k) if req.logprobs and o.delta_logprobs else None
                 if not o.delta_text and lps is None and reason is None:
                     continue
-                delta = ChatDelta(content=o.delta_text) if o.delta_text else ChatDelta()
-                yield chunk([ChatChunkChoice(index=o.index, delta=delta, logprobs=lps, finish_reason=reason)])
                 if reason is not None:
                     done.add(o.index)
+                delta = ChatDelta(content=o.delta_text) if o.delta_text else ChatDelta()
+                last = not include_usage and len(done) == req.n
+                yield chunk([ChatChunkChoice(index=o.index, delta=delta, logprobs=lps, finish_reason=reason)],
+                            last=last)
         if key is not None:
             state.auth.charge_tokens(key, call.prompt_tokens + completion_tokens)
         if include_usage:
-            yield chunk([], usage_of([call], completion_tokens))
+            usage = usage_of([call], completion_tokens)
+            usage.num_sources_used = sources_used
+            yield chunk([], usage, last=True)
 
     return render

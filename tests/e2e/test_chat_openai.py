@@ -170,3 +170,30 @@ def test_chat_errors(client: OpenAI, model: str) -> None:
     assert exc.value.param.startswith("messages[0]")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="grok-1", messages=QUESTION)
+
+
+def test_live_search_from_local_index_with_citations(client: OpenAI, server: LiveServer, model: str) -> None:
+    doc = {"url": "https://intra.example/outage-42", "title": "Payment outage",
+           "text": "The Zorblax payment outage in Lisbon was resolved at 14:05 UTC today.", "author": "@status"}
+    r = httpx.post(server.base_url + "/live/documents", json=[doc],
+                   headers={"Authorization": "Bearer sk-e2e-key-000000"})
+    assert r.status_code == 200, r.text
+    question = [{"role": "user", "content": "Is the Zorblax payment outage in Lisbon resolved?"}]
+    plain = client.chat.completions.create(model=model, messages=question, max_tokens=2)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=question, max_tokens=2,
+        extra_body={"search_parameters": {"mode": "on", "sources": [{"type": "local"}]}})
+    assert raw.headers["x-grokd-live-context"] == "used"
+    resp = raw.parse()
+    assert resp.citations == [doc["url"]]  # type: ignore[attr-defined]
+    assert resp.usage.num_sources_used == 1  # type: ignore[attr-defined]
+    assert resp.usage.prompt_tokens > plain.usage.prompt_tokens + 10  # the document went into the prompt
+    stream = client.chat.completions.create(
+        model=model, messages=question, max_tokens=2, stream=True, stream_options={"include_usage": True},
+        extra_body={"search_parameters": {"mode": "on", "sources": [{"type": "local"}]}})
+    chunks = list(stream)
+    assert chunks[-1].citations == [doc["url"]] and chunks[-1].usage.num_sources_used == 1  # type: ignore
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=question,
+                                       extra_body={"search_parameters": {"mode": "on", "max_search_results": 99}})
+    assert exc.value.param == "search_parameters.max_search_results"
