@@ -73,6 +73,11 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stats = self.engine.stats()
 
+    @property
+    def structured_backend(self):
+        """The engine's grammar backend (the server may ``check`` specs with it for early 400s)."""
+        return self.engine.structured_backend
+
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None:

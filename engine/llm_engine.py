@@ -8,6 +8,7 @@ changed. Not thread-safe: ``AsyncEngine`` drives it from a single thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class LLMEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.checkpoint = checkpoint
-        self.structured_backend = structured_backend
+        self._structured_backend = structured_backend
+        self._structured_lock = threading.Lock()
         self.device = torch.device(config.model.device)
         self.max_model_len = int(config.model.max_model_len or model.max_position_embeddings)
         self.vocab_size = int(model.vocab_size)
@@ -93,6 +95,19 @@ class LLMEngine:
 
         model, tokenizer, ckpt = load_model_and_tokenizer(config.model)
         return cls(config, model, tokenizer, checkpoint=ckpt, **kwargs)
+
+    @property
+    def structured_backend(self) -> StructuredBackend | None:
+        """The grammar backend, built on first use (compiling a tokenizer table is not free);
+        ``None`` when no tokenizer or no backend package is available."""
+        with self._structured_lock:
+            if self._structured_backend is None and self.tokenizer is not None:
+                try:
+                    from engine.structured.backend import StructuredOutputBackend
+                except ImportError:
+                    return None
+                self._structured_backend = StructuredOutputBackend(self.tokenizer)
+            return self._structured_backend
 
     # ---- admission ---------------------------------------------------------------------------
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -147,7 +162,9 @@ class LLMEngine:
             seq = Sequence(self._seq_ids.next(), req, i, list(prompt_token_ids), len(prompt_token_ids))
             seq.generator = make_generator(params.seed, i, self.device)
             if params.structured is not None:
-                seq.structured_state = self.structured_backend.new_state(params.structured, self.tokenizer)
+                seq.structured_state = self.structured_backend.new_state(
+                    params.structured, self.tokenizer, max_tokens=params.max_tokens
+                )
             if self.tokenizer is not None:
                 seq.detok = Detokenizer(
                     self.tokenizer, params.stop, params.skip_special_tokens, params.include_stop_str_in_output

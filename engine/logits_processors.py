@@ -41,7 +41,7 @@ class StructuredState(Protocol):
 class StructuredBackend(Protocol):
     """Compiles ``SamplingParams.structured`` into a fresh state per sequence."""
 
-    def new_state(self, spec: Any, tokenizer: Any) -> StructuredState: ...
+    def new_state(self, spec: Any, tokenizer: Any, max_tokens: int | None = None) -> StructuredState: ...
 
 
 @dataclass

@@ -269,3 +269,17 @@ def test_stats_track_tokens_and_steps(make_engine):
     assert st.prompt_tokens_total == 4 and st.generation_tokens_total == 8
     assert st.steps_total == 8 and st.last_step_tokens == 1 and st.last_step_seconds > 0
     assert st.kv_blocks_total == 256 and st.kv_blocks_used == 0
+
+
+def test_structured_output_through_the_grammar_seam(make_engine, tiny_tokenizer):
+    import json
+
+    pytest.importorskip("llguidance")
+    specs = pytest.importorskip("engine.structured.specs")
+    eng = make_engine(tokenizer=tiny_tokenizer)
+    params = SamplingParams(temperature=0.7, seed=1, max_tokens=40, structured=specs.JsonObjectSpec())
+    eng.add_request("j", [5, 6, 7, 8], params)
+    out = run_all(eng)["j"].outputs[0]
+    assert out.finish_reason == "stop"
+    assert isinstance(json.loads(out.text), dict)
+    assert_idle(eng)
