@@ -42,6 +42,8 @@ V1_ROUTER_MODULES = (
 )
 # Paths served even while the engine is loading or the server is draining.
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
+# Upload routes that enforce their own (larger) body limits while streaming to disk.
+OWN_BODY_LIMIT = ("/v1/files", "/v1/live/documents")
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -106,12 +108,18 @@ class ServerMiddleware:
         rid = given if _REQUEST_ID_OK.match(given) else f"req_{uuid.uuid4().hex[:24]}"
         scope.setdefault("state", {})["request_id"] = rid
         started = False
+        replied = False  # we answered 413 mid-body: whatever the app sends afterwards is dropped
         status = 500
+        path = scope.get("path", "")
         limit = self.state.config.max_body_bytes
+        if path.startswith(OWN_BODY_LIMIT):
+            limit = 1 << 62
         received = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started, status
+            if replied:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -120,11 +128,15 @@ class ServerMiddleware:
             await send(message)
 
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, replied
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    # answer now: frameworks turn errors raised while reading a body into a 400
+                    if not started:
+                        await reply(_too_large(limit))
+                    replied = True
                     raise _BodyTooLarge()
             return message
 
@@ -135,7 +147,6 @@ class ServerMiddleware:
             await send_wrapper({"type": "http.response.start", "status": err.status, "headers": hdrs})
             await send({"type": "http.response.body", "body": body})
 
-        path = scope.get("path", "")
         gated = path not in ALWAYS_OPEN
         if gated:
             self.state.in_flight += 1
@@ -149,8 +160,7 @@ class ServerMiddleware:
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except _BodyTooLarge:
-            if not started:
-                await reply(_too_large(limit))
+            pass  # already answered 413
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope.get("method"), path, rid)
             if not started:

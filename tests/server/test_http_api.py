@@ -125,6 +125,18 @@ def test_completions_stream_echo_include_usage(client: OpenAI, grok1_tiny_refere
     assert chunks[-1].usage.prompt_tokens == len(case["prompt"])
 
 
+def test_completions_stream_several_prompts(client: OpenAI, grok1_tiny_reference: dict) -> None:
+    cases = grok1_tiny_reference["fp32"]["single"]
+    stream = client.completions.create(
+        model=MODEL, prompt=[c["prompt"] for c in cases], max_tokens=3, temperature=0, logprobs=0, stream=True,
+        extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True})
+    tokens: dict[int, list[str]] = {}
+    for chunk in stream:
+        for c in chunk.choices:
+            tokens.setdefault(c.index, []).extend(c.logprobs.tokens if c.logprobs else [])
+    assert tokens == {i: [f"token_id:{t}" for t in c["greedy"][:3]] for i, c in enumerate(cases)}
+
+
 def test_completions_stop_token_ids_and_max_tokens_zero_echo(client: OpenAI, grok1_tiny_reference: dict) -> None:
     case = grok1_tiny_reference["fp32"]["single"][0]
     r = client.completions.create(model=MODEL, prompt=case["prompt"], max_tokens=8, temperature=0,
@@ -269,6 +281,16 @@ def test_404_405_413_415(client: OpenAI, server: LiveServer) -> None:
     with pytest.raises(openai.APIStatusError) as exc:
         client.completions.create(model=MODEL, prompt=[1] * 200_000)
     assert exc.value.status_code == 413 and _api_error(exc.value)["type"] == "invalid_request_error"
+
+    def chunked():  # no Content-Length: the limit must hold while the body streams in
+        yield b'{"model": "grok1-tiny", "prompt": ['
+        for _ in range(100):
+            yield b"1, " * 1000
+        yield b"1]}"
+
+    r = httpx.post(server.base_url + "/completions", content=chunked(),
+                   headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.post(server.base_url + "/completions", content=b"model=x",
                    headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
