@@ -179,19 +179,28 @@ def test_cancel_stops_the_engine_work(live, client, tmp_path):
 
 
 def test_deferred_completion_through_the_engine(live):
-    async def submit() -> str:
-        return live.jobs.deferred.submit({"model": live.model, "deferred": True, "temperature": 0,
-                                          "max_tokens": MAX_TOKENS,
-                                          "messages": [{"role": "user", "content": "Say hello."}]})
+    body = {"model": live.model, "deferred": True, "temperature": 0, "max_tokens": MAX_TOKENS,
+            "messages": [{"role": "user", "content": "Say hello."}]}
+    accepted = httpx.post(f"{live.base_url}/chat/completions", json=body, timeout=30)
+    if accepted.status_code == 400 and accepted.json()["error"]["param"] == "deferred":
+        async def submit() -> str:  # the chat route does not route `deferred` to the job store yet
+            return live.jobs.deferred.submit(body)
 
-    rid = live.run(submit())
+        rid = live.run(submit())
+    else:
+        assert accepted.status_code == 200, accepted.text
+        rid = accepted.json()["request_id"]
     url = f"{live.base_url}/chat/deferred-completion/{rid}"
     deadline = time.monotonic() + 60
     while (resp := httpx.get(url)).status_code == 202:
+        assert resp.content == b""
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert resp.status_code == 200
-    body = resp.json()
-    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
-    assert httpx.get(url).status_code == 404
-    assert httpx.get(f"{live.base_url}/chat/deferred-completion/not-a-real-id").status_code == 404
+    got = resp.json()
+    direct = httpx.post(f"{live.base_url}/chat/completions", json={**body, "deferred": False}, timeout=60).json()
+    assert got["object"] == "chat.completion"
+    assert got["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+    assert httpx.get(url).status_code == 404  # delivered once
+    missing = httpx.get(f"{live.base_url}/chat/deferred-completion/not-a-real-id")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
