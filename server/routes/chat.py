@@ -3,6 +3,7 @@ context window, run the engine, answer as one chat.completion or as SSE chunks."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -148,7 +149,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
                               param="messages", code="no_tokenizer")
     messages = template_messages(req, model)
-    text, prompt_ids = render_prompt(engine, req, messages, tools)
+    text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, messages, tools)  # off the loop
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     if requested == 0:
@@ -163,7 +164,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         live = await live_context.augment(request, live_params, messages, engine.tokenizer, len(prompt_ids),
                                           requested, model.max_model_len)
         if live.context:
-            text, prompt_ids = render_prompt(engine, req, live.inject(messages), tools)
+            text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, live.inject(messages), tools)
     max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
                                         param="messages", what="messages")
     params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)

@@ -4,6 +4,7 @@ of token ids; ``echo`` with prompt logprobs; OpenAI's legacy logprobs arrays;
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -105,7 +106,8 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
     if req.suffix:
         raise not_supported("suffix", "`suffix` (insertion)")
     tokenizer = state.engine.tokenizer
-    prompts = prompts_of(req, tokenizer, getattr(state.engine.model_info, "vocab_size", None))
+    vocab = getattr(state.engine.model_info, "vocab_size", None)
+    prompts = await asyncio.to_thread(prompts_of, req, tokenizer, vocab)  # tokenizing is CPU work
     score_only = req.max_tokens == 0
     if score_only and not req.echo:
         raise invalid_request("max_tokens: must be >= 1 (0 is allowed only with echo)", param="max_tokens")

@@ -197,3 +197,17 @@ def test_live_search_from_local_index_with_citations(client: OpenAI, server: Liv
         client.chat.completions.create(model=model, messages=question,
                                        extra_body={"search_parameters": {"mode": "on", "max_search_results": 99}})
     assert exc.value.param == "search_parameters.max_search_results"
+
+
+def test_completions_text_prompts_echo_logprobs(client: OpenAI, server: LiveServer, model: str) -> None:
+    prompts = ["The capital of France is", "One, two, three,"]
+    r = client.completions.create(model=model, prompt=prompts, max_tokens=4, temperature=0, echo=True, logprobs=2)
+    assert r.object == "text_completion" and len(r.choices) == 2
+    assert r.usage.prompt_tokens == sum(_tokenize_count(server, model, p) for p in prompts)
+    for choice in sorted(r.choices, key=lambda c: c.index):
+        prompt = prompts[choice.index]
+        lp = choice.logprobs
+        assert choice.text.startswith(prompt) and "".join(lp.tokens) == choice.text
+        assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+        assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
+        assert all(len(d) >= 2 for d in lp.top_logprobs[1:])
