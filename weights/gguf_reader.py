@@ -38,10 +38,10 @@ _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
+    # llama.cpp's RoPE frequency divisors (Llama 3.1 scaling); engine.models.llama applies them.
+    "rope_freqs.weight": "model.rope_freqs",
 }
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
-# Tensors llama.cpp precomputes that our model derives itself.
-_SKIPPED = {"rope_freqs.weight"}
 
 # GGUF ``{arch}.*`` metadata key -> HF config key.
 _CONFIG_KEYS = {
@@ -152,8 +152,6 @@ def hf_name(gguf_name: str) -> str | None:
     """The HF name of a GGUF tensor, or None for tensors we do not use."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
-    if gguf_name in _SKIPPED:
-        return None
     m = _BLOCK_RE.match(gguf_name)
     if m is None or m.group(2) not in _LAYER_NAMES:
         raise ValueError(f"unsupported GGUF tensor {gguf_name!r}")

@@ -8,6 +8,7 @@ each, since at small batch sizes the step cost is dominated by the number of ker
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,9 @@ from torch import nn
 from kernels.attention import paged_attention, write_kv
 from kernels.metadata import AttentionMetadata
 from weights.checkpoint import Checkpoint, QuantizedWeight
+
+# Name the GGUF reader gives llama.cpp's ``rope_freqs.weight`` (not an HF tensor).
+ROPE_FREQS_NAME = "model.rope_freqs"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,20 +47,50 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
+def rope_settings(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """``(theta, scaling)`` from either config style: transformers 4 (``rope_theta`` +
+    ``rope_scaling``) or transformers 5 (``rope_parameters``). ``scaling`` is None for plain RoPE."""
+    params = dict(config.get("rope_parameters") or {})
+    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    scaling = config.get("rope_scaling") or params
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    return float(theta), (None if kind in (None, "default") else {**scaling, "rope_type": kind})
+
+
+def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any] | None, head_dim: int) -> torch.Tensor:
+    if scaling is None:
+        return inv_freq
+    kind, factor = scaling["rope_type"], float(scaling.get("factor", 1.0))
+    if kind == "linear":
+        return inv_freq / factor
+    if kind == "llama3":  # Llama 3.1: slow wavelengths stretched, fast ones kept, smooth between
+        old_ctx = float(scaling.get("original_max_position_embeddings", 8192))
+        low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
+        wavelen = 2 * math.pi / inv_freq
+        smooth = ((old_ctx / wavelen - low) / (high - low)).clamp(0.0, 1.0)
+        return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    raise NotImplementedError(f"rope scaling {kind!r} is not supported by the llama model")
+
+
 class RotaryEmbedding(nn.Module):
-    """cos/sin table indexed by absolute position, computed in float32 like HF's default RoPE."""
+    """cos/sin table indexed by absolute position, computed in float32 like HF's RoPE."""
 
     def __init__(
         self, head_dim: int, base: float, max_positions: int, scaling: dict[str, Any] | None
     ) -> None:
         super().__init__()
+        self.max_positions = max_positions
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        if scaling and scaling.get("rope_type", scaling.get("type")) == "linear":
-            inv_freq = inv_freq / float(scaling["factor"])
-        freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        self.set_inv_freq(_scaled_inv_freq(inv_freq, scaling, head_dim))
+
+    def set_inv_freq(self, inv_freq: torch.Tensor) -> None:
+        """(Re)build the tables, e.g. after a GGUF's ``rope_freqs`` factors are applied."""
+        self.inv_freq = inv_freq.float()
+        freqs = torch.arange(self.max_positions, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        device = getattr(self, "cos", emb).device
+        self.register_buffer("cos", emb.cos().to(device), persistent=False)
+        self.register_buffer("sin", emb.sin().to(device), persistent=False)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
@@ -156,12 +190,10 @@ class LlamaForCausalLM(nn.Module):
         self.vocab_size = int(config["vocab_size"])
         self.max_position_embeddings = int(config.get("max_position_embeddings", 2048))
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
-        rope = RotaryEmbedding(
-            self.head_dim,
-            float(config.get("rope_theta", 10000.0)),
-            self.max_position_embeddings,
-            config.get("rope_scaling"),
-        )
+        if config.get("mlp_bias"):
+            raise NotImplementedError("llama: mlp_bias=True checkpoints are not supported")
+        theta, scaling = rope_settings(config)
+        rope = RotaryEmbedding(self.head_dim, theta, self.max_position_embeddings, scaling)
         self.embed_tokens = nn.Parameter(
             torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
         )
@@ -230,6 +262,9 @@ class LlamaForCausalLM(nn.Module):
                 raise TypeError(f"{name}: int8 release weights are not supported by the llama model")
             if "rotary_emb" in name or (name == "lm_head.weight" and self.lm_head is None):
                 continue  # derived buffers; a tied checkpoint's redundant copy of the embedding
+            if name == ROPE_FREQS_NAME:  # llama.cpp's per-frequency divisors (Llama 3.1 GGUFs)
+                self.rope.set_inv_freq(self.rope.inv_freq / tensor.float().reshape(-1))
+                continue
             target, rows, big = self._target(name)
             if target is None:
                 raise KeyError(f"unexpected tensor {name!r} for LlamaForCausalLM")

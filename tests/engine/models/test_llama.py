@@ -136,3 +136,76 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
 def test_rejects_bad_weights_dtype(smollm2_checkpoint) -> None:
     with pytest.raises(ValueError, match="weights_dtype"):
         LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.float32, "int4", "cpu")
+
+
+def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) -> None:
+    """A tiny random Llama (untied lm_head, GQA, rope_theta) saved by transformers as safetensors,
+    opened through weights.load and the engine loader's tokenizer path, matches transformers."""
+    transformers = pytest.importorskip("transformers")
+    from engine.hf_tokenizer import HFTokenizer
+    from weights.load import load
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=smollm2_tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=5000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    ref = transformers.LlamaForCausalLM(config).eval()
+    ref.save_pretrained(tmp_path)
+    smollm2_tokenizer._tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"}'
+    )
+
+    ckpt = load(tmp_path)
+    assert ckpt.architecture == "llama" and ckpt.tokenizer is not None
+    model = LlamaForCausalLM.from_checkpoint(ckpt, torch.float32, "auto", "cpu")
+    assert model.lm_head is not None
+    tok = HFTokenizer.from_source(ckpt.tokenizer)
+    ids = tok.encode("The quick brown fox jumps over the lazy dog. 42!")
+    kv = [torch.zeros(2, 4, BLOCK_SIZE, 2, 16) for _ in range(model.num_layers)]
+    meta = AttentionMetadata.build([len(ids)], [len(ids)], [[3, 1]], BLOCK_SIZE)
+    with torch.no_grad():
+        ours_logits = model.compute_logits(model(torch.tensor(ids), torch.arange(len(ids)), kv, meta))
+        ref_logits = ref(torch.tensor([ids])).logits[0].float()
+    torch.testing.assert_close(ours_logits, ref_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_rope_settings_both_config_styles_and_llama3_scaling() -> None:
+    from engine.models.llama import RotaryEmbedding, rope_settings
+
+    assert rope_settings({"rope_theta": 500.0}) == (500.0, None)
+    assert rope_settings({"rope_parameters": {"rope_theta": 7.0, "rope_type": "default"}}) == (7.0, None)
+    llama3 = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    theta, scaling = rope_settings({"rope_parameters": {"rope_theta": 500000.0, **llama3}})
+    assert theta == 500000.0 and scaling["rope_type"] == "llama3"
+    rope = RotaryEmbedding(64, theta, 16, scaling)
+    # transformers' own llama3 frequencies as the reference
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        hidden_size=256, num_attention_heads=4, rope_parameters={"rope_theta": 500000.0, **llama3}
+    )
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    ref, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+    torch.testing.assert_close(rope.inv_freq, ref.float())
+    # llama.cpp's rope_freqs divisors (as the GGUF reader names them) rescale the tables
+    base = rope.inv_freq.clone()
+    rope.set_inv_freq(base / 2)
+    torch.testing.assert_close(rope.cos[3, :32], torch.cos(3 * base / 2))
+    with pytest.raises(NotImplementedError, match="yarn"):
+        RotaryEmbedding(64, 1e4, 16, {"rope_type": "yarn", "factor": 4.0})
