@@ -13,7 +13,7 @@ import logging
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from server.auth import Authenticator, require_api_key
 from server.config import ServerConfig
 from server.errors import APIError, install_error_handlers, overloaded
 from server.metrics import ServerMetrics
-from server.registry import ModelRegistry, default_served_name
+from server.registry import ModelRegistry, default_served_name, engine_version
 
 log = logging.getLogger("grokd.server")
 
@@ -49,34 +49,52 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 @dataclass
 class ServerState:
-    """Everything a request handler needs; lives on ``app.state.server``."""
+    """Everything a request handler needs; lives on ``app.state.server``.
+
+    ``engine`` and ``registry`` are None while the model loads in the background (``loader``):
+    the server already answers /health, and 503 "not ready yet" everywhere else.
+    """
 
     config: ServerConfig
     engine: Any  # engine.async_engine.AsyncEngine (duck-typed so the server never reaches inside)
-    registry: ModelRegistry
+    registry: ModelRegistry | None
     auth: Authenticator
-    metrics: ServerMetrics
+    metrics: ServerMetrics | None = None
     draining: bool = False
     in_flight: int = 0
     manage_engine: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)  # feature services (jobs, ...)
+    loader: Callable[[], Any] | None = None  # builds the engine when serving starts before loading
+    on_load_error: Callable[[BaseException], None] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # feature services (jobs, live, ...)
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = ServerMetrics(self._engine_stats)
+        if self.engine is not None and self.registry is None:
+            self.registry = _registry(self.config, self.engine)
+
+    def _engine_stats(self) -> Any:
+        return self.engine.stats() if self.engine is not None else None
 
     @classmethod
     def build(cls, config: ServerConfig, engine: Any, *, manage_engine: bool = True) -> ServerState:
-        from weights.default_model import DEFAULT_MODEL_NAME
+        """State for an engine that is already loaded."""
+        return cls(config=config, engine=engine, registry=None, auth=_auth(config), manage_engine=manage_engine)
 
-        info = engine.model_info
-        name = config.served_model_name or default_served_name(config.model, DEFAULT_MODEL_NAME)
-        registry = ModelRegistry.for_engine(info, served_name=name, version=config.model_version,
-                                            aliases=config.alias)
-        auth = Authenticator.from_config(config.api_key, config.api_key_file, config.rate_limit_rpm,
-                                         config.rate_limit_tpm)
-        return cls(config=config, engine=engine, registry=registry, auth=auth,
-                   metrics=ServerMetrics(engine.stats), manage_engine=manage_engine)
+    @classmethod
+    def loading(cls, config: ServerConfig, loader: Callable[[], Any],
+                on_load_error: Callable[[BaseException], None] | None = None) -> ServerState:
+        """State whose engine ``loader()`` builds in a thread once the server is up."""
+        return cls(config=config, engine=None, registry=None, auth=_auth(config), loader=loader,
+                   on_load_error=on_load_error)
+
+    def attach_engine(self, engine: Any) -> None:
+        self.registry = _registry(self.config, engine)
+        self.engine = engine
 
     @property
     def ready(self) -> bool:
-        return bool(getattr(self.engine, "is_ready", False)) and not self.draining
+        return self.engine is not None and bool(getattr(self.engine, "is_ready", False)) and not self.draining
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new work, then wait for in-flight requests; True when all finished in time."""
@@ -86,6 +104,33 @@ class ServerState:
         while self.in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.05)
         return self.in_flight == 0
+
+
+def _auth(config: ServerConfig) -> Authenticator:
+    return Authenticator.from_config(config.api_key, config.api_key_file, config.rate_limit_rpm,
+                                     config.rate_limit_tpm)
+
+
+def _registry(config: ServerConfig, engine: Any) -> ModelRegistry:
+    from weights.default_model import DEFAULT_MODEL_NAME
+
+    name = config.served_model_name or default_served_name(config.model, DEFAULT_MODEL_NAME)
+    return ModelRegistry.for_engine(engine.model_info, served_name=name, version=config.model_version,
+                                    aliases=config.alias)
+
+
+async def _load_in_background(state: ServerState) -> None:
+    try:
+        engine = await asyncio.to_thread(state.loader)  # type: ignore[arg-type]
+        state.attach_engine(engine)
+        engine.start()
+        log.info("model loaded: serving %s", state.registry.default.id if state.registry else "?")
+    except BaseException as exc:  # noqa: BLE001 - reported to serve, which exits non-zero
+        log.exception("loading the model failed")
+        if state.on_load_error is not None:
+            state.on_load_error(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
 
 
 class _BodyTooLarge(Exception):
@@ -217,7 +262,7 @@ def _attach_jobs(app: FastAPI, state: ServerState) -> Any | None:
     except ImportError:
         return None
     return attach_jobs(app, JobsConfig(state_dir=_state_dir(state)),
-                       model_exists=lambda name: state.registry.resolve(name) is not None)
+                       model_exists=lambda name: state.registry is not None and state.registry.resolve(name) is not None)
 
 
 def _attach_live(state: ServerState) -> Any | None:
@@ -239,7 +284,10 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if state.manage_engine:
+        loading = None
+        if state.engine is None and state.loader is not None:
+            loading = asyncio.create_task(_load_in_background(state), name="grokd-load-model")
+        elif state.manage_engine:
             state.engine.start()
         jobs = state.extras.get("jobs")
         if jobs is not None:
@@ -249,10 +297,12 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
         finally:
             if jobs is not None:
                 await jobs.stop()
-            if state.manage_engine:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            if state.manage_engine and state.engine is not None:
                 await asyncio.to_thread(state.engine.shutdown, state.config.drain_timeout_s)
 
-    app = FastAPI(title="grokd", version=state.registry.default.version, lifespan=lifespan,
+    app = FastAPI(title="grokd", version=engine_version(), lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.server = state
     install_error_handlers(app)

@@ -109,6 +109,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_state(config: ServerConfig) -> Any:
+    """Load the model now and return a ready-to-serve state (batch CLI, tests)."""
     from engine.async_engine import AsyncEngine
     from server.app import ServerState
 
@@ -119,9 +120,19 @@ def build_state(config: ServerConfig) -> Any:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.app import create_app
+    from engine.async_engine import AsyncEngine
+    from server.app import ServerState, create_app
 
-    state = build_state(config)
+    exit_code = 0
+
+    def load_failed(exc: BaseException) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        server.should_exit = True
+
+    # Listen first, load in the background: /health answers at once, /ready and the API say
+    # 503 "not ready yet" until the model is loaded.
+    state = ServerState.loading(config, lambda: AsyncEngine(config.engine_config()), load_failed)
     try:
         from server.live.cli import config_from_args as live_config_from_args
     except ImportError:
@@ -130,13 +141,11 @@ def main(args: argparse.Namespace) -> int:
         args.state_dir = config.state_dir
         state.extras["live_config"] = live_config_from_args(args)
     app = create_app(state)
-    served = state.registry.default
-    log.info("serving %s (aliases: %s) on http://%s:%d", served.id, ", ".join(served.aliases), config.host,
-             config.port)
+    log.info("listening on http://%s:%d; loading %s", config.host, config.port, config.model or "the default model")
     server = DrainingServer(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                        timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
         state,
     )
     server.run()
-    return 0
+    return exit_code

@@ -51,17 +51,26 @@ def start_server(config: ServerConfig, *, setup: Any = None, timeout: float = 30
     """Load the model named by ``config``, serve it in a thread, return once /ready answers."""
     from engine.async_engine import AsyncEngine
 
-    config.port = config.port if config.port not in (0, 8000) else free_port()
     state = ServerState.build(config, AsyncEngine(config.engine_config()))
+    live = serve_state(state, setup=setup)
+    wait_ready(live.url, timeout)
+    return live
+
+
+def serve_state(state: ServerState, *, setup: Any = None) -> LiveServer:
+    """Serve ``state`` (loaded or still loading) in a thread; returns once the socket listens."""
+    config = state.config
+    config.port = config.port if config.port not in (0, 8000) else free_port()
     app = create_app(state)
     if setup is not None:
         setup(app)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="grokd-test-server", daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{config.port}"
-    wait_ready(url, timeout)
-    return LiveServer(url, state, app, server, thread)
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{config.port}", state, app, server, thread)
 
 
 def wait_ready(url: str, timeout: float) -> None:

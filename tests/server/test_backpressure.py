@@ -12,8 +12,9 @@ import openai
 import pytest
 from openai import OpenAI
 
+from server.app import ServerState
 from server.config import ServerConfig
-from tests.server.serving import LiveServer, start_process, start_server
+from tests.server.serving import LiveServer, serve_state, start_process, start_server, wait_ready
 
 MODEL = "grok1-tiny"
 # The fixture's positions extend past its 256 trained ones (rotary), so a long context makes a
@@ -127,3 +128,33 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(grok1_tiny_dir) -> None:
         assert proc.proc.wait(timeout=60) == 0
     finally:
         proc.stop()
+
+
+def test_503_not_ready_while_the_model_loads(grok1_tiny_dir) -> None:
+    """grokd serve listens before loading: /health is up, everything else says 503 until ready."""
+    from engine.async_engine import AsyncEngine
+
+    config = ServerConfig(model=str(grok1_tiny_dir), dtype="float32")
+    go = threading.Event()
+
+    def load() -> AsyncEngine:
+        go.wait(60)  # the test decides when loading may finish
+        return AsyncEngine(config.engine_config())
+
+    live = serve_state(ServerState.loading(config, load))
+    try:
+        assert httpx.get(live.url + "/health").status_code == 200
+        ready = httpx.get(live.url + "/ready")
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "overloaded"
+        assert "retry-after" in ready.headers and ready.headers["x-request-id"]
+        client = OpenAI(base_url=live.base_url, api_key="none", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as exc:
+            client.models.list()
+        assert exc.value.status_code == 503 and exc.value.code == "overloaded"
+        assert "not ready" in exc.value.message
+        go.set()
+        wait_ready(live.url, 60)
+        assert client.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1).usage.completion_tokens == 1
+    finally:
+        go.set()
+        live.stop()
