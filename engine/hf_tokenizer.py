@@ -86,6 +86,43 @@ def _byte_level_pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Sequence([*splits, byte_level])
 
 
+def _sentencepiece_bpe(fields: dict[str, Any], vocab: dict[str, int]) -> Tokenizer:
+    """A SentencePiece-BPE vocabulary (``tokenizer.ggml.model == "llama"``): spaces are ``▁``,
+    unknown bytes fall back to ``<0xNN>`` tokens, and merges are recovered from the scores (a
+    merge ranks by its result's score) when the file does not list them."""
+    if fields.get("merges"):
+        merges = [tuple(m.split(" ", 1)) for m in fields["merges"]]
+    else:
+        scores = list(fields.get("scores") or [0.0] * len(vocab))
+        found: list[tuple[float, int, int, str, str]] = []
+        for piece, idx in vocab.items():
+            for cut in range(1, len(piece)):
+                left, right = piece[:cut], piece[cut:]
+                if left in vocab and right in vocab:
+                    found.append((-scores[idx], vocab[left], vocab[right], left, right))
+        merges = [(left, right) for *_, left, right in sorted(found)]
+    unk_id = fields.get("unk_token_id")
+    tokens = list(vocab)
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            unk_token=tokens[unk_id] if unk_id is not None else None,
+            byte_fallback=True,
+            fuse_unk=True,
+        )
+    )
+    prefix = bool(fields.get("add_space_prefix", True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="first" if prefix else "never", split=False
+    )
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:
+        steps.append(decoders.Strip(" ", 1, 0))
+    tok.decoder = decoders.Sequence(steps)
+    return tok
+
+
 class HFTokenizer:
     """The engine's :class:`engine.tokenizer.Tokenizer` backed by a ``tokenizers.Tokenizer``."""
 
@@ -124,17 +161,20 @@ class HFTokenizer:
     @classmethod
     def _from_gguf_fields(cls, fields: dict[str, Any], chat_template: str | None) -> HFTokenizer:
         model = fields.get("model", "gpt2")
-        if model != "gpt2":
-            raise NotImplementedError(
-                f"GGUF tokenizer model {model!r} is not supported yet (only byte-level BPE 'gpt2'); "
-                "pass --tokenizer pointing at the model's tokenizer.json"
-            )
         tokens: list[str] = list(fields["tokens"])
         vocab = {tok: i for i, tok in enumerate(tokens)}
-        merges = [tuple(m.split(" ", 1)) for m in fields.get("merges", [])]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=False))
-        tok.pre_tokenizer = _byte_level_pre_tokenizer(fields.get("pre"))
-        tok.decoder = decoders.ByteLevel()
+        if model == "gpt2":
+            merges = [tuple(m.split(" ", 1)) for m in fields.get("merges", [])]
+            tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=False))
+            tok.pre_tokenizer = _byte_level_pre_tokenizer(fields.get("pre"))
+            tok.decoder = decoders.ByteLevel()
+        elif model == "llama":
+            tok = _sentencepiece_bpe(fields, vocab)
+        else:
+            raise NotImplementedError(
+                f"GGUF tokenizer model {model!r} is not supported (byte-level BPE 'gpt2' and "
+                "SentencePiece BPE 'llama' are); pass --tokenizer pointing at the model's tokenizer.json"
+            )
         types = list(fields.get("token_type") or [])
         special = [
             AddedToken(t, special=True, normalized=False)
@@ -160,7 +200,7 @@ class HFTokenizer:
             eos_token_ids=eos,
             pad_token_id=fields.get("pad_token_id"),
             chat_template=chat_template or fields.get("chat_template"),
-            byte_level=True,
+            byte_level=model == "gpt2",
         )
 
     @classmethod

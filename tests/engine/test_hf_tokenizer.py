@@ -102,3 +102,61 @@ def test_hf_kind_from_tokenizer_json(tmp_path, smollm2_tokenizer: HFTokenizer) -
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="kind"):
         HFTokenizer.from_source(TokenizerSource(kind="tiktoken"))
+
+
+SPM_PIECES = ["▁", "h", "e", "l", "o", "w", "r", "d", "a", "▁h", "he", "ll", "▁he", "llo", "▁hello"]
+SPM_PIECES += ["▁w", "or", "▁wor", "▁world", "ld", "▁a", "!", "▁!"]
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(tmp_path_factory):
+    """A synthetic SentencePiece-BPE (``tokenizer.ggml.model == "llama"``) GGUF, as llama.cpp
+    writes Llama-2-style vocabularies: no merges, scores, byte-fallback tokens."""
+    gguf = pytest.importorskip("gguf")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + SPM_PIECES
+    types = [2, 3, 3] + [6] * 256 + [1] * len(SPM_PIECES)
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(SPM_PIECES))]
+    path = tmp_path_factory.mktemp("spm") / "spm.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_scores(scores)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+SPM_TEXTS = [
+    "hello world",
+    "hello world!",
+    "hello  world",
+    "a hello",
+    "héllo ✓ world",
+    "</s>hello",
+    "hello</s> world",
+]
+
+
+def test_gguf_sentencepiece_vocab(spm_gguf) -> None:
+    from weights.gguf_reader import read_gguf
+
+    tok = HFTokenizer.from_source(read_gguf(spm_gguf).tokenizer)
+    assert tok.bos_token_id == 1 and tok.eos_token_ids == [2]
+    ids = tok.encode("hello world")
+    assert [tok.token_str(i) for i in ids] == [" hello", " world"]
+    assert tok.decode(ids) == "hello world"
+    # bytes outside the vocabulary fall back to <0xNN> tokens and round-trip exactly
+    ids = tok.encode("héllo ✓")
+    assert b"".join(tok.token_bytes(i) for i in ids) == " héllo ✓".encode()
+    assert tok.decode(ids) == "héllo ✓"
+    transformers = pytest.importorskip("transformers")
+    ref = transformers.AutoTokenizer.from_pretrained(str(spm_gguf.parent), gguf_file=spm_gguf.name)
+    for text in SPM_TEXTS:
+        assert tok.encode(text) == ref.encode(text, add_special_tokens=False), text
