@@ -27,7 +27,8 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
 
 
 def _lark_str(s: str) -> str:
-    return json.dumps(s)
+    """A lark string literal (nothing for the empty string, which lark cannot spell)."""
+    return json.dumps(s) if s else ""
 
 
 def _lark_regex_literal(s: str) -> str:
@@ -74,15 +75,23 @@ def tool_call_lark(spec: ToolCallSpec) -> str:
     fmt = spec.format
     schema = {"x-guidance": dict(JSON_OPTIONS), **call_schema(spec)}
     body = f"%json {json.dumps(schema)}"
-    more = f"({_lark_str(fmt.separator + fmt.begin)} call_body)*" if spec.parallel else ""
+    between = fmt.separator + (fmt.begin if fmt.trigger_anywhere else "")
+    more = f"({_lark_str(between)} call_body)*" if spec.parallel else ""
     lines = ["%llguidance {}", f"call_body: {body} {_lark_str(fmt.end)}"]
-    if spec.mode == "auto":
+    if spec.mode == "auto" and fmt.trigger_anywhere:
         rest = fmt.begin[len(fmt.trigger) :]
         lines += [
             "start: TEXT | calls",
             "TEXT: /(.|\\n)*/",
             f"prefix[lazy]: /(.|\\n)*{_lark_regex_literal(fmt.trigger)}/",
-            f"calls: prefix {_lark_str(rest) if rest else ''} call_body {more}",
+            f"calls: prefix {_lark_str(rest)} call_body {more}",
+        ]
+    elif spec.mode == "auto":  # a call only at the very start; text must not look like one
+        lead = _lark_regex_literal(fmt.begin.strip(" ")) if fmt.begin.strip(" ") else ""
+        lines += [
+            "start: TEXT | calls",
+            f"TEXT: /(.|\\n)*/ & ~/[ ]*{lead}{_lark_regex_literal(fmt.trigger)}(.|\\n)*/",
+            f"calls: {_lark_str(fmt.begin)} call_body {more}",
         ]
     else:
         lines += [f"start: {_lark_str(fmt.begin)} call_body {more}"]

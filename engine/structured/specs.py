@@ -15,15 +15,16 @@ Tool-call formats (what the chat template teaches the model and what the grammar
 
   Parallel calls are such blocks separated by one newline.
 
-- ``grok1`` (the Grok-1 base model has no tool-calling training; the Grok-1 prompt format lists
-  the tools and shows this exact form, which the grammar then guarantees)::
+- ``grok1`` (the Grok-1 base model has no tool-calling training; its plain prompt format in
+  ``engine.chat_template`` lists the tools and asks for a JSON object, which the grammar then
+  guarantees). After ``Assistant:`` the reply is one space and the call object; parallel calls
+  are further objects, one per line::
 
-      <function_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</function_call>
+      Assistant: {"name": "get_weather", "arguments": {"city": "Paris"}}
 
-  Parallel calls are separated by one newline.
-
-In ``auto`` mode the model writes free text; the moment it writes the format's ``trigger`` the rest
-is constrained to calls. Text before the trigger becomes ``content``.
+In ``auto`` mode the model writes free text; for ``hermes`` the moment it writes the trigger
+``<tool_call>`` (anywhere) the rest is constrained to calls and the text before it becomes
+``content``; for ``grok1`` a reply that starts with ``{`` is a call, any other reply is text.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ ToolChoiceMode = Literal["required", "named", "auto"]
 
 @dataclass(frozen=True)
 class ToolCallFormat:
-    """The literal text around one call; ``begin`` starts with ``trigger``."""
+    """The literal text around calls. ``trigger`` is what switches ``auto`` mode from text to calls:
+    anywhere in the text when ``trigger_anywhere``, else only as the reply's first non-space text
+    (then ``begin`` is what precedes the first call, e.g. a space)."""
 
     name: str
     begin: str
     end: str
     separator: str
     trigger: str
+    trigger_anywhere: bool = True
 
     def render(self, name: str, arguments_json: str) -> str:
         """One call as the model writes it (used by chat templates for assistant history)."""
@@ -58,7 +62,7 @@ HERMES_FORMAT = ToolCallFormat(
     name="hermes", begin="<tool_call>\n", end="\n</tool_call>", separator="\n", trigger="<tool_call>"
 )
 GROK1_FORMAT = ToolCallFormat(
-    name="grok1", begin="<function_call>", end="</function_call>", separator="\n", trigger="<function_call>"
+    name="grok1", begin=" ", end="", separator="\n", trigger="{", trigger_anywhere=False
 )
 TOOL_CALL_FORMATS: dict[str, ToolCallFormat] = {f.name: f for f in (HERMES_FORMAT, GROK1_FORMAT)}
 
