@@ -24,6 +24,7 @@ from server.protocol import (
     ChatTokenLogprob,
     ChoiceLogprobs,
     PromptTokensDetails,
+    ToolCall,
     TopLogprob,
     Usage,
     new_id,
@@ -31,21 +32,12 @@ from server.protocol import (
 )
 from server.registry import ServedModel
 from server.routes import generation as gen
-from server.routes import live_context
+from server.routes import live_context, structured
 from server.routes.deps import get_state, require_json, resolve_model
 from server.streaming import StreamFailure, encode_event, sse_response
 
 log = logging.getLogger("grokd.server")
 router = APIRouter()
-
-
-def reject_unimplemented(req: ChatCompletionRequest, tools: list[Any] | None) -> None:
-    """Features that are parsed but not built yet answer 400 naming the field."""
-    gen.reject_unsupported(req)
-    if req.response_format is not None and req.response_format.type != "text":
-        raise not_supported("response_format", f"response_format `{req.response_format.type}`")
-    if tools and req.tool_choice != "none":
-        raise not_supported("tools", "tool calling (`tools`)")
 
 
 def defer(request: Request, req: ChatCompletionRequest) -> JSONResponse:
@@ -142,7 +134,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     engine = state.engine
     model = resolve_model(request, req.model)
     live_params, tools = live_context.resolve_request(req)
-    reject_unimplemented(req, tools)
+    gen.reject_unsupported(req)
+    plan = structured.plan(req, tools, engine.model_info)
     if req.top_logprobs is not None and not req.logprobs:
         raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
     if engine.tokenizer is None:
@@ -168,6 +161,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
                                         param="messages", what="messages")
     params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)
+    params.structured = plan.spec if plan is not None else None
     rid = new_id("chatcmpl-")
     log.info("chat %s model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s%s", rid, model.id,
              len(prompt_ids), max_tokens, req.n, req.stream,
@@ -180,19 +174,21 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     sources_used = live.usage_fields().get("num_sources_used") if live is not None else None
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        render = _chunks(state, call, model, created, req, k, include_usage, key, citations, sources_used)
+        render = _chunks(state, call, model, created, req, k, include_usage, key, citations, sources_used, plan)
         return sse_response([call], render, rid, headers=headers)
 
     (final,) = await gen.collect(request, [call])
-    choices = [
-        ChatChoice(
+    choices = []
+    for o in final.outputs:
+        reason = finish_reason(o, final, rid)
+        content, calls = structured.parse_reply(plan, o.text)
+        choices.append(ChatChoice(
             index=o.index,
-            message=ChatResponseMessage(content=o.text),
+            message=ChatResponseMessage(content=content, tool_calls=[ToolCall.model_validate(c) for c in calls]
+                                        if calls else None),
             logprobs=chat_logprobs(engine.tokenizer, o.logprobs, k) if req.logprobs else None,
-            finish_reason=finish_reason(o, final, rid),
-        )
-        for o in final.outputs
-    ]
+            finish_reason="tool_calls" if calls else reason,
+        ))
     completion_tokens = sum(len(o.token_ids) for o in final.outputs)
     if key is not None:
         state.auth.charge_tokens(key, call.prompt_tokens + completion_tokens)
@@ -206,7 +202,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
 
 
 def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, req: ChatCompletionRequest,
-            k: int, include_usage: bool, key: Any, citations: list[str] | None, sources_used: int | None):
+            k: int, include_usage: bool, key: Any, citations: list[str] | None, sources_used: int | None,
+            plan: structured.StructuredPlan | None):
     """SSE chunks; live-search ``citations`` ride on the last chunk (xAI's convention)."""
     tokenizer = state.engine.tokenizer
 
@@ -221,6 +218,7 @@ def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, 
             yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
         completion_tokens = 0
         done: set[int] = set()
+        splitters = {i: structured.ReplyStreamer(plan) for i in range(req.n)}
         async for _, out in outputs:
             if out.error:
                 raise StreamFailure(f"The engine failed while generating (request id {call.request_id}): "
@@ -233,11 +231,14 @@ def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, 
                 if reason == "error":
                     raise StreamFailure(f"The engine failed while generating (request id {call.request_id})")
                 lps = chat_logprobs(tokenizer, o.delta_logprobs, k) if req.logprobs and o.delta_logprobs else None
-                if not o.delta_text and lps is None and reason is None:
+                splitter = splitters[o.index]
+                text, calls = splitter.feed(o.delta_text, final=reason is not None)
+                if not text and not calls and lps is None and reason is None:
                     continue
                 if reason is not None:
                     done.add(o.index)
-                delta = ChatDelta(content=o.delta_text) if o.delta_text else ChatDelta()
+                    reason = "tool_calls" if splitter.made_calls else reason
+                delta = ChatDelta(content=text or None, tool_calls=calls or None)
                 last = not include_usage and len(done) == req.n
                 yield chunk([ChatChunkChoice(index=o.index, delta=delta, logprobs=lps, finish_reason=reason)],
                             last=last)

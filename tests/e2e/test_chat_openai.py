@@ -211,3 +211,51 @@ def test_completions_text_prompts_echo_logprobs(client: OpenAI, server: LiveServ
         assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
         assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
         assert all(len(d) >= 2 for d in lp.top_logprobs[1:])
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def _structured_available() -> bool:
+    try:
+        import engine.structured.tool_calls  # noqa: F401
+        import engine.structured.validation  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_structured = pytest.mark.skipif(not _structured_available(), reason="engine.structured not available")
+
+
+@needs_structured
+def test_response_format_json_object(client: OpenAI, model: str) -> None:
+    import json
+
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+                                       response_format={"type": "json_object"}, max_tokens=80, temperature=0)
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+@needs_structured
+def test_tool_call_required_and_streamed(client: OpenAI, model: str) -> None:
+    import json
+
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER_TOOL], tool_choice="required",
+                                       max_tokens=60, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    stream = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER_TOOL], tool_choice="required",
+                                            max_tokens=60, temperature=0, stream=True)
+    calls = [tc for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].index == 0 and calls[0].function.name == "get_weather"
+    bad = {"type": "function", "function": {"name": "bad name!", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=model, messages=ask, tools=[bad])
+    assert exc.value.param == "tools[0].function.name"
