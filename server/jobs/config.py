@@ -29,7 +29,7 @@ class JobsConfig:
     deferred_max_in_flight: int = 16
     deferred_retention_s: float = 24 * 3600.0
     poll_interval_s: float = 1.0
-    max_retries: int = 8  # a line answered 429/503 (queue full, draining) is retried this often
+    cancel_poll_s: float = 0.2  # how soon a cancel aborts a running batch's in-flight lines
     sqlite_synchronous: str = "FULL"  # FULL survives power loss; NORMAL survives process crashes
     completion_windows: dict[str, float] = field(default_factory=lambda: {"24h": 24 * 3600.0})
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -21,9 +20,8 @@ from fastapi.responses import JSONResponse
 from server.errors import APIError
 from server.jobs.config import INTERACTIVE_PRIORITY, Execute, JobsConfig
 from server.jobs.deps import JobsDep
+from server.jobs.retry import execute_patiently
 from server.jobs.store import JobStore
-
-log = logging.getLogger("grokd.jobs")
 
 CHAT_URL = "/v1/chat/completions"
 PURGE_INTERVAL_S = 600.0
@@ -76,17 +74,9 @@ class DeferredService:
 
     async def _run(self, request_id: str, body: dict) -> None:
         async with self._slots:
-            try:
-                status, response = await self.execute(CHAT_URL, body, INTERACTIVE_PRIORITY)
-            except asyncio.CancelledError:
-                raise  # shutting down: stays pending, re-runs after restart
-            except Exception as exc:
-                log.exception("deferred %s failed", request_id)
-                status, response = 500, {
-                    "error": {"message": f"internal error: {type(exc).__name__}", "type": "server_error",
-                              "param": None, "code": "internal_error"}
-                }
-        await asyncio.to_thread(self.store.set_deferred_result, request_id, status, response)
+            answer = await execute_patiently(self.execute, CHAT_URL, body, INTERACTIVE_PRIORITY)
+        if answer is not None:
+            await asyncio.to_thread(self.store.set_deferred_result, request_id, *answer)
 
     async def _purge_loop(self) -> None:
         while True:

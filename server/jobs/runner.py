@@ -18,17 +18,13 @@ from collections.abc import Callable, Iterator
 
 from server.jobs.config import BATCH_PRIORITY, Execute, JobsConfig
 from server.jobs.objects import CANCELLED_ERROR, EXPIRED_ERROR, output_line
+from server.jobs.retry import execute_patiently
 from server.jobs.store import JobStore, new_id
 from server.jobs.validation import BodyValidator, ModelExists, validate_batch_file
 
 log = logging.getLogger("grokd.jobs")
 
 ACTIVE_STATUSES = ("validating", "in_progress", "cancelling", "finalizing")
-RETRYABLE_STATUSES = (429, 503)  # queue full / draining: the line waits, it does not fail
-
-
-def _server_error(message: str) -> dict:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": "internal_error"}}
 
 
 class BatchRunner:
@@ -135,6 +131,15 @@ class BatchRunner:
         else:
             self.store.fail_batch(batch["id"], result.errors, now=self.clock())
 
+    async def _housekeeping(self, running: str) -> None:
+        """While one batch runs, others are still validated and cancelled promptly."""
+        for other in self.store.batches_with_status("validating", "cancelling"):
+            if other["id"] == running:
+                continue
+            if other["status"] == "validating":
+                await self._validate(other)
+            await self._finish(other["id"])
+
     def _stop_reason(self, batch_id: str) -> str | None:
         batch = self.store.get_batch(batch_id)
         if batch is None or batch["status"] == "cancelling":
@@ -147,6 +152,7 @@ class BatchRunner:
         """Issue pending lines under the in-flight cap until none are left or the batch stops."""
         batch_id, endpoint = batch["id"], batch["endpoint"]
         mine: set[asyncio.Task] = set()
+        watcher = asyncio.create_task(self._watch(batch_id, mine))
         after = -1
         try:
             while self._stop_reason(batch_id) is None:
@@ -165,18 +171,21 @@ class BatchRunner:
                         task.add_done_callback(group.discard)
                     task.add_done_callback(lambda _t: self._slots.release())
                     after = row["line_no"]
-            # Lines already in the engine finish and are recorded, also on cancel or expiry.
             await asyncio.gather(*mine, return_exceptions=True)
         except asyncio.CancelledError:
             for task in mine:
                 task.cancel()
             raise
+        finally:
+            watcher.cancel()
 
     async def _run_line(self, batch_id: str, endpoint: str, row: dict) -> None:
         body = json.loads(row["body"])
-        status, response = await self._execute_with_retry(batch_id, endpoint, body)
-        if status is None:
-            return  # the batch stopped while waiting to retry; the line is closed by _finish
+        answer = await execute_patiently(self.execute, endpoint, body, BATCH_PRIORITY,
+                                         lambda: self._stop_reason(batch_id) is not None)
+        if answer is None:
+            return  # the batch stopped while this line waited; _finish closes it
+        status, response = answer
         request_id = response.get("id") if isinstance(response, dict) else None
         result = {"status_code": status, "request_id": request_id or new_id("req_"), "body": response}
         line_status = "done" if 200 <= status < 300 else "failed"
@@ -184,22 +193,22 @@ class BatchRunner:
             self.store.record_result, batch_id, row["line_no"], line_status, result, None, self.clock()
         )
 
-    async def _execute_with_retry(self, batch_id: str, endpoint: str, body: dict) -> tuple[int | None, dict]:
-        attempt = 0
+    async def _watch(self, batch_id: str, tasks: set[asyncio.Task]) -> None:
+        """Beside a running batch: a cancel aborts its in-flight lines at once (freeing the
+        engine; they stay pending and are closed as cancelled, whereas expiry lets them finish),
+        and other batches are still validated and cancelled promptly."""
         while True:
+            await asyncio.sleep(self.config.cancel_poll_s)
             try:
-                status, response = await self.execute(endpoint, body, BATCH_PRIORITY)
+                batch = self.store.get_batch(batch_id)
+                if batch is None or batch["status"] == "cancelling":
+                    for task in list(tasks):
+                        task.cancel()
+                await self._housekeeping(running=batch_id)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the route would have answered 500; record that
-                log.exception("batch %s: a line raised", batch_id)
-                return 500, _server_error(f"internal error: {type(exc).__name__}")
-            if status not in RETRYABLE_STATUSES or attempt >= self.config.max_retries:
-                return status, response
-            attempt += 1
-            await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
-            if self._stop_reason(batch_id) is not None:
-                return None, {}
+            except Exception:  # keep watching; the main loop retries the failed batch later
+                log.exception("batch runner housekeeping failed")
 
     async def _finish(self, batch_id: str) -> None:
         """Close a batch with no work left: pending lines of a cancelled/expired batch get their

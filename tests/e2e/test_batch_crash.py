@@ -26,7 +26,7 @@ openai = pytest.importorskip("openai")
 REPO = Path(__file__).resolve().parents[2]
 N_LINES = 200
 PROMPTS = [f"Name a fruit, then the number {i}." for i in range(20)]
-MAX_TOKENS = 5
+MAX_TOKENS = 3
 
 # Used only until `grokd serve --state-dir` mounts the jobs itself: the same composition.
 FALLBACK_SERVER = """

@@ -72,9 +72,9 @@ def test_validation_failure_runs_nothing(tmp_path):
     assert not ex.calls
 
 
-def test_cancel_stops_issuing_and_reports_cancelled_lines(tmp_path):
+def test_cancel_aborts_in_flight_and_reports_cancelled_lines(tmp_path):
     ex = FakeExecutor()
-    ex.gate = asyncio.Event()
+    ex.gate = asyncio.Event()  # never opened: lines stay inside the 'engine' until aborted
     store, runner, batch_id, _ = _setup(tmp_path, 30, ex)
 
     async def scenario():
@@ -82,18 +82,50 @@ def test_cancel_stops_issuing_and_reports_cancelled_lines(tmp_path):
         while ex.in_flight < 3:
             await asyncio.sleep(0.01)
         store.request_cancel(batch_id)
-        ex.gate.set()  # in-flight lines finish and are recorded
-        await task
+        await asyncio.wait_for(task, 5)
+        assert ex.in_flight == 0  # the in-flight lines were aborted, not waited for
 
     asyncio.run(scenario())
     batch = store.get_batch(batch_id)
-    assert batch["status"] == "cancelled" and batch["cancelled_at"]
+    assert batch["status"] == "cancelled" and batch["cancelled_at"] and batch["output_file_id"] is None
     assert sum(ex.calls.values()) == runner.lines_started == 3  # no new lines after the cancel
-    counts = store.line_counts(batch_id)
-    assert counts["done"] == 3 and counts["cancelled"] == 27
+    assert store.line_counts(batch_id)["cancelled"] == 30
     errors = [json.loads(x) for x in store.file_path(batch["error_file_id"]).read_text().splitlines()]
-    assert len(errors) == 27 and all(e["error"]["code"] == "batch_cancelled" for e in errors)
-    assert len(_results(store, batch)) == 30
+    assert len(errors) == 30 and all(e["error"]["code"] == "batch_cancelled" for e in errors)
+
+
+def test_other_batches_are_validated_and_cancelled_while_one_runs(tmp_path):
+    ex = FakeExecutor()
+    ex.gate = asyncio.Event()
+    store, runner, first, _ = _setup(tmp_path, 30, ex)
+    file_id = store.add_file("b.jsonl", "batch", [jsonl([chat_line("x", "y")])])["id"]
+    second = store.create_batch(file_id, "/v1/chat/completions", "24h", 86400, None)["id"]
+    bad_id = store.add_file("c.jsonl", "batch", [b"{oops\n"])["id"]
+    third = store.create_batch(bad_id, "/v1/chat/completions", "24h", 86400, None)["id"]
+
+    async def scenario():
+        task = asyncio.create_task(runner.run_until_idle())
+        while store.get_batch(first)["status"] != "in_progress" or ex.in_flight < 3:
+            await asyncio.sleep(0.01)
+        ex.gate.set()
+        ex.gate = asyncio.Event()  # lines issued from now on hang again
+        for _ in range(200):
+            if store.get_batch(second)["status"] == "in_progress" and store.get_batch(third)["status"] == "failed":
+                break
+            await asyncio.sleep(0.01)
+        assert store.get_batch(second)["status"] == "in_progress"
+        assert store.get_batch(third)["status"] == "failed"
+        store.request_cancel(second)
+        for _ in range(200):
+            if store.get_batch(second)["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.01)
+        assert store.get_batch(second)["status"] == "cancelled"
+        assert store.get_batch(first)["status"] == "in_progress"
+        store.request_cancel(first)
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
 
 
 def test_completion_window_expiry_marks_remaining_lines(tmp_path):
@@ -129,7 +161,6 @@ def test_queue_full_is_retried_not_failed(tmp_path):
 
     ex = Flaky()
     store, runner, batch_id, _ = _setup(tmp_path, 2, ex)
-    runner.config.max_retries = 2
     asyncio.run(runner.run_until_idle())
     assert store.line_counts(batch_id)["done"] == 2
 
