@@ -220,7 +220,7 @@ class ServerMiddleware:
             if gated:
                 self.state.in_flight -= 1
             route = scope.get("route")
-            label = getattr(route, "path", None) or ("unmatched" if status == 404 else path)
+            label = getattr(route, "path", None) or "unmatched"  # raw paths would be unbounded labels
             self.state.metrics.observe_request(label, scope.get("method", ""), status)
 
 
