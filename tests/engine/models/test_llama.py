@@ -197,7 +197,10 @@ def test_rope_settings_both_config_styles_and_llama3_scaling() -> None:
     # transformers' own llama3 frequencies as the reference
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(
-        hidden_size=256, num_attention_heads=4, rope_parameters={"rope_theta": 500000.0, **llama3}
+        hidden_size=256,
+        num_attention_heads=4,
+        max_position_embeddings=131072,
+        rope_parameters={"rope_theta": 500000.0, **llama3},
     )
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
