@@ -1,6 +1,6 @@
 """Tokenizers and backends for the structured-output tests.
 
-``tiny_tokenizer`` is a real SentencePiece BPE model with vocab 1024 (the grok1-tiny fixture's
+``spm1024_tokenizer`` is a real SentencePiece BPE model with vocab 1024 (the grok1-tiny fixture's
 vocabulary size), trained here on a generated corpus of JSON-ish text with byte fallback.
 """
 
@@ -31,7 +31,7 @@ def _corpus(n: int = 3000) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory) -> SentencePieceTokenizer:
+def spm1024_tokenizer(tmp_path_factory) -> SentencePieceTokenizer:
     spm = pytest.importorskip("sentencepiece")
     out: Path = tmp_path_factory.mktemp("spm1024")
     spm.SentencePieceTrainer.train(
@@ -60,8 +60,8 @@ def grok_tokenizer(grok1_tokenizer_path: Path) -> SentencePieceTokenizer:
 
 
 @pytest.fixture(scope="session")
-def tiny_backend(tiny_tokenizer) -> StructuredOutputBackend:
-    return StructuredOutputBackend(tiny_tokenizer)
+def tiny_backend(spm1024_tokenizer) -> StructuredOutputBackend:
+    return StructuredOutputBackend(spm1024_tokenizer)
 
 
 @pytest.fixture(scope="session")
