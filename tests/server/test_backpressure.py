@@ -68,6 +68,14 @@ def test_disconnect_mid_stream_frees_kv_blocks(server: LiveServer) -> None:
     assert "grokd_kv_blocks_used 0.0" in metrics
 
 
+def test_disconnect_during_non_streaming_request_aborts_it(server: LiveServer) -> None:
+    engine = server.state.engine
+    body = {**LONG, "stream": False}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base_url + "/completions", json=body, timeout=0.5)
+    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
+
+
 def test_queue_full_429_then_client_retry_succeeds(server: LiveServer) -> None:
     strict = OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
     patient = OpenAI(base_url=server.base_url, api_key="none", max_retries=3)
