@@ -322,3 +322,21 @@ def test_logprob_shapes_are_finite(client: OpenAI) -> None:
     lp = r.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
     assert all(math.isfinite(x) for x in lp.token_logprobs[1:])
+
+
+def test_logit_bias_and_engine_sampler_fields(client: OpenAI) -> None:
+    r = client.completions.create(model=MODEL, prompt=[9, 8, 7], max_tokens=4, temperature=0, logprobs=0,
+                                  logit_bias={"77": 100},
+                                  extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True})
+    assert r.choices[0].logprobs.tokens == ["token_id:77"] * 4
+    r = client.completions.create(model=MODEL, prompt=[9, 8, 7], max_tokens=4, logprobs=0, seed=5,
+                                  extra_body={"top_k": 5, "min_p": 0.05, "typical_p": 0.9, "repetition_penalty": 1.1,
+                                              "min_tokens": 4, "samplers": ["top_k", "min_p", "temperature"],
+                                              "ignore_eos": True})
+    assert r.usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1], logit_bias={"x": 1})
+    assert exc.value.param == "logit_bias"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt=[1], presence_penalty=3)
+    assert exc.value.param == "presence_penalty"
