@@ -15,8 +15,6 @@ def tiny_model(grok1_tiny_dir):
     import weights
     from engine.models.grok1 import Grok1ForCausalLM
 
-    # one intra-op thread: on a shared 2-core box, 2 threads per process thrash (measured ~30x slower)
-    torch.set_num_threads(1)
     ckpt = weights.load(grok1_tiny_dir)
     # float32 storage of bf16(int8 x scale) is exactly the reference's effective weight, and
     # avoids dequantising on every call
@@ -31,7 +29,17 @@ def tiny_tokenizer(grok1_tokenizer_path):
 
 
 @pytest.fixture
-def make_engine(tiny_model, grok1_tiny_dir):
+def one_thread():
+    """One intra-op thread for the tiny model: on a shared 2-core box two threads per process
+    thrash (measured ~30x slower per step). Restored afterwards so other tests are unaffected."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture
+def make_engine(tiny_model, grok1_tiny_dir, one_thread):
     """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=)``."""
 
     def build(

@@ -17,7 +17,7 @@ def tiny_config(path, **model_kw) -> EngineConfig:
     )
 
 
-def test_loader_resolves_fixture_and_registries(grok1_tiny_dir, tiny_model):
+def test_loader_resolves_fixture_and_registries(grok1_tiny_dir, tiny_model, one_thread):
     model, tok, ckpt = load_model_and_tokenizer(tiny_config(grok1_tiny_dir).model)
     assert ckpt.architecture == "grok-1" and type(model).__name__ == "Grok1ForCausalLM"
     assert tok is None  # the fixture ships no tokenizer: the engine works on ids
@@ -25,14 +25,14 @@ def test_loader_resolves_fixture_and_registries(grok1_tiny_dir, tiny_model):
     assert set(TOKENIZER_REGISTRY) >= {"sentencepiece", "hf", "gguf"}
 
 
-def test_loader_tokenizer_override(grok1_tiny_dir, grok1_tokenizer_path, tiny_model):
+def test_loader_tokenizer_override(grok1_tiny_dir, grok1_tokenizer_path, tiny_model, one_thread):
     _, tok, _ = load_model_and_tokenizer(
         tiny_config(grok1_tiny_dir, tokenizer=str(grok1_tokenizer_path)).model
     )
     assert tok.vocab_size == 131072 and tok.eos_token_ids == [2]
 
 
-def test_llm_generate_matches_reference_in_prompt_order(grok1_tiny_dir, grok1_tiny_reference, tiny_model):
+def test_llm_generate_matches_reference_in_prompt_order(grok1_tiny_dir, grok1_tiny_reference, tiny_model, one_thread):
     cases = grok1_tiny_reference["fp32"]["single"]
     llm = LLM(tiny_config(grok1_tiny_dir))
     outs = llm.generate(
@@ -45,7 +45,7 @@ def test_llm_generate_matches_reference_in_prompt_order(grok1_tiny_dir, grok1_ti
         llm.generate("text needs a tokenizer", use_tqdm=False)
 
 
-def test_llm_feeds_bounded_queue(grok1_tiny_dir, tiny_model):
+def test_llm_feeds_bounded_queue(grok1_tiny_dir, tiny_model, one_thread):
     cfg = tiny_config(grok1_tiny_dir)
     cfg.scheduler.max_queued_requests = 2
     llm = LLM(cfg)
@@ -55,7 +55,7 @@ def test_llm_feeds_bounded_queue(grok1_tiny_dir, tiny_model):
     assert len(outs) == 7 and all(o.finished for o in outs)
 
 
-def test_cli_generate_json(grok1_tiny_dir, grok1_tiny_reference, capsys, tiny_model):
+def test_cli_generate_json(grok1_tiny_dir, grok1_tiny_reference, capsys, tiny_model, one_thread):
     from server.cli import main
 
     case = grok1_tiny_reference["fp32"]["single"][0]
