@@ -3,7 +3,8 @@
 Keys are kept only as sha256 digests and compared with ``hmac.compare_digest`` against every
 stored digest (no early exit), so neither memory dumps nor timing reveal a key. A key file
 holds one key per line: ``KEY`` or ``sha256:HEX`` followed by optional ``name=...``,
-``models=a,b``, ``blocked=true``, ``rpm=N``, ``tpm=N``. With no keys configured the server is
+``models=a,b``, ``endpoints=/v1/chat/completions,/v1/models``, ``blocked=true``, ``rpm=N``,
+``tpm=N``. With no keys configured the server is
 open and every caller is the anonymous key.
 """
 
@@ -33,6 +34,7 @@ class ApiKey:
     redacted: str
     key_id: str
     models: list[str] | None = None  # None = every model
+    endpoints: list[str] | None = None  # path prefixes; None = every endpoint
     blocked: bool = False
     rpm: int = 0
     tpm: int = 0
@@ -41,10 +43,14 @@ class ApiKey:
     def allows_model(self, model_id: str) -> bool:
         return self.models is None or "*" in self.models or model_id in self.models
 
+    def allows_path(self, path: str) -> bool:
+        return self.endpoints is None or any(path == e or path.startswith(e.rstrip("/") + "/")
+                                             for e in self.endpoints)
+
     @property
     def acls(self) -> list[str]:
-        models = self.models or ["*"]
-        return ["api-key:endpoint:*", *(f"api-key:model:{m}" for m in models)]
+        return [*(f"api-key:endpoint:{e}" for e in self.endpoints or ["*"]),
+                *(f"api-key:model:{m}" for m in self.models or ["*"])]
 
 
 ANONYMOUS = ApiKey(digest="", name="anonymous", redacted="", key_id="anonymous")
@@ -70,6 +76,7 @@ def parse_key_line(line: str, default_rpm: int = 0, default_tpm: int = 0) -> Api
         redacted=redacted,
         key_id=digest[:16],
         models=kv["models"].split(",") if "models" in kv else None,
+        endpoints=kv["endpoints"].split(",") if "endpoints" in kv else None,
         blocked=kv.get("blocked", "false").lower() in ("1", "true", "yes"),
         rpm=int(kv.get("rpm", default_rpm)),
         tpm=int(kv.get("tpm", default_tpm)),
@@ -201,6 +208,9 @@ async def require_api_key(request: Request) -> ApiKey:
         request.state.api_key = INTERNAL
         return INTERNAL
     key = state.auth.identify(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if not key.allows_path(request.url.path):
+        raise APIError(403, f"This API key may not use {request.url.path}.", type="permission_error",
+                       code="endpoint_not_allowed")
     state.auth.check_request(key)
     request.state.api_key = key
     return key

@@ -20,6 +20,7 @@ GOOD = "sk-good-key-0123456789"
 BLOCKED = "sk-blocked-key-0123456"
 OTHER_MODEL = "sk-other-model-key-0123"
 RPM2 = "sk-rpm-limited-key-0123"
+MODELS_ONLY = "sk-models-only-key-0123"
 MODEL = "grok1-tiny"
 
 
@@ -35,7 +36,8 @@ def server(grok1_tiny_dir) -> LiveServer:
     config = ServerConfig(
         model=str(grok1_tiny_dir),
         dtype="float32",
-        api_key=[GOOD, f"{BLOCKED} blocked=true", f"{OTHER_MODEL} models=some-other-model", f"{RPM2} rpm=2"],
+        api_key=[GOOD, f"{BLOCKED} blocked=true", f"{OTHER_MODEL} models=some-other-model", f"{RPM2} rpm=2",
+                 f"{MODELS_ONLY} endpoints=/v1/models"],
         max_body_bytes=256 * 1024,
         alias=["tiny"],
         model_version="test1",
@@ -265,6 +267,11 @@ def test_401_403(server: LiveServer) -> None:
         other.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1)
     assert exc.value.param == "model"
     assert other.models.list().data == []
+    models_only = OpenAI(base_url=server.base_url, api_key=MODELS_ONLY, max_retries=0)
+    assert models_only.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        models_only.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1)
+    assert exc.value.code == "endpoint_not_allowed"
 
 
 def test_404_405_413_415(client: OpenAI, server: LiveServer) -> None:
