@@ -75,11 +75,12 @@ class BlockManager:
         """Cached blocks matching the sequence's leading full blocks: ``(block_ids, hashes)``.
 
         At least one token is always left to compute, so the step yields logits to sample from.
+        A pure lookup: the caller records it with ``record_lookup`` once the sequence is admitted,
+        so a request retried while waiting for space is counted once.
         """
         if not self.enable_prefix_caching:
             return [], []
         max_blocks = (len(seq.token_ids) - 1) // self.block_size
-        self.prefix_queried_tokens += len(seq.token_ids)
         ids: list[int] = []
         hashes: list[int] = []
         prev: int | None = None
@@ -92,8 +93,11 @@ class BlockManager:
             ids.append(bid)
             hashes.append(h)
             prev = h
-        self.prefix_hit_tokens += len(ids) * self.block_size
         return ids, hashes
+
+    def record_lookup(self, num_queried_tokens: int, num_hit_blocks: int) -> None:
+        self.prefix_queried_tokens += num_queried_tokens
+        self.prefix_hit_tokens += num_hit_blocks * self.block_size
 
     # ---- allocation -------------------------------------------------------------------------
     def can_append(self, seq: BlockOwner, num_new_tokens: int, cached: list[int] | None = None) -> bool:

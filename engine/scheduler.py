@@ -104,7 +104,14 @@ class Scheduler:
             self.bm.free(seq)
         if out.preempted:
             return out
+        budget = self._admit(out, budget)
+        if not out.scheduled and not self.running and self.waiting and self._release_waiting_blocks():
+            self._admit(out, budget)
+        return out
 
+    def _admit(self, out: SchedulerOutput, budget: int) -> int:
+        """Move waiting sequences to running in priority order while budget and blocks allow."""
+        bs = self.bm.block_size
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
             if self.bm.blocks_needed(len(seq.token_ids)) > self.bm.num_blocks:
@@ -113,12 +120,15 @@ class Scheduler:
                 continue
             cached: list[int] = []
             hashes: list[int] = []
-            if not seq.block_table and seq.num_computed_tokens == 0 and not seq.request.wants_prompt_logprobs:
+            lookup = not seq.block_table and seq.num_computed_tokens == 0
+            if lookup and not seq.request.wants_prompt_logprobs:
                 cached, hashes = self.bm.match_prefix(seq)
-            base = seq.num_computed_tokens + len(cached) * self.bm.block_size
+            base = seq.num_computed_tokens + len(cached) * bs
             num = min(len(seq.token_ids) - base, budget)
-            if not self.bm.allocate(seq, num + len(cached) * self.bm.block_size, cached, hashes):
+            if not self.bm.allocate(seq, num + len(cached) * bs, cached, hashes):
                 break
+            if lookup and self.bm.enable_prefix_caching:
+                self.bm.record_lookup(len(seq.token_ids), len(cached))
             if cached:
                 seq.num_computed_tokens = base
                 seq.num_cached_tokens = max(seq.num_cached_tokens, base)
@@ -127,7 +137,17 @@ class Scheduler:
             self.running.append(seq)
             out.scheduled.append(ScheduledSeq(seq, num))
             budget -= num
-        return out
+        return budget
+
+    def _release_waiting_blocks(self) -> bool:
+        """Last resort against a stall: nothing runs, yet waiting sequences (forked samples) hold
+        shared blocks the head of the queue needs. Drop their blocks; they recompute later."""
+        released = False
+        for seq in self.waiting:
+            if seq.block_table:
+                self.bm.free(seq)
+                released = True
+        return released
 
     def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
         if seq in self.running:

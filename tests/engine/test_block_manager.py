@@ -18,6 +18,7 @@ class Seq:
 def run_prefill(bm: BlockManager, seq: Seq) -> None:
     """Admit like the scheduler: adopt cached prefix, allocate the rest, mark computed, commit."""
     cached, hashes = bm.match_prefix(seq)
+    bm.record_lookup(len(seq.token_ids), len(cached))
     seq.num_computed_tokens = 0
     assert bm.allocate(seq, len(seq.token_ids), cached, hashes)
     seq.num_computed_tokens = len(seq.token_ids)
@@ -73,6 +74,7 @@ def test_prefix_hit_reuses_blocks_and_counts():
     assert bm.prefix_hit_tokens == 0
     b = Seq(prompt[:12] + [99, 98])
     cached, _ = bm.match_prefix(b)
+    bm.record_lookup(len(b.token_ids), len(cached))
     assert cached == a.block_table[:3]
     assert bm.prefix_hit_tokens == 12
     assert bm.prefix_queried_tokens == 13 + 14

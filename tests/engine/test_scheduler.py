@@ -159,3 +159,21 @@ def test_remove_frees_everything_from_any_state():
     assert not sched.has_work()
     assert sched.bm.num_used == 0
     sched.bm.check_invariants()
+
+
+def test_waiting_forks_holding_blocks_cannot_stall_the_queue():
+    sched = make_sched(num_blocks=3, block_size=2)
+    parent = make_seq(5, Priority.BATCH, arrival=0)
+    sched.add(parent)
+    fake_step(sched)
+    child = Sequence(999_999, parent.request, 1, parent.token_ids[:5], 5)
+    sched.bm.fork(parent, child, 2)
+    child.num_computed_tokens = 4
+    sched.add(child)
+    sched.remove(parent)  # parent finished; its first two blocks live on in the waiting child
+    urgent = make_seq(5, Priority.INTERACTIVE, arrival=1, first=50)
+    sched.add(urgent)
+    out = sched.schedule()
+    assert [i.seq for i in out.scheduled] == [urgent]
+    assert child.block_table == [] and child.num_computed_tokens == 0  # will recompute
+    sched.bm.check_invariants()
