@@ -132,9 +132,10 @@ class BatchRunner:
             self.store.fail_batch(batch["id"], result.errors, now=self.clock())
 
     async def _housekeeping(self, running: str) -> None:
-        """While one batch runs, others are still validated and cancelled promptly."""
-        for other in self.store.batches_with_status("validating", "cancelling"):
-            if other["id"] == running:
+        """While one batch runs, the others are still validated, cancelled and expired on time."""
+        now = self.clock()
+        for other in self.store.batches_with_status("validating", "cancelling", "in_progress"):
+            if other["id"] == running or (other["status"] == "in_progress" and now < other["expires_at"]):
                 continue
             if other["status"] == "validating":
                 await self._validate(other)

@@ -151,6 +151,9 @@ def test_validation_errors_come_back_per_line(live, client, tmp_path):
         client.files.create(file=("x.csv", b"a,b\n1,2\n"), purpose="batch")
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_missing")
+    with pytest.raises(openai.APIStatusError) as too_big:
+        client.files.create(file=("big.jsonl", b"x" * (60 * 1024 * 1024)), purpose="batch")
+    assert too_big.value.status_code == 413 and too_big.value.type == "invalid_request_error"
 
 
 def test_cancel_stops_the_engine_work(live, client, tmp_path):

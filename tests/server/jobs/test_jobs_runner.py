@@ -122,6 +122,13 @@ def test_other_batches_are_validated_and_cancelled_while_one_runs(tmp_path):
             await asyncio.sleep(0.01)
         assert store.get_batch(second)["status"] == "cancelled"
         assert store.get_batch(first)["status"] == "in_progress"
+        fourth = store.create_batch(file_id, "/v1/chat/completions", "24h", 86400, None, now=0)["id"]
+        for _ in range(200):  # created long ago: its window closes while it waits its turn
+            if store.get_batch(fourth)["status"] == "expired":
+                break
+            await asyncio.sleep(0.01)
+        assert store.get_batch(fourth)["status"] == "expired"
+        assert store.line_counts(fourth)["expired"] == 1
         store.request_cancel(first)
         await asyncio.wait_for(task, 5)
 
