@@ -10,6 +10,8 @@ Order of business each step:
 2. Waiting sequences in priority order, while the token budget, ``max_num_seqs`` and the pool
    allow; a long prompt is admitted with a first chunk and continues in later steps. No admission
    happens in a step that had to preempt, so a freed sequence is not immediately displaced again.
+   A waiting sequence that does not fit may preempt running sequences of strictly lower priority
+   (batch work yields to interactive requests), never equal or higher ones.
 
 A sequence that cannot fit even with the whole pool to itself is finished with an error instead
 of waiting forever.
@@ -112,8 +114,14 @@ class Scheduler:
     def _admit(self, out: SchedulerOutput, budget: int) -> int:
         """Move waiting sequences to running in priority order while budget and blocks allow."""
         bs = self.bm.block_size
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        while self.waiting and budget > 0:
             seq = self.waiting[0]
+            if len(self.running) >= self.config.max_num_seqs:
+                refund = self._preempt_lower_priority(seq, out)
+                if refund is None:
+                    break
+                budget += refund
+                continue
             if self.bm.blocks_needed(len(seq.token_ids)) > self.bm.num_blocks:
                 self.waiting.pop(0)
                 out.rejected.append((seq, self._too_big(seq)))
@@ -126,7 +134,11 @@ class Scheduler:
             base = seq.num_computed_tokens + len(cached) * bs
             num = min(len(seq.token_ids) - base, budget)
             if not self.bm.allocate(seq, num + len(cached) * bs, cached, hashes):
-                break
+                refund = self._preempt_lower_priority(seq, out)
+                if refund is None:
+                    break
+                budget += refund
+                continue
             if lookup and self.bm.enable_prefix_caching:
                 self.bm.record_lookup(len(seq.token_ids), len(cached))
             if cached:
@@ -138,6 +150,22 @@ class Scheduler:
             out.scheduled.append(ScheduledSeq(seq, num))
             budget -= num
         return budget
+
+    def _preempt_lower_priority(self, seq: Sequence, out: SchedulerOutput) -> int | None:
+        """Make room for ``seq`` by preempting the newest running sequence of strictly lower
+        priority (an interactive request never waits behind batch work). Returns the tokens its
+        cancelled work gave back to the budget, or ``None`` if there is no such sequence."""
+        victims = [r for r in self.running if r.priority > seq.priority]
+        if not victims:
+            return None
+        victim = max(victims, key=Sequence.sort_key)
+        refund = 0
+        for item in out.scheduled:
+            if item.seq is victim:
+                refund = item.num_tokens
+        out.scheduled = [item for item in out.scheduled if item.seq is not victim]
+        self._preempt(victim, out)
+        return refund
 
     def _release_waiting_blocks(self) -> bool:
         """Last resort against a stall: nothing runs, yet waiting sequences (forked samples) hold

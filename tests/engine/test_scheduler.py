@@ -177,3 +177,33 @@ def test_waiting_forks_holding_blocks_cannot_stall_the_queue():
     assert [i.seq for i in out.scheduled] == [urgent]
     assert child.block_table == [] and child.num_computed_tokens == 0  # will recompute
     sched.bm.check_invariants()
+
+
+def test_interactive_preempts_running_batch_work_but_not_peers():
+    sched = make_sched(max_seqs=1)
+    batch = make_seq(3, Priority.BATCH, arrival=0)
+    sched.add(batch)
+    fake_step(sched)
+    peer = make_seq(3, Priority.BATCH, arrival=1)
+    sched.add(peer)
+    out = fake_step(sched)
+    assert [i.seq for i in out.scheduled] == [batch] and not out.preempted  # equal priority waits
+    inter = make_seq(3, Priority.INTERACTIVE, arrival=2)
+    sched.add(inter)
+    out = fake_step(sched)
+    assert out.preempted == [batch] and [i.seq for i in out.scheduled] == [inter]
+    assert out.num_tokens == 3  # batch's decode token was taken back out of the batch
+    assert sched.waiting == [batch, peer]
+    sched.bm.check_invariants()
+
+
+def test_interactive_preempts_batch_for_blocks():
+    sched = make_sched(num_blocks=3, block_size=2)
+    batch = make_seq(5, Priority.BATCH, arrival=0)
+    sched.add(batch)
+    fake_step(sched)
+    inter = make_seq(4, Priority.INTERACTIVE, arrival=1, first=40)
+    sched.add(inter)
+    out = fake_step(sched)
+    assert out.preempted == [batch] and [i.seq for i in out.scheduled] == [inter]
+    sched.bm.check_invariants()
