@@ -298,6 +298,10 @@ def test_404_405_413_415(client: OpenAI, server: LiveServer) -> None:
     r = httpx.post(server.base_url + "/completions", content=chunked(),
                    headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.post("/completions", cast_to=object, body={"model": MODEL, "prompt": [1]},
+                    options={"headers": {"Content-Type": "text/plain"}})
+    assert exc.value.status_code == 415 and exc.value.type == "invalid_request_error"
     r = httpx.post(server.base_url + "/completions", content=b"model=x",
                    headers={"Authorization": f"Bearer {GOOD}", "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
