@@ -124,9 +124,12 @@ def test_prefix_cache_reuse_is_counted_and_output_unchanged(make_engine):
     assert st.kv_blocks_cached > 0
 
 
-def test_tiny_pool_forces_preemption_yet_outputs_are_correct(make_engine):
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "seeded"])
+def test_tiny_pool_forces_preemption_yet_outputs_are_correct(make_engine, sampled):
     prompts = random_prompts(10, seed=7)
     params = SamplingParams(temperature=0.0, max_tokens=12)
+    if sampled:  # a seeded generator advances once per sampled token, so recompute cannot shift it
+        params = SamplingParams(temperature=1.0, top_k=50, max_tokens=12, seed=77)
     eng = make_engine(num_blocks=24, block_size=4)  # 96 token slots for ~10 x 50 tokens
     for i, p in enumerate(prompts):
         eng.add_request(f"r{i}", p, params, priority=Priority.BATCH if i % 2 else Priority.INTERACTIVE)
