@@ -143,7 +143,8 @@ class Scheduler:
                 self.bm.record_lookup(len(seq.token_ids), len(cached))
             if cached:
                 seq.num_computed_tokens = base
-                seq.num_cached_tokens = max(seq.num_cached_tokens, base)
+                # prompt tokens served from cache (usage reporting); recompute may also hit outputs
+                seq.num_cached_tokens = max(seq.num_cached_tokens, min(base, seq.num_prompt_tokens))
             self.waiting.pop(0)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
