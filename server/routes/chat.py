@@ -136,7 +136,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     live_params, tools = live_context.resolve_request(req)
     gen.reject_unsupported(req)
     plan = structured.plan(req, tools, engine.model_info)
-    if req.top_logprobs is not None and not req.logprobs:
+    if req.top_logprobs and not req.logprobs:  # 0 without logprobs is harmless; more is a mistake
         raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
     if engine.tokenizer is None:
         raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
