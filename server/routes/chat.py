@@ -56,6 +56,8 @@ def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[di
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(req.messages):
         d = msg.model_dump(exclude_none=True)
+        if d["role"] == "developer":  # OpenAI's newer name for system instructions
+            d["role"] = "system"
         if isinstance(msg.content, list):
             texts: list[str] = []
             for j, part in enumerate(msg.content):

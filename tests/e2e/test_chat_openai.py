@@ -92,6 +92,14 @@ def test_stream_wire_format_ends_with_done(server: LiveServer, model: str) -> No
     assert lines[-1] == "data: [DONE]"
 
 
+def test_developer_role_is_a_system_message(client: OpenAI, model: str) -> None:
+    as_dev = client.chat.completions.create(model=model, max_tokens=1, messages=[
+        {"role": "developer", "content": "Be brief."}, *QUESTION])
+    as_sys = client.chat.completions.create(model=model, max_tokens=1, messages=[
+        {"role": "system", "content": "Be brief."}, *QUESTION])
+    assert as_dev.usage.prompt_tokens == as_sys.usage.prompt_tokens
+
+
 def test_n2(client: OpenAI, model: str) -> None:
     r = client.chat.completions.create(model=model, messages=QUESTION, n=2, max_tokens=8, seed=3)
     assert [c.index for c in r.choices] == [0, 1]
