@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -152,6 +153,7 @@ class ServerMiddleware:
         given = headers.get("x-request-id", "")
         rid = given if _REQUEST_ID_OK.match(given) else f"req_{uuid.uuid4().hex[:24]}"
         scope.setdefault("state", {})["request_id"] = rid
+        scope["state"]["arrival"] = time.monotonic()  # TTFT counts from here, tokenizing included
         started = False
         replied = False  # we answered 413 mid-body: whatever the app sends afterwards is dropped
         status = 500

@@ -20,6 +20,10 @@ ENV_PREFIX = "GROKD_"
 
 @dataclass
 class ServerConfig:
+    """Every ``grokd serve`` setting. Each field is a flag (``--max-num-seqs``), an environment
+    variable (``GROKD_MAX_NUM_SEQS``; lists comma-separated, sizes like ``8G``) and a TOML key
+    (``max_num_seqs`` or ``max-num-seqs``, top level or under ``[server]``)."""
+
     # model
     model: str | None = None
     served_model_name: str | None = None

@@ -157,7 +157,7 @@ async def start(request: Request, prompt_ids: list[int], params: SamplingParams,
     state = get_state(request)
     engine = state.engine
     priority = int(getattr(request.state, "priority", priority))
-    timer = TokenTimer(state.metrics, time.monotonic())
+    timer = TokenTimer(state.metrics, getattr(request.state, "arrival", None) or time.monotonic())
     stream = engine.generate(prompt_ids, params, request_id=request_id, priority=priority)
     try:
         first = await stream.__anext__()
