@@ -2,11 +2,12 @@
 
 Order of business each step:
 
-1. Running sequences in priority order (priority, then age): a decode takes one token, an
-   unfinished (chunked) prefill takes what is left of the token budget. When the pool is out of
-   blocks the lowest-priority, newest running sequence is preempted: its blocks are freed and it
-   goes back to the waiting queue to be recomputed later (with the prefix cache, recompute of
-   its full blocks is usually a cache hit).
+1. Running sequences: decodes first (one token each), then unfinished (chunked) prefills with
+   what is left of the token budget, each group in priority order (priority, then age). When the
+   pool is out of blocks the lowest-priority, newest running sequence is preempted (possibly one
+   already placed in this batch, which is then taken back out): its blocks are freed and it goes
+   back to the waiting queue to be recomputed later (with the prefix cache, recompute of its
+   full blocks is usually a cache hit).
 2. Waiting sequences in priority order, while the token budget, ``max_num_seqs`` and the pool
    allow; a long prompt is admitted with a first chunk and continues in later steps. No admission
    happens in a step that had to preempt, so a freed sequence is not immediately displaced again.
@@ -79,29 +80,39 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
-        self.running.sort(key=Sequence.sort_key)
-        queue = list(self.running)
+        # decodes before unfinished (chunked) prefills, so a long prompt never stalls token streams
+        pending = sorted(self.running, key=lambda s: (s.num_uncomputed > 1, *s.sort_key()))
         kept: list[Sequence] = []
-        while queue and budget > 0:
-            seq = queue.pop(0)
+        while pending and budget > 0:
+            seq = pending.pop(0)
             num = min(seq.num_uncomputed, budget)
             while not self.bm.allocate(seq, num):
-                if queue:
-                    self._preempt(queue.pop(), out)  # lowest priority, newest
-                    continue
-                if not kept and self.bm.blocks_needed(seq.num_computed_tokens + num) > self.bm.num_blocks:
-                    out.rejected.append((seq, self._too_big(seq)))
+                victim = max([*pending, *kept, seq], key=Sequence.sort_key)  # lowest priority, newest
+                if victim is seq:
+                    if (
+                        not kept
+                        and not pending
+                        and self.bm.blocks_needed(seq.num_computed_tokens + num) > (self.bm.num_blocks)
+                    ):
+                        out.rejected.append((seq, self._too_big(seq)))
+                    else:
+                        self._preempt(seq, out)
+                    seq = None
+                    break
+                if victim in kept:
+                    kept.remove(victim)
+                    budget += self._unschedule(victim, out)
+                    num = min(seq.num_uncomputed, budget)
                 else:
-                    self._preempt(seq, out)
-                seq = None
-                break
+                    pending.remove(victim)
+                self._preempt(victim, out)
             if seq is None:
-                break
+                continue
             kept.append(seq)
             out.scheduled.append(ScheduledSeq(seq, num))
             budget -= num
         # sequences the budget did not reach stay running, unscheduled this step
-        self.running = kept + queue
+        self.running = kept + pending
         for seq, _ in out.rejected:
             self.bm.free(seq)
         if out.preempted:
@@ -160,12 +171,15 @@ class Scheduler:
         if not victims:
             return None
         victim = max(victims, key=Sequence.sort_key)
-        refund = 0
-        for item in out.scheduled:
-            if item.seq is victim:
-                refund = item.num_tokens
-        out.scheduled = [item for item in out.scheduled if item.seq is not victim]
+        refund = self._unschedule(victim, out)
         self._preempt(victim, out)
+        return refund
+
+    @staticmethod
+    def _unschedule(seq: Sequence, out: SchedulerOutput) -> int:
+        """Take ``seq`` back out of this step's batch; returns the tokens given back to the budget."""
+        refund = sum(item.num_tokens for item in out.scheduled if item.seq is seq)
+        out.scheduled = [item for item in out.scheduled if item.seq is not seq]
         return refund
 
     def _release_waiting_blocks(self) -> bool:

@@ -207,3 +207,16 @@ def test_interactive_preempts_batch_for_blocks():
     out = fake_step(sched)
     assert out.preempted == [batch] and [i.seq for i in out.scheduled] == [inter]
     sched.bm.check_invariants()
+
+
+def test_decodes_go_before_an_older_long_prefill():
+    sched = make_sched(budget=8)
+    short = make_seq(3, arrival=1, first=100)
+    sched.add(short)
+    fake_step(sched)
+    long = make_seq(40, arrival=0)  # older, so it sorts first by age
+    sched.add(long)
+    out = fake_step(sched)
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(short, 1), (long, 7)]
+    out = fake_step(sched)  # long is still prefilling: the decode goes first anyway
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(short, 1), (long, 7)]
