@@ -270,7 +270,7 @@ class LLMEngine:
         for item in batch:
             item.seq.num_computed_tokens += item.num_tokens
             self.block_manager.commit(item.seq)
-        now = time.monotonic()
+        now = time.time()  # wall clock, like RequestOutput.arrival_time
         for seq, tok, lp in zip(sampling, sampled.token_ids, sampled.logprobs, strict=True):
             req = seq.request
             touched[req.request_id] = req

@@ -215,3 +215,22 @@ def test_structured_mask_applies_even_with_custom_order(smp):
     assert kept(smp, logits, row(state=OnlyTokens([5, 6]))) == {5, 6}
     assert kept(smp, logits, row(state=OnlyTokens([5]), samplers=["temperature"])) == {5}
     assert smp(logits, [row(temperature=0, state=OnlyTokens([3, 6]))]).token_ids == [3]
+
+
+def test_samplers_are_discovered_from_entry_points(monkeypatch):
+    import engine.logits_processors as lp
+
+    class EP:
+        def load(self):
+            return BanEven
+
+    seen = []
+
+    def fake_entry_points(group):
+        seen.append(group)
+        return [EP()]
+
+    monkeypatch.setattr(lp, "entry_points", fake_entry_points)
+    reg = ProcessorRegistry()
+    assert seen == ["grokd.samplers"] and "ban_even" in reg
+    assert reg.order_for(SamplingParams(extra={"ban_even": {"above": 1}}))[-1] == "ban_even"
