@@ -8,7 +8,8 @@ plain messages the template can render, in the same ``hermes`` format the gramma
   shows the exact call syntax;
 - an assistant turn with ``tool_calls`` becomes text: its content followed by one
   ``<tool_call>...</tool_call>`` block per call;
-- a ``tool`` result keeps its role, its content wrapped in ``<tool_response>`` tags.
+- a ``tool`` result keeps its role and plain content (SmolLM2 was not trained on
+  ``<tool_response>`` tags and echoes them; with plain content it answers from the result).
 
 Templates that reference ``tools`` themselves are left alone (``template_supports_tools``).
 """
@@ -71,7 +72,7 @@ def inject_tools(
             out.append({"role": "assistant", "content": fmt.separator.join(parts)})
         elif role == "tool":
             body = _content_text(m.get("content"))
-            out.append({"role": "tool", "content": f"<tool_response>\n{body}\n</tool_response>"})
+            out.append({"role": "tool", "content": body})
         else:
             out.append(dict(m))
     return out
