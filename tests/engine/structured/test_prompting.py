@@ -40,7 +40,7 @@ def test_round_trip_history_renders_calls_and_results():
     assert template_supports_tools(None)
     text = render_chat(inject_tools(msgs, TOOLS), template=CHATML)
     assert text.startswith("<|im_start|>system\nBe brief.\n\nYou can call functions.")
-    assert '"name": "get_weather"' in text and '<tool_response>\n{"temp": 21}\n</tool_response>' in text
+    assert '"name": "get_weather"' in text and '<|im_start|>tool\n{"temp": 21}<|im_end|>' in text
     assistant = text.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     calls = parse_tool_output(assistant, HERMES_FORMAT).tool_calls
     assert calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
