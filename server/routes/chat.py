@@ -81,7 +81,7 @@ def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[di
 
 
 def render_prompt(engine: Any, req: ChatCompletionRequest, messages: list[dict[str, Any]],
-                  tools: list[Any] | None) -> tuple[str, list[int]]:
+                  tools: list[dict[str, Any]] | None) -> tuple[str, list[int]]:
     """The exact text and token ids the model will see (also what usage counts)."""
     tokenizer = engine.tokenizer
     from engine.chat_template import render_chat
@@ -91,7 +91,7 @@ def render_prompt(engine: Any, req: ChatCompletionRequest, messages: list[dict[s
             messages,
             template=getattr(engine.model_info, "chat_template", None),
             tokenizer=tokenizer,
-            tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None,
+            tools=tools,
             add_generation_prompt=req.add_generation_prompt,
             **(req.chat_template_kwargs or {}),
         )
@@ -143,8 +143,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     if engine.tokenizer is None:
         raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
                               param="messages", code="no_tokenizer")
-    messages = template_messages(req, model)
-    text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, messages, tools)  # off the loop
+    messages, template_tools = structured.prepare_messages(template_messages(req, model), tools, engine.model_info)
+    text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, messages, template_tools)  # off the loop
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     if requested == 0:
@@ -159,7 +159,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         live = await live_context.augment(request, live_params, messages, engine.tokenizer, len(prompt_ids),
                                           requested, model.max_model_len)
         if live.context:
-            text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, live.inject(messages), tools)
+            text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, live.inject(messages),
+                                                       template_tools)
     max_tokens = gen.resolve_max_tokens(requested, len(prompt_ids), model.max_model_len,
                                         param="messages", what="messages")
     params = gen.build_params(req, max_tokens=max_tokens, logprobs=k if req.logprobs else None)

@@ -52,6 +52,26 @@ def plan(req: ChatCompletionRequest, tools: list[Any] | None, model_info: Any) -
     return StructuredPlan(spec, fmt if isinstance(spec, ToolCallSpec) else None)
 
 
+def prepare_messages(messages: list[dict[str, Any]], tools: list[Any] | None, model_info: Any,
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(messages, tools for the template). A template that cannot render tools gets them, and
+    earlier calls and results, spelled out as text in the format the grammar enforces."""
+    tool_dicts = [t.model_dump(by_alias=True, exclude_none=True) for t in tools] if tools else None
+    history = any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
+    if not tool_dicts and not history:
+        return messages, None
+    try:
+        from engine.structured.prompting import inject_tools, template_supports_tools
+        from engine.structured.specs import tool_call_format_for
+    except ImportError:
+        return messages, tool_dicts
+    template = getattr(model_info, "chat_template", None)
+    if template_supports_tools(template):
+        return messages, tool_dicts
+    fmt = tool_call_format_for(getattr(model_info, "architecture", None))
+    return inject_tools(messages, tool_dicts, fmt), None
+
+
 def parse_reply(plan: StructuredPlan | None, text: str) -> tuple[str | None, list[dict[str, Any]]]:
     """(content, tool_calls) of a finished reply."""
     if plan is None or plan.tool_format is None:

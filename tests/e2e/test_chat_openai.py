@@ -267,3 +267,22 @@ def test_tool_call_required_and_streamed(client: OpenAI, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model=model, messages=ask, tools=[bad])
     assert exc.value.param == "tools[0].function.name"
+
+
+@needs_structured
+def test_tool_round_trip(client: OpenAI, model: str) -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    bare = client.chat.completions.create(model=model, messages=ask, max_tokens=1)
+    shown = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER_TOOL], tool_choice="none",
+                                           max_tokens=1)
+    assert shown.usage.prompt_tokens > bare.usage.prompt_tokens + 20  # the tool list reached the model
+    first = client.chat.completions.create(model=model, messages=ask, tools=[WEATHER_TOOL],
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                           max_tokens=60, temperature=0)
+    call = first.choices[0].message.tool_calls[0]
+    follow = [*ask, first.choices[0].message.model_dump(exclude_none=True),
+              {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21, "sky": "sunny"}'}]
+    final = client.chat.completions.create(model=model, messages=follow, tools=[WEATHER_TOOL], tool_choice="none",
+                                           max_tokens=20, temperature=0)
+    assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "length")
+    assert final.usage.prompt_tokens > shown.usage.prompt_tokens  # the call and its result are in the prompt
