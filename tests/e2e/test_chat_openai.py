@@ -286,3 +286,18 @@ def test_tool_round_trip(client: OpenAI, model: str) -> None:
                                            max_tokens=20, temperature=0)
     assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "length")
     assert final.usage.prompt_tokens > shown.usage.prompt_tokens  # the call and its result are in the prompt
+
+
+@needs_structured
+def test_parse_with_pydantic_model(client: OpenAI, model: str) -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        country: str
+        population_millions: float
+
+    r = client.chat.completions.parse(model=model, messages=[{"role": "user", "content": "Describe Paris."}],
+                                      response_format=City, max_tokens=80, temperature=0)
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, City)
