@@ -83,7 +83,13 @@ class StructuredOutputBackend:
         if tokenizer is not None and tokenizer is not self.tokenizer:
             raise ValueError("structured: spec compiled for a different tokenizer")
         auto = isinstance(spec, ToolCallSpec) and spec.mode == "auto"
-        return LLGState(self.compile(spec), self.info, max_tokens=max_tokens, end_when_accepting=not auto)
+        return LLGState(
+            self.compile(spec),
+            self.info,
+            max_tokens=max_tokens,
+            end_when_accepting=not auto,
+            executor=self.executor,
+        )
 
     def batch_allowed_masks(self, states: list[LLGState | None], vocab_size: int):
         """``[b, vocab_size]`` bool masks for a batch, grammar work spread over llguidance's threads."""

@@ -82,6 +82,7 @@ class LLGState:
         window: int = 96,
         margin: int = 12,
         end_when_accepting: bool = True,
+        executor: llg.LLExecutor | None = None,
     ) -> None:
         self._m = matcher
         self._info = info
@@ -89,6 +90,7 @@ class LLGState:
         self.window = window
         self.margin = margin
         self.end_when_accepting = end_when_accepting
+        self.executor = executor  # the backend's thread pool, for batch_allowed_masks
         self.num_accepted = 0
         self._forced: list[int] = []  # the rest of a closing path being followed
 
@@ -197,11 +199,13 @@ def batch_allowed_masks(
     states: Sequence[LLGState | None], vocab_size: int, executor: llg.LLExecutor | None = None
 ) -> torch.Tensor:
     """``[len(states), vocab_size]`` bool masks, grammar masks computed in parallel (GIL dropped)
-    by llguidance's thread pool. Rows for ``None`` states allow everything."""
+    by llguidance's thread pool (``executor``, default: the states' backend's). Rows for ``None``
+    states allow everything."""
     out = torch.ones(len(states), vocab_size, dtype=torch.bool)
     live = [(i, s) for i, s in enumerate(states) if s is not None]
     if not live:
         return out
+    executor = executor or live[0][1].executor
     words = (max(s._info.vocab_size for _, s in live) + 31) // 32
     bitmask = torch.full((len(states), words), -1, dtype=torch.int32)
     pre = [(s.matcher, i) for i, s in live if s.needs_bitmask()]

@@ -11,6 +11,7 @@ from driver import drive
 from structured_schemas import SCHEMAS
 
 from engine.structured.specs import JsonObjectSpec, JsonSchemaSpec
+from engine.structured.state import batch_allowed_masks
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +88,4 @@ def test_batch_masks_match_single(tiny_backend):
     for i in range(len(specs)):
         assert torch.equal(batch[i], tiny_backend.new_state(specs[i]).allowed_mask(vocab)), i
     assert batch[-1].all()
+    assert torch.equal(batch_allowed_masks(states, vocab), batch)  # the states' own executor
