@@ -19,13 +19,16 @@ class JobsConfig:
     """Limits and durations; built once from CLI flags and passed down.
 
     ``max_in_flight`` caps how many batch lines are inside the engine at once (summed over all
-    batches) so interactive traffic keeps its latency. ``completion_windows`` maps the accepted
-    ``completion_window`` strings to seconds.
+    batches) while interactive requests are around, so their time-to-first-token holds; after
+    ``idle_after_s`` without interactive work the cap rises to ``idle_max_in_flight`` for
+    throughput. ``completion_windows`` maps accepted ``completion_window`` strings to seconds.
     """
 
     state_dir: Path
     max_upload_bytes: int = 50 * 1024 * 1024
-    max_in_flight: int = 4
+    max_in_flight: int = 2
+    idle_max_in_flight: int = 8
+    idle_after_s: float = 2.0
     deferred_max_in_flight: int = 16
     deferred_retention_s: float = 24 * 3600.0
     poll_interval_s: float = 1.0

@@ -38,6 +38,7 @@ class BatchRunner:
         body_validator: BodyValidator | None = None,
         model_exists: ModelExists | None = None,
         clock: Callable[[], float] = time.time,
+        interactive_load: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.execute = execute
@@ -46,11 +47,15 @@ class BatchRunner:
         self.model_exists = model_exists
         self.clock = clock
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self.interactive_load = interactive_load  # engine requests that are not batch lines
+        self._running = 0
+        self._freed = asyncio.Event()
+        self._last_interactive = float("-inf")
         self._in_flight: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lines_started = 0  # observability + tests: how many executes were issued
+        self.lines_preempted = 0  # aborted back to pending to make room for interactive traffic
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -98,6 +103,34 @@ class BatchRunner:
         """Run until no batch is active (CLI and tests)."""
         while await self.run_once():
             pass
+
+    # -- the in-flight cap -------------------------------------------------------------------
+
+    def current_cap(self) -> int:
+        """The low cap while interactive requests use the engine (or did a moment ago)."""
+        if self.interactive_load is None:
+            return self.config.max_in_flight
+        now = time.monotonic()
+        if self.interactive_load() > 0:
+            self._last_interactive = now
+        if now - self._last_interactive < self.config.idle_after_s:
+            return self.config.max_in_flight
+        return max(self.config.max_in_flight, self.config.idle_max_in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    async def _acquire_slot(self) -> None:
+        while self._running >= self.current_cap():
+            self._freed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), 0.05)  # also re-reads the load
+        self._running += 1
+
+    def _release_slot(self) -> None:
+        self._running -= 1
+        self._freed.set()
 
     # -- state machine ----------------------------------------------------------------------
 
@@ -150,35 +183,46 @@ class BatchRunner:
         return None
 
     async def _run_lines(self, batch: dict) -> None:
-        """Issue pending lines under the in-flight cap until none are left or the batch stops."""
+        """Issue pending lines under the in-flight cap until none are left or the batch stops.
+
+        Lines preempted for interactive traffic are still pending; once this pass has drained,
+        another pass picks them up.
+        """
         batch_id, endpoint = batch["id"], batch["endpoint"]
-        mine: set[asyncio.Task] = set()
+        mine: dict[asyncio.Task, None] = {}  # insertion order = start order (newest preempted first)
         watcher = asyncio.create_task(self._watch(batch_id, mine))
-        after = -1
         try:
             while self._stop_reason(batch_id) is None:
-                rows = self.store.pending_lines(batch_id, limit=self.config.max_in_flight * 4, after_line=after)
-                if not rows:
+                after, issued = -1, 0
+                while (rows := self.store.pending_lines(batch_id, limit=64, after_line=after)):
+                    for row in rows:
+                        await self._acquire_slot()
+                        if self._stop_reason(batch_id) is not None:
+                            self._release_slot()
+                            break
+                        self._issue(batch_id, endpoint, row, mine)
+                        after, issued = row["line_no"], issued + 1
+                    else:
+                        continue
                     break
-                for row in rows:
-                    await self._slots.acquire()
-                    if self._stop_reason(batch_id) is not None:
-                        self._slots.release()
-                        break
-                    task = asyncio.create_task(self._run_line(batch_id, endpoint, row))
-                    self.lines_started += 1
-                    for group in (mine, self._in_flight):
-                        group.add(task)
-                        task.add_done_callback(group.discard)
-                    task.add_done_callback(lambda _t: self._slots.release())
-                    after = row["line_no"]
-            await asyncio.gather(*mine, return_exceptions=True)
+                await asyncio.gather(*mine, return_exceptions=True)
+                if not issued:
+                    break
         except asyncio.CancelledError:
             for task in mine:
                 task.cancel()
             raise
         finally:
             watcher.cancel()
+
+    def _issue(self, batch_id: str, endpoint: str, row: dict, mine: dict[asyncio.Task, None]) -> None:
+        task = asyncio.create_task(self._run_line(batch_id, endpoint, row))
+        self.lines_started += 1
+        mine[task] = None
+        self._in_flight.add(task)
+        task.add_done_callback(lambda t: mine.pop(t, None))
+        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(lambda _t: self._release_slot())
 
     async def _run_line(self, batch_id: str, endpoint: str, row: dict) -> None:
         body = json.loads(row["body"])
@@ -194,17 +238,23 @@ class BatchRunner:
             self.store.record_result, batch_id, row["line_no"], line_status, result, None, self.clock()
         )
 
-    async def _watch(self, batch_id: str, tasks: set[asyncio.Task]) -> None:
-        """Beside a running batch: a cancel aborts its in-flight lines at once (freeing the
-        engine; they stay pending and are closed as cancelled, whereas expiry lets them finish),
-        and other batches are still validated and cancelled promptly."""
+    async def _watch(self, batch_id: str, mine: dict[asyncio.Task, None]) -> None:
+        """Beside a running batch: a cancel aborts its in-flight lines at once (they stay pending
+        and are closed as cancelled; expiry lets them finish instead); when interactive traffic
+        lowers the cap, the newest lines over it are aborted back to pending so the engine is
+        the interactive requests' again; other batches are validated/cancelled/expired on time."""
         while True:
             await asyncio.sleep(self.config.cancel_poll_s)
             try:
                 batch = self.store.get_batch(batch_id)
+                active = [t for t in mine if not t.done() and not t.cancelling()]
                 if batch is None or batch["status"] == "cancelling":
-                    for task in list(tasks):
-                        task.cancel()
+                    victims = active
+                else:
+                    victims = active[self.current_cap():][::-1]
+                    self.lines_preempted += len(victims)
+                for task in victims:
+                    task.cancel()
                 await self._housekeeping(running=batch_id)
             except asyncio.CancelledError:
                 raise

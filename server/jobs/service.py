@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -17,6 +18,8 @@ from server.jobs.validation import BodyValidator, ModelExists, protocol_body_val
 class JobsService:
     """Everything durable the server runs. Build once at startup; ``start``/``stop`` in lifespan.
 
+    ``engine_load()`` (requests waiting or running in the engine) lets the runner tell when
+    interactive traffic is present and hold batch lines to the low in-flight cap.
     ``execute(url, body, priority)`` must answer exactly as the HTTP route would (status code,
     JSON body); ``model_exists`` lets validation reject unknown models before a batch starts.
     """
@@ -27,10 +30,16 @@ class JobsService:
         execute: Execute,
         model_exists: ModelExists | None = None,
         body_validator: BodyValidator | None = protocol_body_validator,
+        engine_load: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self.store = JobStore(config.state_dir, synchronous=config.sqlite_synchronous)
-        self.runner = BatchRunner(self.store, execute, config, body_validator, model_exists)
+        interactive = None
+        if engine_load is not None:
+            def interactive() -> int:
+                return max(0, engine_load() - self.runner.in_flight)
+        self.runner = BatchRunner(self.store, execute, config, body_validator, model_exists,
+                                  interactive_load=interactive)
         self.deferred = DeferredService(self.store, execute, config)
 
     @staticmethod
@@ -51,12 +60,22 @@ class JobsService:
         self.store.close()
 
 
+def _engine_load(engine: Any) -> Callable[[], int]:
+    def load() -> int:
+        stats = engine.stats()
+        return int(stats.num_waiting) + int(stats.num_running)
+
+    return load
+
+
 def attach_jobs(app: Any, config: JobsConfig, model_exists: ModelExists | None = None) -> JobsService:
     """Build the service for ``app``: lines execute through the app itself (in-process ASGI)
     and handlers find the service on ``app.state.jobs``. Call ``start``/``stop`` in lifespan."""
     from server.jobs.asgi_execute import asgi_executor
 
-    jobs = JobsService(config, asgi_executor(app), model_exists=model_exists)
+    engine = getattr(getattr(app.state, "server", None), "engine", None)
+    jobs = JobsService(config, asgi_executor(app), model_exists=model_exists,
+                       engine_load=_engine_load(engine) if engine is not None else None)
     app.state.jobs = jobs
     return jobs
 

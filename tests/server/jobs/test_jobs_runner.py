@@ -216,3 +216,39 @@ def test_crash_during_finalize_rebuilds_outputs(tmp_path):
     batch = runner2.store.get_batch(batch_id)
     assert batch["status"] == "completed" and len(_results(runner2.store, batch)) == 5
     assert runner2.lines_started == 0
+
+
+def test_interactive_traffic_lowers_the_cap_and_preempts_the_newest_lines(tmp_path):
+    config = JobsConfig(state_dir=tmp_path, max_in_flight=2, idle_max_in_flight=6, idle_after_s=0.3,
+                        cancel_poll_s=0.02)
+    store = JobStore(tmp_path)
+    file_id = store.add_file("in.jsonl", "batch", [jsonl([chat_line(f"c{i}", f"p{i}") for i in range(30)])])["id"]
+    batch_id = store.create_batch(file_id, "/v1/chat/completions", "24h", 86400, None)["id"]
+    load = {"interactive": 0}
+    ex = FakeExecutor()
+    ex.gate = asyncio.Event()
+    runner = BatchRunner(store, ex, config, interactive_load=lambda: load["interactive"])
+
+    async def scenario():
+        task = asyncio.create_task(runner.run_until_idle())
+        while ex.in_flight < 6:  # idle engine: the high cap
+            await asyncio.sleep(0.005)
+        load["interactive"] = 1
+        for _ in range(100):
+            if ex.in_flight <= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert ex.in_flight == 2 and runner.lines_preempted == 4  # the 4 newest went back to pending
+        ex.gate.set()
+        while store.line_counts(batch_id)["done"] < 10:
+            await asyncio.sleep(0.005)
+        assert ex.max_in_flight == 6
+        ex.max_in_flight = 0
+        await asyncio.sleep(0.05)
+        assert ex.max_in_flight <= 2  # busy engine: the low cap
+        load["interactive"] = 0
+        await task
+
+    asyncio.run(scenario())
+    assert store.get_batch(batch_id)["status"] == "completed"
+    assert store.line_counts(batch_id)["done"] == 30
