@@ -9,6 +9,7 @@ schema costs one ``deep_copy`` per request instead of a compile.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -23,6 +24,7 @@ from engine.structured.state import LLGState, TokenizerInfo, batch_allowed_masks
 from engine.tokenizer import Tokenizer
 
 DEFAULT_CACHE_SIZE = 256
+_FIELD_PREFIX = re.compile(r"^[\w.\[\]]+: ")
 CLOSING_CANDIDATES = 256  # quotes, brackets, separators, digits: tried bit by bit before a full scan
 
 
@@ -52,7 +54,11 @@ class StructuredOutputBackend:
 
     def compile(self, spec: StructuredSpec) -> llg.LLMatcher:
         """A fresh matcher for ``spec``; raises ``ValueError`` naming the field if it cannot compile."""
-        grammar = grammar_for(spec)
+        try:
+            grammar = grammar_for(spec)
+        except (TypeError, ValueError) as exc:
+            msg = str(exc)
+            raise ValueError(msg if _FIELD_PREFIX.match(msg) else f"{_field(spec)}: {msg}") from None
         with self._lock:
             proto = self._cache.get(grammar)
             if proto is not None:

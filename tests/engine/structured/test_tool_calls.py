@@ -252,3 +252,10 @@ def test_pydantic_schema_compiles(tiny_backend):
     tiny_backend.check(JsonSchemaSpec(schema))
     text, _, _ = drive(tiny_backend, JsonSchemaSpec(schema), seed=3, max_tokens=96)
     Math.model_validate_json(text)
+
+
+def test_backend_check_names_the_field(tiny_backend):
+    with pytest.raises(ValueError, match=r"^response_format\.json_schema\.schema: "):
+        tiny_backend.check(JsonSchemaSpec({"type": "integer", "minimum": 5, "maximum": 1}))
+    with pytest.raises(ValueError, match=r"^tool_choice\.function\.name: "):
+        tiny_backend.check(ToolCallSpec(tools=TOOLS, mode="named", name="missing"))
