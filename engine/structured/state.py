@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import llguidance as llg
 import numpy as np
@@ -196,24 +197,25 @@ class LLGState:
 
 
 def batch_allowed_masks(
-    states: Sequence[LLGState | None], vocab_size: int, executor: llg.LLExecutor | None = None
+    states: Sequence[Any], vocab_size: int, executor: llg.LLExecutor | None = None
 ) -> torch.Tensor:
-    """``[len(states), vocab_size]`` bool masks, grammar masks computed in parallel (GIL dropped)
-    by llguidance's thread pool (``executor``, default: the states' backend's). Rows for ``None``
-    states allow everything."""
+    """``[len(states), vocab_size]`` bool masks, the grammar masks of ``LLGState`` rows computed in
+    parallel (GIL dropped) by llguidance's thread pool (``executor``, default: the states'
+    backend's). Any other state object is asked for its ``allowed_mask``; ``None`` allows all."""
     out = torch.ones(len(states), vocab_size, dtype=torch.bool)
-    live = [(i, s) for i, s in enumerate(states) if s is not None]
-    if not live:
-        return out
-    executor = executor or live[0][1].executor
-    words = (max(s._info.vocab_size for _, s in live) + 31) // 32
-    bitmask = torch.full((len(states), words), -1, dtype=torch.int32)
-    pre = [(s.matcher, i) for i, s in live if s.needs_bitmask()]
-    if pre and executor is not None:
-        executor.unsafe_compute_mask_ptr(pre, bitmask.data_ptr(), words * 4, len(states))
-        done = {i for _, i in pre}
-    else:
-        done = set()
-    for i, s in live:
-        out[i] = s.allowed_mask(vocab_size, bitmask[i] if i in done else None)
+    ours = [(i, s) for i, s in enumerate(states) if isinstance(s, LLGState)]
+    done: set[int] = set()
+    if ours:
+        executor = executor or ours[0][1].executor
+        words = (max(s._info.vocab_size for _, s in ours) + 31) // 32
+        bitmask = torch.full((len(states), words), -1, dtype=torch.int32)
+        pre = [(s.matcher, i) for i, s in ours if s.needs_bitmask()]
+        if pre and executor is not None:
+            executor.unsafe_compute_mask_ptr(pre, bitmask.data_ptr(), words * 4, len(states))
+            done = {i for _, i in pre}
+    for i, s in enumerate(states):
+        if isinstance(s, LLGState):
+            out[i] = s.allowed_mask(vocab_size, bitmask[i] if i in done else None)
+        elif s is not None:
+            out[i] = s.allowed_mask(vocab_size)
     return out
