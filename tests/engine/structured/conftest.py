@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.sp_tokenizer import SentencePieceTokenizer
 from engine.structured.backend import StructuredOutputBackend
@@ -28,6 +29,15 @@ def _corpus(n: int = 3000) -> list[str]:
         lines.append(json.dumps(obj))
         lines.append(" ".join(rng.choice(vocab) for _ in range(8)) + f" {rng.random():.3f} {{}}[]:,\"'")
     return lines
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Random-logit loops are tiny ops; extra intra-op threads only contend on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +82,9 @@ def grok_backend(grok_tokenizer) -> StructuredOutputBackend:
 @pytest.fixture(params=["tiny", "grok"])
 def backend(request) -> StructuredOutputBackend:
     return request.getfixturevalue(f"{request.param}_backend")
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend(smollm2_tokenizer) -> StructuredOutputBackend:
+    """Byte-level BPE with special tokens (<|im_end|> ...): the default model's vocabulary."""
+    return StructuredOutputBackend(smollm2_tokenizer)

@@ -14,15 +14,6 @@ from engine.structured.specs import JsonObjectSpec, JsonSchemaSpec
 from engine.structured.state import batch_allowed_masks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Random-logit loops are tiny ops; extra intra-op threads only contend on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_all_schemas_compile(backend):
     for i, schema in enumerate(SCHEMAS):
         backend.check(JsonSchemaSpec(schema))

@@ -49,14 +49,6 @@ PARAMS = {t["function"]["name"]: t["function"].get("parameters") or {"type": "ob
 CALL_ID = re.compile(r"^call_[0-9a-f]{24}$")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _check_calls(calls, allowed_names):
     assert calls
     for call in calls:
