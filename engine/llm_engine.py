@@ -120,8 +120,13 @@ class LLMEngine:
             raise ValueError(f"prompt: token ids must be in [0, {self.vocab_size})")
         if any(not 0 <= int(t) < self.vocab_size for t in params.logit_bias):
             raise ValueError(f"logit_bias: token ids must be in [0, {self.vocab_size})")
-        if params.structured is not None and self.structured_backend is None:
-            raise ValueError("structured: no structured-output backend is configured")
+        if params.structured is not None:
+            backend = self.structured_backend
+            if backend is None:
+                raise ValueError("structured: no structured-output backend is configured")
+            check = getattr(backend, "check", None)
+            if check is not None:
+                check(params.structured)  # compile errors surface before the request is queued
         if (params.stop or params.bad_words) and self.tokenizer is None:
             raise ValueError("stop/bad_words: need a tokenizer")
         n_prompt = len(prompt_token_ids)
