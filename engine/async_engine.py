@@ -149,6 +149,18 @@ class AsyncEngine:
 
     # ---- the loop thread ---------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException:
+            log.exception("engine loop died")
+            raise
+        finally:  # whatever is still streaming will never be served now: end it with an error
+            with self._lock:
+                self._accepting = False
+                left = list(self._streams)
+            self._deliver([_final(rid, [], "error", "engine stopped") for rid in left])
+
+    def _serve(self) -> None:
         eng = self.engine
         while True:
             with self._lock:
