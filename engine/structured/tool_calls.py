@@ -92,6 +92,10 @@ def parse_calls_from(text: str, start: int, fmt: ToolCallFormat) -> tuple[list[d
             pos = _skip(text, pos, []) + len(fmt.end.strip())
 
 
+def _key(call: dict[str, Any]) -> tuple[str, str]:
+    return call["function"]["name"], call["function"]["arguments"]
+
+
 def parse_tool_output(text: str, fmt: ToolCallFormat) -> ParsedOutput:
     """Split a finished reply into content and tool calls."""
     start = find_calls_start(text, fmt)
@@ -100,6 +104,8 @@ def parse_tool_output(text: str, fmt: ToolCallFormat) -> ParsedOutput:
     calls, _ = parse_calls_from(text, start, fmt)
     if not calls:
         return ParsedOutput(content=text)
+    seen: set[tuple[str, str]] = set()  # small models repeat a call verbatim; once is what they mean
+    calls = [c for c in calls if _key(c) not in seen and not seen.add(_key(c))]
     content = text[:start].strip()
     return ParsedOutput(content=content or None, tool_calls=calls)
 
@@ -115,7 +121,8 @@ class ToolCallStreamer:
         self.text = ""
         self._sent_content = 0
         self._calls_start = -1
-        self._calls_sent = 0
+        self._calls_parsed = 0
+        self._emitted: set[tuple[str, str]] = set()
 
     def feed(self, delta: str, final: bool = False) -> tuple[str, list[dict[str, Any]]]:
         """Returns ``(content_delta, new_calls)``; each new call carries its ``index``."""
@@ -132,10 +139,12 @@ class ToolCallStreamer:
             content = content.rstrip() if content.strip() else ""
         self._sent_content = max(self._sent_content, self._calls_start)
         calls, _ = parse_calls_from(self.text, self._calls_start, self.fmt)
-        new = calls[self._calls_sent :]
-        for i, call in enumerate(new):
-            call["index"] = self._calls_sent + i
-        self._calls_sent = len(calls)
+        new = []
+        for call in calls[self._calls_parsed :]:
+            if _key(call) not in self._emitted:  # same dedupe as parse_tool_output
+                self._emitted.add(_key(call))
+                new.append({**call, "index": len(self._emitted) - 1})
+        self._calls_parsed = len(calls)
         return content, new
 
     def _safe_end(self) -> int:

@@ -141,6 +141,17 @@ def test_parse_and_stream_hermes():
     assert [c["function"]["name"] for c in calls] == ["get_weather", "add"]
 
 
+def test_verbatim_repeated_call_is_reported_once():
+    block = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+    other = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>'
+    calls = parse_tool_output("\n".join([block, block, other]), HERMES_FORMAT).tool_calls
+    assert [json.loads(c["function"]["arguments"])["a"] for c in calls] == [1, 2]
+    assert len({c["id"] for c in calls}) == 2
+    streamer = ToolCallStreamer(HERMES_FORMAT)
+    streamed = streamer.feed("\n".join([block, block, other]))[1] + streamer.feed("", final=True)[1]
+    assert [c["index"] for c in streamed] == [0, 1]
+
+
 def test_parse_plain_text_and_truncated_call():
     assert parse_tool_output("hello there", HERMES_FORMAT).tool_calls == []
     cut = '<tool_call>\n{"name": "add", "arguments": {"a": 1'
