@@ -27,7 +27,7 @@ def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks():
     qs = [torch.randn(n, q_heads, d) for n in lens]
     ks = [torch.randn(n, kv_heads, d) for n in lens]
     vs = [torch.randn(n, kv_heads, d) for n in lens]
-    expected = [dense_attention(q, k, v, 0.3, 30.0) for q, k, v in zip(qs, ks, vs)]
+    expected = [dense_attention(q, k, v, 0.3, 30.0) for q, k, v in zip(qs, ks, vs, strict=True)]
 
     # step 1: first 3 tokens of each; step 2: the rest (chunked prefill)
     for lo, hi in ((0, 3), (3, None)):
@@ -37,5 +37,5 @@ def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks():
         write_kv(cache, torch.cat([k[lo:hi] for k in ks]), torch.cat([v[lo:hi] for v in vs]), meta)
         out = paged_attention(torch.cat([q[lo:hi] for q in qs]), cache, meta, scale=0.3, softcap=30.0)
         got = torch.split(out, q_lens)
-        for g, e in zip(got, expected):
+        for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, e[lo:hi], atol=1e-5, rtol=1e-5)
