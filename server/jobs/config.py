@@ -27,7 +27,7 @@ class JobsConfig:
     state_dir: Path
     max_upload_bytes: int = 50 * 1024 * 1024
     max_in_flight: int = 2
-    idle_max_in_flight: int = 8
+    idle_max_in_flight: int = 16
     idle_after_s: float = 2.0
     deferred_max_in_flight: int = 16
     deferred_retention_s: float = 24 * 3600.0

@@ -25,7 +25,7 @@ openai = pytest.importorskip("openai")
 
 REPO = Path(__file__).resolve().parents[2]
 N_LINES = 200
-PROMPTS = [f"Name a fruit, then the number {i}." for i in range(20)]
+PROMPTS = [f"The number {i} is" for i in range(20)]
 MAX_TOKENS = 3
 
 # Used only until `grokd serve --state-dir` mounts the jobs itself: the same composition.
@@ -98,14 +98,14 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(tmp_path):
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
     try:
         model = client.models.list().data[0].id
-        lines = [{"custom_id": f"item-{i:03d}", "method": "POST", "url": "/v1/chat/completions",
+        lines = [{"custom_id": f"item-{i:03d}", "method": "POST", "url": "/v1/completions",
                   "body": {"model": model, "temperature": 0, "max_tokens": MAX_TOKENS,
-                           "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}}
+                           "prompt": PROMPTS[i % len(PROMPTS)]}}
                  for i in range(N_LINES)]
         path = tmp_path / "in.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in lines))
         file_id = client.files.create(file=path.open("rb"), purpose="batch").id
-        batch_id = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+        batch_id = client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
                                          completion_window="24h").id
         deadline = time.monotonic() + 120
         while client.batches.retrieve(batch_id).request_counts.completed < 20:
@@ -142,18 +142,19 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(tmp_path):
 
         expected = {}
         for prompt in PROMPTS:
-            r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                               temperature=0, max_tokens=MAX_TOKENS)
-            expected[prompt] = r.choices[0].message.content
+            r = client.completions.create(model=model, prompt=prompt, temperature=0, max_tokens=MAX_TOKENS)
+            expected[prompt] = r.choices[0].text
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPTS[0]}],
+                                              temperature=0, max_tokens=MAX_TOKENS)
         url = f"http://127.0.0.1:{port}/v1/chat/deferred-completion/{deferred_id}"
         while (resp := httpx.get(url)).status_code == 202:  # pending at the kill: re-run after restart
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == expected[PROMPTS[0]]
-        by_id = {x["custom_id"]: x["body"]["messages"][0]["content"] for x in lines}
+        assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == chat.choices[0].message.content
+        by_id = {x["custom_id"]: x["body"]["prompt"] for x in lines}
         for r in results:
             assert r["response"]["status_code"] == 200
-            assert r["response"]["body"]["choices"][0]["message"]["content"] == expected[by_id[r["custom_id"]]]
+            assert r["response"]["body"]["choices"][0]["text"] == expected[by_id[r["custom_id"]]]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
