@@ -48,27 +48,53 @@ def _rx_char(c: str) -> str:
     return f"[{c}]"
 
 
+def _has_ref(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "$ref" in node or any(_has_ref(v) for v in node.values())
+    return isinstance(node, list) and any(_has_ref(v) for v in node)
+
+
+def _relocate(node: Any, base: str) -> Any:
+    """Copy of ``node`` with local ``$ref``s (``#``, ``#/...``) re-rooted under pointer ``base``."""
+    if isinstance(node, dict):
+        out = {k: _relocate(v, base) for k, v in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+            out["$ref"] = base + ref[1:]
+        return out
+    if isinstance(node, list):
+        return [_relocate(v, base) for v in node]
+    return node
+
+
 def call_schema(spec: ToolCallSpec) -> dict[str, Any]:
-    """JSON schema of one call object ``{"name": ..., "arguments": {...}}`` over the allowed tools."""
+    """JSON schema of one call object ``{"name": ..., "arguments": {...}}`` over the allowed tools.
+
+    Each tool's parameters become a subschema of this wrapper, so ``$ref``s written against the
+    parameters' own root (``#/$defs/...``, as pydantic emits) are re-rooted under
+    ``#/$defs/tool<i>`` where the parameters are stored."""
     options = []
-    for tool in spec.tools:
+    defs: dict[str, Any] = {}
+    for i, tool in enumerate(spec.tools):
         fn = tool["function"]
         if spec.mode == "named" and fn["name"] != spec.name:
             continue
+        params = fn.get("parameters") or EMPTY_PARAMETERS
+        if _has_ref(params):
+            defs[f"tool{i}"] = _relocate(params, f"#/$defs/tool{i}")
+            params = {"$ref": f"#/$defs/tool{i}"}
         options.append(
             {
                 "type": "object",
-                "properties": {
-                    "name": {"const": fn["name"]},
-                    "arguments": fn.get("parameters") or EMPTY_PARAMETERS,
-                },
+                "properties": {"name": {"const": fn["name"]}, "arguments": params},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
         )
     if not options:
         raise ValueError(f"tool_choice.function.name: no tool named {spec.name!r}")
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def tool_call_lark(spec: ToolCallSpec) -> str:

@@ -1,6 +1,6 @@
 """Noise in, valid JSON out, through the real engine: the random-weight grok1-tiny model with a
-real vocab-1024 SentencePiece tokenizer, 200 json_schema requests over 20 schemas plus tool
-calls (required / named), batched, temperature 1."""
+real vocab-1024 SentencePiece tokenizer, batched, temperature 1: 200 json_schema requests over 20
+schemas, 200 tool_choice=required and 200 named-tool requests over 20 tools with those schemas."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from structured_schemas import SCHEMAS
 from test_tool_calls import PARAMS, TOOLS
 
 from engine.sampling_params import SamplingParams
-from engine.structured.specs import GROK1_FORMAT, JsonSchemaSpec
+from engine.structured.specs import GROK1_FORMAT, HERMES_FORMAT, JsonSchemaSpec
 from engine.structured.tool_calls import parse_tool_output
 from engine.structured.validation import spec_from_request
 
@@ -51,20 +51,46 @@ def test_200_json_schema_requests_all_validate(engine):
     assert_idle(engine)
 
 
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
-def test_tool_calls_through_engine(engine, choice):
-    rng = random.Random(11)
-    spec = spec_from_request(tools=TOOLS, tool_choice=choice, tool_format=GROK1_FORMAT)
-    for i, prompt in enumerate(_prompts(40, rng)):
-        engine.add_request(
-            f"t{i}", prompt, SamplingParams(max_tokens=64, temperature=1.0, seed=i, structured=spec)
+SCHEMA_TOOLS = [
+    {"type": "function", "function": {"name": f"tool_{i}", "parameters": s}} for i, s in enumerate(SCHEMAS)
+]
+
+
+@pytest.mark.parametrize("mode", ["required", "named"])
+def test_200_tool_call_requests_all_validate(engine, mode):
+    """20 tools whose parameters are the 20 schemas; ``required`` picks among all of them,
+    ``named`` forces tool i % 20. Every reply parses into tool_calls with valid arguments."""
+    rng = random.Random(11 if mode == "required" else 13)
+    wanted = {}
+    for i, prompt in enumerate(_prompts(200, rng)):
+        name = f"tool_{i % len(SCHEMAS)}"
+        choice = "required" if mode == "required" else {"type": "function", "function": {"name": name}}
+        spec = spec_from_request(
+            tools=SCHEMA_TOOLS, tool_choice=choice, parallel_tool_calls=False, tool_format=GROK1_FORMAT
         )
+        rid = engine.add_request(
+            f"{mode}{i}", prompt, SamplingParams(max_tokens=64, temperature=1.0, seed=i, structured=spec)
+        )
+        wanted[rid] = None if mode == "required" else name
     done = run_all(engine)
-    assert len(done) == 40
-    for out in done.values():
+    assert len(done) == 200
+    for rid, out in done.items():
         parsed = parse_tool_output(out.outputs[0].text, GROK1_FORMAT)
-        assert parsed.tool_calls, out.outputs[0].text
-        for call in parsed.tool_calls:
-            name = call["function"]["name"]
-            assert choice == "required" or name == "get_weather"
-            jsonschema.validate(json.loads(call["function"]["arguments"]), PARAMS[name])
+        assert parsed.finish_reason == "tool_calls" and len(parsed.tool_calls) == 1, out.outputs[0].text
+        fn = parsed.tool_calls[0]["function"]
+        assert wanted[rid] in (None, fn["name"])
+        jsonschema.validate(json.loads(fn["arguments"]), SCHEMAS[int(fn["name"].split("_")[1])])
+    assert_idle(engine)
+
+
+def test_hermes_tool_calls_through_engine(engine):
+    spec = spec_from_request(tools=TOOLS, tool_choice="required", tool_format=HERMES_FORMAT)
+    for i, prompt in enumerate(_prompts(20, random.Random(5))):
+        engine.add_request(
+            f"h{i}", prompt, SamplingParams(max_tokens=96, temperature=1.0, seed=i, structured=spec)
+        )
+    for out in run_all(engine).values():
+        calls = parse_tool_output(out.outputs[0].text, HERMES_FORMAT).tool_calls
+        assert calls, out.outputs[0].text
+        for call in calls:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), PARAMS[call["function"]["name"]])

@@ -28,7 +28,7 @@ def test_compile_cache_hits(tiny_backend):
     assert tiny_backend.hits == hits + 1
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_random_logits_always_validate(backend, seed):
     for i, schema in enumerate(SCHEMAS):
         text, _, state = drive(backend, JsonSchemaSpec(schema), seed=seed * 100 + i, max_tokens=64)
