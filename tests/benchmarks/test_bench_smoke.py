@@ -1,0 +1,78 @@
+"""Smoke runs of ``grokd bench`` on the tiny Grok-1 fixture: the load generator against a real
+``grokd serve`` process, and the offline and roofline paths in process (few tokens, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.roofline import machine_limits, weight_bytes_per_step
+from server.cli import main as grokd
+from tests.server.serving import start_process
+
+# the fixture has no tokenizer: per-token logprobs make every token its own streamed chunk
+TOKEN_CHUNKS = '{"logprobs": 0, "return_tokens_as_token_ids": true}'
+
+
+@pytest.fixture(scope="module")
+def tiny_server(grok1_tiny_dir):
+    proc = start_process(["--model", str(grok1_tiny_dir), "--dtype", "float32", "--max-num-seqs", "4"], timeout=120)
+    yield proc
+    proc.stop()
+
+
+def test_bench_serve_closed_loop_and_poisson(tiny_server, tmp_path) -> None:
+    out = tmp_path / "serve.json"
+    rc = grokd(["bench", "serve", "--base-url", tiny_server.url + "/v1", "--model", "grok1-tiny",
+                "--input-len", "8", "--output-len", "6", "--concurrency", "1", "3", "--num-prompts", "4",
+                "--slo-ttft", "60000", "--extra-body", TOKEN_CHUNKS, "--json", str(out), "--no-progress"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert [lv["load"] for lv in data["levels"]] == [1, 3]
+    for lv in data["levels"]:
+        s = lv["summary"]
+        assert (s["completed"], s["failed"]) == (4, 0)
+        assert s["output_tokens"] == 4 * 6 and s["input_tokens"] == 4 * 8  # ignore_eos: exact lengths
+        assert s["ttft_ms"]["p50"] > 0 and s["tpot_ms"]["p50"] > 0 and s["itl_ms"]["p99"] > 0
+        assert s["e2e_ms"]["p99"] >= s["ttft_ms"]["p99"]
+        assert s["goodput"] == pytest.approx(s["request_throughput"])
+    rc = grokd(["bench", "serve", "--base-url", tiny_server.url + "/v1", "--model", "grok1-tiny",
+                "--input-len", "8", "--output-len", "4", "--request-rate", "inf", "--num-prompts", "3",
+                "--warmup", "0", "--extra-body", TOKEN_CHUNKS, "--json", str(out), "--no-progress"])
+    assert rc == 0
+    assert json.loads(out.read_text())["levels"][0]["summary"]["output_tokens"] == 12
+
+
+def test_bench_serve_reports_failures(tiny_server, tmp_path) -> None:
+    out = tmp_path / "bad.json"
+    rc = grokd(["bench", "serve", "--base-url", tiny_server.url + "/v1", "--model", "no-such-model",
+                "--num-prompts", "2", "--warmup", "0", "--json", str(out), "--no-progress"])
+    assert rc == 1
+    s = json.loads(out.read_text())["levels"][0]["summary"]
+    assert s["failed"] == 2 and s["errors"][0].startswith("HTTP 404")
+
+
+def test_bench_offline_engine_only(tmp_path) -> None:
+    out = tmp_path / "offline.json"
+    assert grokd(["bench", "offline", "--model", "fixture", "--dtype", "float32", "--batch-sizes", "1", "4",
+                  "--prompt-len", "8", "--max-tokens", "4", "--no-hf", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["runs"][0]["grokd"]
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    assert [r["generated_tokens"] for r in rows] == [4, 16]
+    assert all(r["gen_tokens_per_s"] > 0 for r in rows)
+
+
+def test_roofline_limits_and_moe_bytes() -> None:
+    lim = machine_limits(buffer_mb=8, matmul_n=64, reps=1)
+    assert all(v > 0 for v in lim.values())
+    from benchmarks.offline import FIXTURE
+    from engine.config import ModelLoadConfig
+    from engine.loader import load_model_and_tokenizer
+
+    if not FIXTURE.is_dir():
+        pytest.skip("fixture missing")
+    model, _, _ = load_model_and_tokenizer(ModelLoadConfig(model=str(FIXTURE), dtype="float32"))
+    one, many = weight_bytes_per_step(model, 1), weight_bytes_per_step(model, 64)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert one < many <= total * 1.0001  # batch 1 touches 2 of 8 experts; a big batch nearly all
