@@ -28,6 +28,16 @@ N_LINES = 200
 PROMPTS = [f"The number {i} is" for i in range(20)]
 MAX_TOKENS = 3
 
+# `grokd serve` exactly (server.serve_cli), without importing the other subcommands' modules.
+SERVE = (
+    "import argparse, sys\n"
+    "from server import serve_cli\n"
+    "parser = argparse.ArgumentParser(prog='grokd')\n"
+    "serve_cli.add_cli(parser.add_subparsers(dest='command', required=True))\n"
+    "args = parser.parse_args(sys.argv[1:])\n"
+    "sys.exit(args.func(args))\n"
+)
+
 # Used only until `grokd serve --state-dir` mounts the jobs itself: the same composition.
 FALLBACK_SERVER = """
 import sys, uvicorn
@@ -63,7 +73,7 @@ def _free_port() -> int:
 
 def _start(state_dir: Path, port: int, log: Path) -> subprocess.Popen:
     if _serve_integrated():
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--state-dir", str(state_dir), "--port", str(port),
+        cmd = [sys.executable, "-c", SERVE, "serve", "--state-dir", str(state_dir), "--port", str(port),
                "--dtype", "float32", "--max-model-len", "512"]
     else:
         cmd = [sys.executable, "-c", FALLBACK_SERVER, str(state_dir), str(port)]
