@@ -3,8 +3,9 @@
 It holds no state of its own that matters after a crash: which lines are left is read from the
 store, each finished line is committed before the next slot opens, and a line that was inside
 the engine when the process died is simply still ``pending`` and runs again. Lines enter the
-engine at batch priority, at most ``max_in_flight`` at a time over all batches, so interactive
-requests always find the scheduler mostly theirs.
+engine at batch priority under an in-flight cap that drops to ``max_in_flight`` (and aborts the
+newest lines over it back to pending) as soon as interactive requests use the engine, so their
+time-to-first-token holds; an idle engine gets ``idle_max_in_flight`` lines for throughput.
 """
 
 from __future__ import annotations
