@@ -155,9 +155,14 @@ class JobStore:
                     conn.execute(f"PRAGMA user_version={target}")
 
     def _remove_stray_temp_files(self) -> None:
-        """A crash between writing a temp file and renaming it leaves a ``.tmp``; drop those."""
+        """A crash between writing a file and committing its row leaves a ``.tmp`` or an
+        unrecorded ``file-*`` (a half-finalized batch writes new ones on resume); drop both."""
         for path in self.files_dir.glob(".*.tmp"):
             path.unlink(missing_ok=True)
+        known = {row["id"] for row in self._all("SELECT id FROM files")}
+        for path in self.files_dir.glob("file-*"):
+            if path.name not in known:
+                path.unlink(missing_ok=True)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

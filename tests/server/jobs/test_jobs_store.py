@@ -45,8 +45,10 @@ def test_atomic_write_leaves_no_temp_and_cleans_strays(tmp_path):
         write_atomic(store.files_dir / "x", boom())
     assert not (store.files_dir / "x").exists() and not list(store.files_dir.glob(".*.tmp"))
     (store.files_dir / ".leftover.tmp").write_bytes(b"junk")  # as if killed before rename
+    (store.files_dir / "file-orphan").write_bytes(b"{}")  # as if killed before its row committed
     store.close()
-    assert not list(JobStore(tmp_path).files_dir.glob(".*.tmp"))
+    reopened = JobStore(tmp_path)
+    assert sorted(p.name for p in reopened.files_dir.iterdir()) == [row["id"]]
 
 
 def test_files_list_and_delete(tmp_path):
