@@ -1,5 +1,5 @@
 """``grokd bench``: serve (load generator), offline (engine vs HF transformers), roofline
-(machine limits and utilisation), plot (overlay result files). Heavy imports happen only
+(machine limits and utilisation), profile (one decode step), plot (overlay result files). Heavy imports happen only
 inside the chosen subcommand so ``grokd --help`` stays fast."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ _COMMANDS = {
     "serve": ("benchmarks.serve_bench", "load-test an OpenAI-compatible server (grokd or a peer)"),
     "offline": ("benchmarks.offline", "in-process engine throughput vs HF transformers generate"),
     "roofline": ("benchmarks.roofline", "memory bandwidth, matmul peak, decode MBU, prefill MFU"),
+    "profile": ("benchmarks.profile_step", "torch.profiler + cProfile of grokd decode steps"),
 }
 
 
 def add_cli(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, plot",
+    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, plot",
                                   description=__doc__)
     sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (module, helptext) in _COMMANDS.items():
