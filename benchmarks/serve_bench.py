@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--text-prompts", action="store_true", help="synthetic word prompts instead of token ids")
     w.add_argument("--vocab-range", type=int, nargs=2, default=(100, 1000), metavar=("LO", "HI"),
                    help="token ids drawn from [LO, HI) for synthetic prompts")
-    w.add_argument("--num-prompts", type=int, help="requests per load level (default max(8, 4×concurrency) or 64)")
+    w.add_argument("--num-prompts", type=int, nargs="+",
+                   help="requests per load level, one value or one per level (default max(8, 4×concurrency) or 64)")
     w.add_argument("--seed", type=int, default=0)
     load = p.add_argument_group("load (one or more levels)")
     mode = load.add_mutually_exclusive_group()
@@ -76,12 +77,17 @@ async def _run(args: argparse.Namespace, target: Target) -> list[dict[str, Any]]
             it.max_tokens = min(it.max_tokens, 8)
         await run_closed_loop(target, warm, args.warmup, progress=False)
     levels = []
-    for i, (mode, load) in enumerate(_levels(args)):
+    levels_in = _levels(args)
+    counts = args.num_prompts or []
+    if len(counts) not in (0, 1, len(levels_in)):
+        raise SystemExit("--num-prompts: give one value or one per load level")
+    for i, (mode, load) in enumerate(levels_in):
+        given = counts[i] if len(counts) == len(levels_in) else (counts[0] if counts else None)
         if mode == "concurrency":
-            n = args.num_prompts or max(8, 4 * int(load))
+            n = given or max(8, 4 * int(load))
             results, dur = await run_closed_loop(target, _items(args, n, args.seed + i), int(load), args.progress)
         else:
-            n = args.num_prompts or 64
+            n = given or 64
             results, dur = await run_poisson(target, _items(args, n, args.seed + i), load,
                                              args.max_concurrency, args.seed + i, args.progress)
         summary = aggregate(results, dur, slo)
