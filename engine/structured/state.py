@@ -94,6 +94,7 @@ class LLGState:
         self.executor = executor  # the backend's thread pool, for batch_allowed_masks
         self.num_accepted = 0
         self._forced: list[int] = []  # the rest of a closing path being followed
+        self._path: list[int] | None = None  # last closing path, still valid if its head is sampled
 
     # ---- the seam ---------------------------------------------------------------------------
     def allowed_mask(self, vocab_size: int, bitmask_row: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,6 +119,7 @@ class LLGState:
             self._forced.pop(0)
         else:
             self._forced.clear()
+        self._path = self._path[1:] if self._path and self._path[0] == token_id else None
         if self._m.is_stopped() and token_id in self._info.eos_ids:
             return True
         return self._m.consume_token(int(token_id))
@@ -160,7 +162,8 @@ class LLGState:
             return self._forced[0]
         if self._m.is_accepting():  # complete (e.g. after a tool call): end rather than risk the budget
             return self._info.eos_ids[0] if self.end_when_accepting and remaining <= self.margin else None
-        path = self._closing_path(limit=remaining)
+        path = self._path if self._path is not None else self._closing_path(limit=remaining)
+        self._path = path
         if path is None or len(path) + self.margin >= remaining:
             if not path:
                 return None if path is not None else self._best_closer()
