@@ -158,10 +158,10 @@ async def run_poisson(
     async with _client(max_concurrency or len(items)) as client:
         t0 = time.perf_counter()
         tasks = []
-        for it in items:
-            tasks.append(asyncio.create_task(one(client, it)))
-            if rate != float("inf"):
+        for i, it in enumerate(items):
+            if i and rate != float("inf"):
                 await asyncio.sleep(rng.expovariate(rate))
+            tasks.append(asyncio.create_task(one(client, it)))
         results = list(await asyncio.gather(*tasks))
         duration = time.perf_counter() - t0
     bar.close()

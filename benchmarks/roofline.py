@@ -131,7 +131,7 @@ def engine_utilisation(model_name: str, dtype: str, batch_sizes: list[int], prom
     engine, _ = build_engine(model_path(model_name), dtype, max(batch_sizes), prompt_len, max_tokens)
     model = engine.model
     kv_per_token = engine.runner.bytes_per_block / engine.runner.block_size
-    bw = limits["copy_GBps"] * 1e9 / 2  # one direction of a copy: a conservative streaming-read figure
+    bw = max(limits["read_GBps"], limits["copy_GBps"]) * 1e9  # best measured streaming traffic
     peak = limits["matmul_bf16_GFLOPs" if dtype == "bfloat16" else "matmul_fp32_GFLOPs"] * 1e9
     steps: list[tuple[float, int]] = []
     inner = engine.step
@@ -157,7 +157,7 @@ def engine_utilisation(model_name: str, dtype: str, batch_sizes: list[int], prom
             "batch": b, "gen_tokens_per_s": r["gen_tokens_per_s"], "decode_step_ms": round(step_s * 1e3, 2),
             "weights_MB": round(wbytes / 1e6, 1), "kv_MB_per_step": round(kv / 1e6, 2),
             "achieved_GBps": round((wbytes + kv) / step_s / 1e9, 1),
-            "MBU": round((wbytes + kv) / step_s / bw, 3),
+            "MBU": round((wbytes + kv) / step_s / bw, 3), "bandwidth_GBps": round(bw / 1e9, 1),
         }
         if prefill:
             pt = sum(t for t, _ in prefill)
