@@ -168,7 +168,10 @@ class LLMEngine:
             seq.generator = make_generator(params.seed, i, self.device)
             if params.structured is not None:
                 seq.structured_state = self.structured_backend.new_state(
-                    params.structured, self.tokenizer, max_tokens=params.max_tokens
+                    params.structured,
+                    self.tokenizer,
+                    # the grammar must close before the last token the request may produce
+                    max_tokens=params.max_tokens or (self.max_model_len - len(prompt_token_ids)),
                 )
             if self.tokenizer is not None:
                 seq.detok = Detokenizer(

@@ -193,9 +193,11 @@ class StructuredMask(LogitsProcessor):
         return row.structured_state is not None
 
     def apply(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        masks = torch.stack([r.structured_state.allowed_mask(logits.shape[1]) for r in rows]).to(
-            logits.device
-        )
+        # One call for the whole batch: llguidance computes the rows' masks in parallel with the
+        # GIL released; states of other backends fall back to their own allowed_mask.
+        from engine.structured.state import batch_allowed_masks
+
+        masks = batch_allowed_masks([r.structured_state for r in rows], logits.shape[1]).to(logits.device)
         return logits.masked_fill(~masks, NEG_INF)
 
 
