@@ -17,14 +17,18 @@ transcript format below is used (:data:`PLAIN_TEMPLATE`). Turns are separated by
     Human: <user text>
 
     Assistant: <assistant text>
-    Tool call (<id>): <name>(<arguments JSON>)
+
+    Assistant: {"name": "<name>", "arguments": <arguments JSON>}
+    {"name": "<name>", "arguments": <arguments JSON>}      (parallel calls, one per line)
 
     Tool (<name>/<tool_call_id>): <tool result>
 
     Assistant:
 
-The tools section appears only when tools are given (and without a system message it stands
-alone). With ``add_generation_prompt`` the text ends in ``"Assistant:"`` and the model continues
+Past tool calls are written exactly as the model is constrained to write them
+(``engine.structured.specs.GROK1_FORMAT``: a JSON object right after ``Assistant:``), so the base
+model sees its own format in the history. The tools section appears only when tools are given
+(and without a system message it stands alone). With ``add_generation_prompt`` the text ends in ``"Assistant:"`` and the model continues
 after it. A base model does not stop by itself at the end of its turn, so callers should stop on
 :data:`PLAIN_STOP_STRINGS` (the next turn's header).
 """
@@ -67,7 +71,8 @@ PLAIN_TEMPLATE = """\
 {%- for c in (m.tool_calls or []) -%}
 {%- set f = c.function if c.function is defined else c -%}
 {%- set args = f.arguments if f.arguments is string else (f.arguments | tojson) -%}
-{%- set turn.text = turn.text ~ '\nTool call (' ~ (c.id or '') ~ '): ' ~ f.name ~ '(' ~ args ~ ')' -%}
+{%- set sep = '\n' if (m.content or not loop.first) else ' ' -%}
+{%- set turn.text = turn.text ~ sep ~ '{"name": ' ~ (f.name | tojson) ~ ', "arguments": ' ~ args ~ '}' -%}
 {%- endfor -%}
 {%- set ns.parts = ns.parts + [turn.text] -%}
 {%- elif m.role == 'tool' -%}

@@ -119,8 +119,7 @@ def test_plain_grok1_template() -> None:
         '- weather: Current weather. Parameters (JSON schema): {"type": "object", "properties": '
         '{"city": {"type": "string"}}}\n\n'
         "Human: What's the weather in Paris?\n\n"
-        "Assistant:\n"
-        'Tool call (c1): weather({"city": "Paris"})\n\n'
+        'Assistant: {"name": "weather", "arguments": {"city": "Paris"}}\n\n'
         "Tool (weather/c1): sunny, 21C\n\n"
         "Assistant:"
     )
