@@ -201,7 +201,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         id=rid, created=created, model=model.id, choices=choices, usage=usage,
         system_fingerprint=model.system_fingerprint, citations=citations,
     )
-    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    return JSONResponse({**body.model_dump(mode="json"), **live_context.debug_fields(request, live)},
+                        headers=headers)
 
 
 def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, req: ChatCompletionRequest,

@@ -14,6 +14,8 @@ from server.routes.deps import get_state
 
 # Completion tokens reserved when the request sets no max_tokens, so context never eats the reply.
 DEFAULT_RESERVE = 512
+# Opt-in per request (``x-grokd-debug: live``) so ordinary responses stay OpenAI-shaped.
+DEBUG_HEADER = "x-grokd-debug"
 
 
 def resolve_request(req: ChatCompletionRequest) -> tuple[Any | None, list[Any] | None]:
@@ -47,3 +49,12 @@ async def augment(request: Request, params: Any, messages: list[dict[str, Any]],
                        headers=dict(exc.headers)) from None
     except ValueError as exc:
         raise from_value_error(exc, default_param="search_parameters") from None
+
+
+def debug_fields(request: Request, live: Any) -> dict[str, Any]:
+    """``{"debug": {"live_context": ...}}`` (query, documents, the exact context block put into the
+    prompt) when the request sent ``x-grokd-debug: live``; lets a client check what the model saw."""
+    wanted = {part.strip().lower() for part in request.headers.get(DEBUG_HEADER, "").split(",")}
+    if live is None or "live" not in wanted:
+        return {}
+    return {"debug": {"live_context": live.debug()}}

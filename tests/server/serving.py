@@ -99,10 +99,11 @@ class ServerProcess:
         self.proc.wait(timeout=30)
 
 
-def start_process(args: list[str], timeout: float = 300.0) -> ServerProcess:
-    """``grokd serve ARGS --port P`` as a child process; returns once /ready answers."""
+def start_process(args: list[str], timeout: float = 300.0, env: dict[str, str] | None = None) -> ServerProcess:
+    """``grokd serve ARGS --port P`` as a child process (``env`` added to ours, e.g. secrets a
+    flag must not carry); returns once /ready answers."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
