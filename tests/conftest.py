@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 GROK1_TINY = SHARED_DIR / "fixtures" / "grok1-tiny"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_load_cache(tmp_path_factory):
+    """Keep the GGUF load cache (weights.load_cache) out of ~/.cache and off by default: tests
+    that exercise it pass ``cache_dir`` or set the variables themselves. Set in os.environ so
+    servers started as subprocesses inherit it too."""
+    names = ("GROKD_CACHE_DIR", "GROKD_LOAD_CACHE")
+    old = {k: os.environ.get(k) for k in names}
+    os.environ["GROKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("grokd-cache"))
+    os.environ["GROKD_LOAD_CACHE"] = "0"
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

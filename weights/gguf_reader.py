@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from weights import load_cache
 from weights.checkpoint import Checkpoint, TokenizerSource
+
+log = logging.getLogger(__name__)
+_ENV = object()  # read_gguf's cache_dir default: take it from the environment
 
 # GGUF tensor name (after ``blk.N.``) -> HF suffix (after ``model.layers.N.``).
 _LAYER_NAMES = {
@@ -77,19 +83,28 @@ _TOKENIZER_KEYS = {
 }
 
 
-def read_gguf(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open a GGUF file: parse metadata now, stream dequantised tensors on demand."""
-    import gguf  # local: keeps `grokd --help` fast
+def read_gguf(path: str | os.PathLike[str], *, cache_dir: Path | None | object = _ENV) -> Checkpoint:
+    """Open a GGUF file: parse metadata now, stream dequantised tensors on demand.
 
+    With a load cache (:mod:`weights.load_cache`; ``cache_dir`` defaults to the environment's), a
+    file seen before opens from its cached entry: no parsing, dequantising or hashing. A cold load
+    writes the entry once its tensors have been streamed to the end.
+    """
     path = Path(path)
-    reader = gguf.GGUFReader(path)
-    meta = _metadata(reader)
+    directory = load_cache.cache_dir() if cache_dir is _ENV else cache_dir
+    key = load_cache.CacheKey.of(path) if directory is not None else None
+    if directory is not None and key is not None:
+        entry = load_cache.lookup(directory, key)
+        if entry is not None:
+            try:
+                return _checkpoint(path, entry.meta, entry.tensors)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("load cache: ignoring entry %s with bad metadata (%s)", entry.path, exc)
+
+    gguf_file = _open(path)
+    meta = gguf_file.meta
     arch = meta.get("general.architecture", "llama")
-    config = _config(meta, arch, reader)
-
-    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
-        return _iter_tensors(reader, config)
-
+    config = _config(meta, arch, {t.name for t in gguf_file.tensors})
     tok_fields = {
         dst: meta[f"tokenizer.ggml.{src}"]
         for src, dst in _TOKENIZER_KEYS.items()
@@ -97,29 +112,50 @@ def read_gguf(path: str | os.PathLike[str]) -> Checkpoint:
     }
     if "tokenizer.chat_template" in meta:
         tok_fields["chat_template"] = meta["tokenizer.chat_template"]
+    stored = {
+        "architecture": arch,
+        "config": config,
+        "tokenizer_fields": tok_fields,
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "fingerprint": file_sha256(path),
+    }
+    cacheable = (
+        directory is not None
+        and key is not None
+        and 4 * sum(t.n_elements for t in gguf_file.tensors) <= load_cache.max_bytes()
+    )
+
+    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+        if not cacheable:
+            yield from _iter_tensors(gguf_file.tensors, config)
+            return
+        kept: list[tuple[str, torch.Tensor]] = []
+        for name, tensor in _iter_tensors(gguf_file.tensors, config):
+            kept.append((name, tensor))
+            yield name, tensor
+        # Streamed to the end: store the entry (the model copied the tensors, so these are ours).
+        assert directory is not None and key is not None
+        load_cache.store(directory, key, stored, kept)
+
+    return _checkpoint(path, stored, tensors)
+
+
+def _checkpoint(
+    path: Path, stored: dict[str, Any], tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]
+) -> Checkpoint:
     return Checkpoint(
         path=path,
         format="gguf",
-        architecture=arch,
-        config=config,
+        architecture=str(stored["architecture"]),
+        config=dict(stored["config"]),
         tensors=tensors,
-        tokenizer=TokenizerSource(kind="gguf", path=path, fields=tok_fields),
-        chat_template=meta.get("tokenizer.chat_template"),
-        fingerprint=file_sha256(path),
+        tokenizer=TokenizerSource(kind="gguf", path=path, fields=dict(stored["tokenizer_fields"])),
+        chat_template=stored.get("chat_template"),
+        fingerprint=str(stored["fingerprint"]),
     )
 
 
-def _metadata(reader: Any) -> dict[str, Any]:
-    """All key/value fields as python values (skipping the header counters)."""
-    out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        out[key] = field.contents()
-    return out
-
-
-def _config(meta: dict[str, Any], arch: str, reader: Any) -> dict[str, Any]:
+def _config(meta: dict[str, Any], arch: str, tensor_names: set[str]) -> dict[str, Any]:
     """HF-style config from ``{arch}.*`` keys; fills the values HF derives rather than stores."""
     config: dict[str, Any] = {
         "model_type": arch,
@@ -140,8 +176,7 @@ def _config(meta: dict[str, Any], arch: str, reader: Any) -> dict[str, Any]:
             "rope_type": scaling_type,
             "factor": meta.get(f"{arch}.rope.scaling.factor", 1.0),
         }
-    names = {t.name for t in reader.tensors}
-    config["tie_word_embeddings"] = "output.weight" not in names
+    config["tie_word_embeddings"] = "output.weight" not in tensor_names
     for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
         if f"tokenizer.ggml.{key}" in meta:
             config[key.replace("padding_", "pad_")] = meta[f"tokenizer.ggml.{key}"]
@@ -158,31 +193,201 @@ def hf_name(gguf_name: str) -> str | None:
     return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
 
 
-def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+def unpermute_rope_rows(w: Any, n_heads: int) -> Any:
     """Undo llama.cpp's q/k row permutation: per head, rows are stored as (pair, 2) and we want
     (2, pair) so the first half of each head holds the 'real' parts, as HF's rotate_half expects."""
     head_dim = w.shape[0] // n_heads
     rest = w.shape[1:]
-    return w.reshape(n_heads, head_dim // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(n_heads, head_dim // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)  # numpy or torch
 
 
-def _iter_tensors(reader: Any, config: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
-    from gguf.quants import dequantize
+@dataclass
+class _TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # torch order ([out, in]); GGUF lists dims fastest-first
+    qtype: int
+    data: np.ndarray  # the raw bytes (uint8, memory-mapped)
 
-    for t in reader.tensors:
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class _GGUFFile:
+    meta: dict[str, Any]
+    tensors: list[_TensorInfo]
+
+
+# GGUF metadata value types -> numpy scalar dtypes (little-endian).
+_SCALARS = {
+    0: np.dtype("<u1"),
+    1: np.dtype("<i1"),
+    2: np.dtype("<u2"),
+    3: np.dtype("<i2"),
+    4: np.dtype("<u4"),
+    5: np.dtype("<i4"),
+    6: np.dtype("<f4"),
+    7: np.dtype("<u1"),  # bool
+    10: np.dtype("<u8"),
+    11: np.dtype("<i8"),
+    12: np.dtype("<f8"),
+}
+_STRING, _ARRAY, _BOOL = 8, 9, 7
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _open(path: Path) -> _GGUFFile:
+    """Parse a GGUF file's header (metadata and tensor table); tensor bytes stay memory-mapped.
+
+    Our own parser: ``gguf.GGUFReader`` builds numpy views per element of the ~100k-entry token
+    and merge arrays, which takes seconds. What it does not handle (big-endian files, GGUF v1)
+    goes through ``GGUFReader``.
+    """
+    mm = np.memmap(path, mode="r", dtype=np.uint8)
+    try:
+        return _parse(mm)
+    except _Unsupported:
+        return _open_with_gguf(path)
+
+
+def _parse(mm: np.ndarray) -> _GGUFFile:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    buf = memoryview(mm)  # type: ignore[arg-type]
+    if bytes(buf[:4]) != b"GGUF":
+        raise ValueError("not a GGUF file (bad magic)")
+    version = int.from_bytes(buf[4:8], "little")
+    if version not in (2, 3):
+        raise _Unsupported(f"GGUF version {version}")
+    n_tensors = int.from_bytes(buf[8:16], "little")
+    n_kv = int.from_bytes(buf[16:24], "little")
+    pos = 24
+
+    def uint(size: int) -> int:
+        nonlocal pos
+        pos += size
+        return int.from_bytes(buf[pos - size : pos], "little")
+
+    def string() -> str:
+        nonlocal pos
+        n = int.from_bytes(buf[pos : pos + 8], "little")
+        pos += 8 + n
+        return str(buf[pos - n : pos], "utf-8")
+
+    def value(vtype: int) -> Any:
+        nonlocal pos
+        if vtype == _STRING:
+            return string()
+        if vtype == _ARRAY:
+            itype = uint(4)
+            count = uint(8)
+            if itype == _STRING:
+                return [string() for _ in range(count)]
+            if itype == _ARRAY:
+                return [value(_ARRAY) for _ in range(count)]
+            dt = _SCALARS[itype]
+            arr = np.frombuffer(buf, dtype=dt, count=count, offset=pos)
+            pos += count * dt.itemsize
+            return [bool(v) for v in arr] if itype == _BOOL else arr.tolist()
+        dt = _SCALARS[vtype]
+        v = np.frombuffer(buf, dtype=dt, count=1, offset=pos)[0].item()
+        pos += dt.itemsize
+        return bool(v) if vtype == _BOOL else v
+
+    meta: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = string()
+        meta[key] = value(uint(4))
+    infos: list[tuple[str, tuple[int, ...], int, int]] = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = tuple(uint(8) for _ in range(uint(4)))
+        qtype = uint(4)
+        infos.append((name, dims, qtype, uint(8)))
+    align = int(meta.get("general.alignment", 32))
+    start = pos + (-pos % align)
+    tensors = []
+    for name, dims, qtype, offset in infos:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(qtype)]
+        nbytes = int(np.prod(dims, dtype=np.int64)) // block * type_size
+        begin = start + offset
+        if begin + nbytes > len(mm):
+            raise ValueError(f"GGUF tensor {name!r} runs past the end of the file")
+        tensors.append(_TensorInfo(name, tuple(reversed(dims)), qtype, mm[begin : begin + nbytes]))
+    return _GGUFFile(meta, tensors)
+
+
+def _open_with_gguf(path: Path) -> _GGUFFile:
+    import gguf  # local: keeps `grokd --help` fast
+
+    reader = gguf.GGUFReader(path)
+    meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    tensors = [
+        _TensorInfo(
+            t.name,
+            tuple(int(d) for d in reversed(t.shape)),
+            int(t.tensor_type),
+            np.asarray(t.data).reshape(-1).view(np.uint8),
+        )
+        for t in reader.tensors
+    ]
+    return _GGUFFile(meta, tensors)
+
+
+def _iter_tensors(infos: list[_TensorInfo], config: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
+    for t in infos:
         name = hf_name(t.name)
         if name is None:
             continue
-        # GGUF lists dims fastest-first; torch wants [out, in].
-        shape = tuple(int(d) for d in reversed(t.shape))
-        arr = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+        w = dequantize(t.data, t.qtype, t.shape)
         if name.endswith("self_attn.q_proj.weight") or name.endswith("self_attn.q_proj.bias"):
-            arr = unpermute_rope_rows(arr, config["num_attention_heads"])
+            w = unpermute_rope_rows(w, config["num_attention_heads"]).contiguous()
         elif name.endswith("self_attn.k_proj.weight") or name.endswith("self_attn.k_proj.bias"):
-            arr = unpermute_rope_rows(arr, config["num_key_value_heads"])
-        if not arr.flags.writeable or not arr.flags.c_contiguous:
-            arr = np.array(arr, order="C")  # memmapped F32 tensors are read-only views
-        yield name, torch.from_numpy(arr)
+            w = unpermute_rope_rows(w, config["num_key_value_heads"]).contiguous()
+        yield name, w
+
+
+# ggml type ids with a vectorised torch dequantiser below; others go through gguf.quants.
+_F32, _F16, _Q4_0, _Q4_1, _Q8_0, _BF16 = 0, 1, 2, 3, 8, 30
+
+
+def dequantize(raw: np.ndarray, qtype: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of ``shape`` (torch order) from one tensor's raw GGUF bytes.
+
+    F32/F16/BF16/Q4_0/Q4_1/Q8_0 are decoded by whole-tensor torch ops (bit-identical to
+    ``gguf.quants.dequantize``, which the tests check); other types go through ``gguf.quants``.
+    """
+    b = torch.from_numpy(np.array(raw, dtype=np.uint8, copy=True).reshape(-1))
+    if qtype == _F32:
+        return b.view(torch.float32).reshape(shape)
+    if qtype == _F16:
+        return b.view(torch.float16).float().reshape(shape)
+    if qtype == _BF16:
+        return b.view(torch.bfloat16).float().reshape(shape)
+    if qtype == _Q8_0:
+        blocks = b.reshape(-1, 34)
+        d = blocks[:, :2].contiguous().view(torch.float16).float()
+        return (blocks[:, 2:].contiguous().view(torch.int8).float() * d).reshape(shape)
+    if qtype in (_Q4_0, _Q4_1):
+        head = 2 if qtype == _Q4_0 else 4
+        blocks = b.reshape(-1, head + 16)
+        d = blocks[:, :2].contiguous().view(torch.float16).float()
+        qs = blocks[:, head:]
+        q = torch.cat([qs & 0x0F, qs >> 4], dim=1)
+        if qtype == _Q4_0:
+            return (d * (q.to(torch.int8) - 8).float()).reshape(shape)
+        m = blocks[:, 2:4].contiguous().view(torch.float16).float()
+        return (d * q.float() + m).reshape(shape)
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+
+    rows = b.numpy().reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
+    arr = gguf_dequantize(rows, GGMLQuantizationType(qtype))
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(shape)
 
 
 def file_sha256(path: Path) -> str:

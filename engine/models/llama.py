@@ -273,7 +273,7 @@ class LlamaForCausalLM(nn.Module):
             dst = target.data if rows is None else target.data[rows[0] : rows[1]]
             if tuple(dst.shape) != tuple(tensor.shape):
                 raise ValueError(f"{name}: shape {tuple(tensor.shape)} != expected {tuple(dst.shape)}")
-            dst.copy_(tensor.to(dst.dtype))
+            dst.copy_(tensor)  # casts in place: no temporary full-size copy
             seen.add(name)
         missing = [n for n in self._expected_names() if n not in seen]
         if missing:
