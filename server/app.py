@@ -43,8 +43,11 @@ V1_ROUTER_MODULES = (
 )
 # Paths served even while the engine is loading or the server is draining.
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
-# Upload routes that enforce their own (larger) body limits while streaming to disk.
-OWN_BODY_LIMIT = ("/v1/files", "/v1/live/documents")
+# Upload routes that enforce their own body limits while streaming in.
+OWN_BODY_LIMIT = ("/v1/live/documents",)
+# File uploads: limited here by the jobs config's max_upload_bytes (plus multipart framing), not
+# the general JSON limit; the route checks the file part itself against max_upload_bytes.
+FILE_UPLOADS = "/v1/files"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -158,9 +161,7 @@ class ServerMiddleware:
         replied = False  # we answered 413 mid-body: whatever the app sends afterwards is dropped
         status = 500
         path = scope.get("path", "")
-        limit = self.state.config.max_body_bytes
-        if path.startswith(OWN_BODY_LIMIT):
-            limit = 1 << 62
+        limit, too_large = self._body_limit(path)
         received = 0
 
         async def send_wrapper(message: Message) -> None:
@@ -182,7 +183,7 @@ class ServerMiddleware:
                 if received > limit:
                     # answer now: frameworks turn errors raised while reading a body into a 400
                     if not started:
-                        await reply(_too_large(limit))
+                        await reply(too_large)
                     replied = True
                     raise _BodyTooLarge()
             return message
@@ -200,7 +201,7 @@ class ServerMiddleware:
         try:
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
-                await reply(_too_large(limit))
+                await reply(too_large)
             elif gated and not self.state.ready:
                 why = "draining for shutdown" if self.state.draining else "not ready yet (model loading)"
                 await reply(overloaded(f"The server is {why}; retry shortly.", self.state.config.retry_after_s))
@@ -224,6 +225,21 @@ class ServerMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"  # raw paths would be unbounded labels
             self.state.metrics.observe_request(label, scope.get("method", ""), status)
+
+
+    def _body_limit(self, path: str) -> tuple[int, APIError]:
+        """(most body bytes ``path`` may receive, the 413 to answer beyond it)."""
+        if path.startswith(OWN_BODY_LIMIT):
+            return 1 << 62, _too_large(1 << 62)
+        jobs = self.state.extras.get("jobs")
+        if path.startswith(FILE_UPLOADS) and jobs is not None:
+            from server.jobs.files import MULTIPART_SLACK
+            from server.jobs.files import too_large as file_too_large
+
+            upload = jobs.config.max_upload_bytes
+            return upload + MULTIPART_SLACK, file_too_large(upload)
+        limit = self.state.config.max_body_bytes
+        return limit, _too_large(limit)
 
 
 def _too_large(limit: int) -> APIError:
@@ -259,11 +275,10 @@ def _attach_jobs(app: FastAPI, state: ServerState) -> Any | None:
     """Files, batches and deferred completions (server.jobs) under the state dir; their
     requests run through this app in-process, so they get exactly the HTTP answer."""
     try:
-        from server.jobs import JobsConfig
         from server.jobs.service import attach_jobs
     except ImportError:
         return None
-    return attach_jobs(app, JobsConfig(state_dir=_state_dir(state)),
+    return attach_jobs(app, state.config.jobs_config(_state_dir(state)),
                        model_exists=lambda name: state.registry is not None and state.registry.resolve(name) is not None)
 
 

@@ -56,6 +56,23 @@ class ServerConfig:
     state_dir: str | None = None
     log_prompts: bool = False
     log_level: str = "info"
+    # jobs: files, batches, deferred completions (server.jobs.JobsConfig)
+    batch_max_in_flight: int = 2  # batch lines in the engine at once while interactive work is around
+    batch_idle_max_in_flight: int = 16  # ... and once the server has been idle for a moment
+    max_upload_bytes: int = 50 * 1024 * 1024  # /v1/files upload limit (the general body limit does not apply)
+    deferred_retention_s: float = 24 * 3600.0  # how long deferred completion results are kept
+
+    def jobs_config(self, state_dir: str | Path) -> Any:
+        """The :class:`server.jobs.JobsConfig` for these settings (imported lazily: optional)."""
+        from server.jobs import JobsConfig
+
+        return JobsConfig(
+            state_dir=Path(state_dir),
+            max_upload_bytes=self.max_upload_bytes,
+            max_in_flight=self.batch_max_in_flight,
+            idle_max_in_flight=self.batch_idle_max_in_flight,
+            deferred_retention_s=self.deferred_retention_s,
+        )
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -82,6 +99,9 @@ class ServerConfig:
         )
 
 
+_SIZE_FIELDS = frozenset({"kv_cache_memory", "max_upload_bytes"})  # accept 8G, 512M, ...
+
+
 def _field_types() -> dict[str, Any]:
     hints = get_type_hints(ServerConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(ServerConfig)}
@@ -106,7 +126,7 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
                     raise ValueError(f"not a boolean: {value!r}")
                 return low in ("1", "true", "yes", "on")
             if "int" in text and "float" not in text:
-                return _parse_size(value) if name == "kv_cache_memory" else int(value)
+                return _parse_size(value) if name in _SIZE_FIELDS else int(value)
             if "float" in text:
                 return float(value)
             return value

@@ -67,6 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--state-dir", help="directory for files, batches and deferred results")
     h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
     h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    j = p.add_argument_group("files, batches and deferred completions")
+    j.add_argument("--batch-max-in-flight", type=int,
+                   help="batch lines inside the engine at once while interactive requests run (default 2)")
+    j.add_argument("--batch-idle-max-in-flight", type=int,
+                   help="batch lines inside the engine at once when there is no interactive work (default 16)")
+    j.add_argument("--max-upload-bytes", type=_size, help="/v1/files upload limit (default 50M)")
+    j.add_argument("--deferred-retention-s", type=float,
+                   help="seconds deferred completion results are kept (default 86400)")
     p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
     try:
         from server.live.cli import add_arguments as add_live_arguments
@@ -117,9 +125,20 @@ def build_state(config: ServerConfig) -> Any:
     return ServerState.build(config, engine)
 
 
+def configure_logging(config: ServerConfig) -> None:
+    """Root logging at ``--log-level``. httpx logs every request URL at INFO, and live search
+    URLs (X, SearXNG) carry words of the user's question, so without ``--log-prompts`` its
+    request lines are kept out (warnings and errors still show)."""
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.log_prompts:
+        for name in ("httpx", "httpcore"):
+            if logging.getLogger(name).level < logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config)
     from engine.async_engine import AsyncEngine
     from server.app import ServerState, create_app
 

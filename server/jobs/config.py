@@ -40,3 +40,9 @@ class JobsConfig:
         self.state_dir = Path(self.state_dir)
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight: must be >= 1")
+        if self.idle_max_in_flight < 1:
+            raise ValueError("idle_max_in_flight: must be >= 1")
+        if self.max_upload_bytes < 1:
+            raise ValueError("max_upload_bytes: must be >= 1")
+        if self.deferred_retention_s <= 0:
+            raise ValueError("deferred_retention_s: must be > 0")

@@ -151,9 +151,14 @@ def test_validation_errors_come_back_per_line(live, client, tmp_path):
         client.files.create(file=("x.csv", b"a,b\n1,2\n"), purpose="batch")
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_missing")
+    # /v1/files has the jobs' 50 MB upload limit, not the general 32 MB body limit
+    line = json.dumps(_line(0, live.model, "pad " * 2000)).encode() + b"\n"
+    forty_mb = line * (40 * 1024 * 1024 // len(line))
+    assert client.files.create(file=("40mb.jsonl", forty_mb), purpose="batch").bytes == len(forty_mb)
     with pytest.raises(openai.APIStatusError) as too_big:
         client.files.create(file=("big.jsonl", b"x" * (60 * 1024 * 1024)), purpose="batch")
     assert too_big.value.status_code == 413 and too_big.value.type == "invalid_request_error"
+    assert too_big.value.code == "file_too_large"
 
 
 def test_cancel_stops_the_engine_work(live, client, tmp_path):

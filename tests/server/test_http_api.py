@@ -5,6 +5,8 @@ test_backpressure.py, which drains a real server with SIGTERM)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 
 import httpx
@@ -39,6 +41,7 @@ def server(grok1_tiny_dir) -> LiveServer:
         api_key=[GOOD, f"{BLOCKED} blocked=true", f"{OTHER_MODEL} models=some-other-model", f"{RPM2} rpm=2",
                  f"{MODELS_ONLY} endpoints=/v1/models"],
         max_body_bytes=256 * 1024,
+        max_upload_bytes=512 * 1024,
         alias=["tiny"],
         model_version="test1",
     )
@@ -272,6 +275,55 @@ def test_401_403(server: LiveServer) -> None:
     with pytest.raises(openai.PermissionDeniedError) as exc:
         models_only.completions.create(model=MODEL, prompt=[1, 2], max_tokens=1)
     assert exc.value.code == "endpoint_not_allowed"
+
+
+def test_file_uploads_have_the_upload_limit_not_the_body_limit(server: LiveServer) -> None:
+    """/v1/files: --max-upload-bytes (512 KiB here) + multipart framing, not --max-body-bytes (256 KiB)."""
+    auth = {"Authorization": f"Bearer {GOOD}"}
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"pad": "' + b"x" * 1000 + b'"}}\n'
+
+    def upload(data: bytes) -> httpx.Response:
+        return httpx.post(server.base_url + "/files", headers=auth, data={"purpose": "batch"},
+                          files={"file": ("in.jsonl", data, "application/jsonl")})
+
+    ok = upload(line * 400)  # ~400 KB: over the body limit, under the upload limit
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["bytes"] == len(line) * 400
+    r = upload(line * 600)  # ~600 KB: over the upload limit, refused from its Content-Length
+    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
+
+    # No Content-Length (chunked): the middleware must cut the stream at the upload limit, not
+    # let the multipart parser spool all of it first. Driven through the ASGI app to count what
+    # the server pulled.
+    boundary = "grokdtestboundary"
+    chunks = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+               f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
+               "Content-Type: application/jsonl\r\n\r\n").encode()]
+    chunks += [line] * 1000 + [f"\r\n--{boundary}--\r\n".encode()]  # ~1 MB
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal pulled
+        if pulled == len(chunks):
+            return {"type": "http.disconnect"}
+        pulled += 1
+        return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/files", "raw_path": b"/v1/files", "root_path": "", "query_string": b"",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5555),
+        "headers": [(b"authorization", f"Bearer {GOOD}".encode()),
+                    (b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
+    }
+    asyncio.run(server.app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "file_too_large"
+    assert pulled * len(line) < 700 * 1024  # stopped near 512 KiB + 64 KiB, not at the end
 
 
 def test_404_405_413_415(client: OpenAI, server: LiveServer) -> None:

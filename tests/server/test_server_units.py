@@ -68,6 +68,28 @@ def test_serve_cli_flags(monkeypatch) -> None:
         _serve_parser().parse_args(["serve", "--api-key", "k", "--api-key-file", "f"])
 
 
+def test_jobs_flags_reach_jobs_config(monkeypatch, tmp_path) -> None:
+    from server.jobs import JobsConfig
+    from server.serve_cli import config_from_args
+
+    defaults = config_from_args(_serve_parser().parse_args(["serve"])).jobs_config(tmp_path)
+    plain = JobsConfig(state_dir=tmp_path)
+    assert (defaults.max_in_flight, defaults.idle_max_in_flight, defaults.max_upload_bytes,
+            defaults.deferred_retention_s) == (plain.max_in_flight, plain.idle_max_in_flight,
+                                               plain.max_upload_bytes, plain.deferred_retention_s)
+    monkeypatch.setenv("GROKD_DEFERRED_RETENTION_S", "3600")
+    monkeypatch.setenv("GROKD_MAX_UPLOAD_BYTES", "10M")
+    args = _serve_parser().parse_args(["serve", "--batch-max-in-flight", "3", "--batch-idle-max-in-flight", "32"])
+    jobs = config_from_args(args).jobs_config(tmp_path)
+    assert (jobs.max_in_flight, jobs.idle_max_in_flight, jobs.max_upload_bytes, jobs.deferred_retention_s) == (
+        3, 32, 10 << 20, 3600.0)
+    args = _serve_parser().parse_args(["serve", "--max-upload-bytes", "100M", "--deferred-retention-s", "60"])
+    jobs = config_from_args(args).jobs_config(tmp_path)
+    assert jobs.max_upload_bytes == 100 << 20 and jobs.deferred_retention_s == 60.0 and jobs.state_dir == tmp_path
+    with pytest.raises(ValueError, match="idle_max_in_flight"):
+        config_from_args(_serve_parser().parse_args(["serve", "--batch-idle-max-in-flight", "0"])).jobs_config(tmp_path)
+
+
 def test_api_keys_hashed_constant_time_and_limited(tmp_path) -> None:
     f = tmp_path / "keys"
     f.write_text(f"# comment\nsk-plain-secret-0001 name=alice\nsha256:{hash_key('sk-hashed-secret-02')} name=bob "
