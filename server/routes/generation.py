@@ -189,6 +189,10 @@ async def collect(request: Request, calls: list[EngineCall]) -> list[RequestOutp
             await asyncio.sleep(DISCONNECT_POLL_S)
 
     work = asyncio.ensure_future(asyncio.gather(*(run(c) for c in calls)))
+    # Once cancelled (client gone, or the batch runner aborting a line) nobody awaits ``work``,
+    # and the gather ends with CancelledError or a call's error: retrieve it, or asyncio logs
+    # "_GatheringFuture exception was never retrieved".
+    work.add_done_callback(_retrieve)
     watcher = asyncio.ensure_future(watch())
     try:
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -202,6 +206,11 @@ async def collect(request: Request, calls: list[EngineCall]) -> list[RequestOutp
         watcher.cancel()
         if not work.done():
             work.cancel()
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def engine_failure(out: RequestOutput, request_id: str) -> APIError:
