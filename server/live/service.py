@@ -270,11 +270,13 @@ class LiveContextService:
         ranked = rank(outcome.documents, conversation.terms, now, self.config.half_life_hours)
         budget = min(token_budget, self.config.max_context_tokens)
         context, used = render_context(ranked[: params.max_search_results], tokenizer, budget, now)
+        # Never the query text: prompts are only logged by the routes, under --log-prompts.
         log.info(
-            "live context: %d documents (%d fetched) for %r",
+            "live context: %d documents (%d fetched) from %d sources for a %d-character query",
             len(used),
             len(outcome.documents),
-            conversation.text[:80],
+            len(specs),
+            len(conversation.text),
         )
         log.debug("live context block:\n%s", context)
         return LiveResult(

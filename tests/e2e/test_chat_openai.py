@@ -201,6 +201,12 @@ def test_live_search_from_local_index_with_citations(client: OpenAI, server: Liv
         extra_body={"search_parameters": {"mode": "on", "sources": [{"type": "local"}]}})
     chunks = list(stream)
     assert chunks[-1].citations == [doc["url"]] and chunks[-1].usage.num_sources_used == 1  # type: ignore
+    # xAI's tool spelling passes protocol validation and reaches server.live the same way
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=question, max_tokens=2,
+        extra_body={"tools": [{"type": "live_search", "mode": "on", "sources": [{"type": "local"}]}]})
+    assert raw.headers["x-grokd-live-context"] == "used"
+    assert raw.parse().citations == [doc["url"]]  # type: ignore[attr-defined]
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model=model, messages=question,
                                        extra_body={"search_parameters": {"mode": "on", "max_search_results": 99}})

@@ -100,6 +100,44 @@ def test_on_mode_uses_all_sources_and_cites_what_it_used(service, stub) -> None:
     assert "ferry" in x_request.query["query"]
 
 
+def test_user_question_is_never_logged(service, stub, caplog) -> None:
+    """Prompts are logged only under --log-prompts (by the routes); the live layer logs counts."""
+    params = {
+        "mode": "on",
+        "sources": [{"type": "x"}, {"type": "rss", "links": [stub.base + "/news.rss"]}, {"type": "local"}],
+    }
+    question = "Is the ferry running tonight for my private quokka-7731 errand?"
+    with caplog.at_level("INFO"):
+        result = _augment(service, question, params)
+    assert result.searched and result.documents
+    # httpx's own request lines (the X search URL carries the terms) are silenced by
+    # `grokd serve` unless --log-prompts: see test_serve_logging_keeps_search_urls_out
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert "live context:" in ours
+    for secret in ("quokka", "7731", "private", "errand"):
+        assert secret not in ours
+
+
+def test_serve_logging_keeps_search_urls_out() -> None:
+    import logging
+
+    from server.config import ServerConfig
+    from server.serve_cli import configure_logging
+
+    loggers = [logging.getLogger(n) for n in ("httpx", "httpcore")]
+    saved = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.NOTSET)
+        configure_logging(ServerConfig(log_prompts=True))
+        assert all(lg.level == logging.NOTSET for lg in loggers)
+        configure_logging(ServerConfig())
+        assert all(not lg.isEnabledFor(logging.INFO) and lg.isEnabledFor(logging.WARNING) for lg in loggers)
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+
+
 def test_max_search_results_and_citations_flag(service, stub) -> None:
     params = {
         "mode": "on",
