@@ -66,7 +66,7 @@ def machine_limits(buffer_mb: int = 512, matmul_n: int = 2048, reps: int = 5) ->
         del w
         m = torch.rand(matmul_n, matmul_n).to(dt)
         out[f"matmul_{name}_GFLOPs"] = 2 * matmul_n**3 / _best(lambda m=m: m @ m, reps) / 1e9
-    return {k: round(v, 1) for k, v in out.items()}
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 def _unique_params(model: Any) -> list[tuple[str, Any]]:

@@ -64,7 +64,7 @@ def test_bench_offline_engine_only(tmp_path) -> None:
 
 
 def test_roofline_limits_and_moe_bytes() -> None:
-    lim = machine_limits(buffer_mb=8, matmul_n=64, reps=1)
+    lim = machine_limits(buffer_mb=16, matmul_n=256, reps=2)
     assert all(v > 0 for v in lim.values())
     from benchmarks.offline import FIXTURE
     from engine.config import ModelLoadConfig
