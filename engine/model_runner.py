@@ -7,6 +7,8 @@ prompt position when prompt logprobs are asked for) go through the output projec
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +56,19 @@ def plan_num_blocks(
     return max(1, min(budget // bytes_per_block, max_useful_blocks))
 
 
+def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zero-filled tensor; on CPU backed by anonymous memory, which the OS hands out zeroed page
+    by page on first write, so a multi-GiB KV pool costs neither start-up time (``torch.zeros``
+    writes every byte: ~1 s for the default model's 4 GiB) nor resident memory until used."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if nbytes == 0:
+        return torch.zeros(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes)  # MAP_PRIVATE|MAP_ANONYMOUS: zero-filled by the kernel
+    return torch.frombuffer(buf, dtype=dtype).view(shape)  # the tensor keeps ``buf`` alive
+
+
 @dataclass
 class RunnerOutput:
     sample_logits: torch.Tensor  # [num sampling seqs, V] float32, in batch order
@@ -76,9 +91,7 @@ class ModelRunner:
         self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, dtype)
         self.num_blocks = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
         shape = (2, self.num_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
-        self.kv_caches = [
-            torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(model.num_layers)
-        ]
+        self.kv_caches = [zeros_lazy(shape, dtype, self.device) for _ in range(model.num_layers)]
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq], prompt_logprob_idx: set[int]) -> RunnerOutput:

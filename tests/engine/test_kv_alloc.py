@@ -1,0 +1,19 @@
+"""The KV pool is allocated zero-filled without touching every page (fast start-up)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.model_runner import zeros_lazy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_zeros_lazy_is_a_writable_zero_tensor(dtype) -> None:
+    shape = (2, 5, 16, 3, 8)
+    t = zeros_lazy(shape, dtype, torch.device("cpu"))
+    assert t.shape == shape and t.dtype == dtype and t.is_contiguous()
+    assert torch.equal(t, torch.zeros(shape, dtype=dtype))
+    t[1, 2, 3] = 1.5
+    assert float(t.sum()) == 1.5 * 3 * 8
+    assert zeros_lazy((0, 4), dtype, torch.device("cpu")).shape == (0, 4)
