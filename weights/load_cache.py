@@ -7,7 +7,8 @@ on the next load) whose ``__metadata__`` holds everything else as JSON: the arch
 tokenizer fields, chat template and the file's sha256.
 
 * Location: ``$GROKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/grokd``, else ``~/.cache/grokd``;
-  ``GROKD_LOAD_CACHE=0`` turns the cache off. One entry per source path (the file name is a hash
+  the cache is opt-in with ``GROKD_LOAD_CACHE=1``: it stores float32 tensors (~5x a Q4 GGUF)
+  and only pays off for files whose dequantisation is slow (K-quants). One entry per source path (the file name is a hash
   of the resolved path), so a changed model replaces its entry instead of accumulating new ones.
 * Key: (resolved path, size, mtime_ns) of the source. Any change makes the entry stale; it is
   rebuilt on that load. Hashing the whole file to build the key would cost what the cache saves,
@@ -42,7 +43,7 @@ DEFAULT_MAX_BYTES = 4 << 30
 
 def cache_dir() -> Path | None:
     """The cache directory, or ``None`` when caching is turned off."""
-    if os.environ.get("GROKD_LOAD_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if os.environ.get("GROKD_LOAD_CACHE", "0").strip().lower() not in ("1", "true", "yes", "on"):
         return None
     explicit = os.environ.get("GROKD_CACHE_DIR")
     if explicit is not None:

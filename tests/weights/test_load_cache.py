@@ -246,6 +246,8 @@ def test_size_cap_and_switch(gguf_file, tmp_path, monkeypatch) -> None:
     materialise(read_gguf(gguf_file))
     assert not cache.exists()
     monkeypatch.delenv("GROKD_LOAD_CACHE")
+    assert load_cache.cache_dir() is None  # opt-in: off unless asked for
+    monkeypatch.setenv("GROKD_LOAD_CACHE", "1")
     assert load_cache.cache_dir() == cache
     materialise(read_gguf(gguf_file))
     assert len(list(cache.glob("*.safetensors"))) == 1
@@ -253,7 +255,7 @@ def test_size_cap_and_switch(gguf_file, tmp_path, monkeypatch) -> None:
 
 def test_default_cache_dir_is_outside_the_repo(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("GROKD_CACHE_DIR", raising=False)
-    monkeypatch.delenv("GROKD_LOAD_CACHE", raising=False)
+    monkeypatch.setenv("GROKD_LOAD_CACHE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert load_cache.cache_dir() == tmp_path / "xdg" / "grokd"
     monkeypatch.delenv("XDG_CACHE_HOME")
