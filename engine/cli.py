@@ -39,14 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.sampling_params import SamplingParams
 
     config = EngineConfig(
-        model=ModelLoadConfig(
-            model=args.model,
-            tokenizer=args.tokenizer,
-            dtype=args.dtype,
-            weights_dtype=args.weights_dtype,
-            device=args.device,
-            max_model_len=args.max_model_len,
-        ),
+        model=ModelLoadConfig.from_namespace(args),
         cache=CacheConfig(kv_cache_memory=args.kv_cache_memory),
     )
     params = SamplingParams(

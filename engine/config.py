@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,13 @@ class ModelLoadConfig:
     weights_dtype: str = "auto"  # auto | int8 | bfloat16 | float32
     device: str = "cpu"
     max_model_len: int | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> ModelLoadConfig:
+        """From any object with attributes named like the fields (parsed CLI flags, the server's
+        config); absent or ``None`` attributes keep the defaults."""
+        given = {f.name: getattr(ns, f.name, None) for f in fields(cls)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass

@@ -7,7 +7,6 @@ requests for /metrics.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import re
@@ -28,19 +27,13 @@ from server.config import ServerConfig
 from server.errors import APIError, install_error_handlers, overloaded
 from server.metrics import ServerMetrics
 from server.registry import ModelRegistry, default_served_name, engine_version
+from server.routes import api_key, chat, completions, health, models, tokenize
 
 log = logging.getLogger("grokd.server")
 
-# Routers, imported lazily so features that land later (files, batches, deferred) plug in by
-# existing: module path -> its ``router``. Health/metrics routes are public; the rest need a key.
-PUBLIC_ROUTER_MODULES = ("server.routes.health",)
-V1_ROUTER_MODULES = (
-    "server.routes.chat",
-    "server.routes.completions",
-    "server.routes.models",
-    "server.routes.tokenize",
-    "server.routes.api_key",
-)
+# Health/metrics routes are public; the rest need a key.
+PUBLIC_ROUTERS = (health.router,)
+V1_ROUTERS = (chat.router, completions.router, models.router, tokenize.router, api_key.router)
 # Paths served even while the engine is loading or the server is draining.
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
 # Upload routes that enforce their own body limits while streaming in.
@@ -246,19 +239,6 @@ def _too_large(limit: int) -> APIError:
     return APIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
 
 
-def _routers(modules: tuple[str, ...]) -> list[Any]:
-    out = []
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        out.append(module.router)
-    return out
-
-
 def _state_dir(state: ServerState) -> Path:
     """``--state-dir``, or a throw-away directory (said loudly) so the features still work."""
     if "state_dir" not in state.extras:
@@ -323,9 +303,9 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.server = state
     install_error_handlers(app)
-    for router in _routers(PUBLIC_ROUTER_MODULES):
+    for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    v1 = _routers(V1_ROUTER_MODULES)
+    v1 = list(V1_ROUTERS)
     jobs = _attach_jobs(app, state) if enable_jobs else None
     if jobs is not None:
         state.extras["jobs"] = jobs

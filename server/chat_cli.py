@@ -126,13 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.llm_engine import LLMEngine
 
     config = EngineConfig(
-        model=ModelLoadConfig(
-            model=args.model,
-            tokenizer=args.tokenizer,
-            dtype=args.dtype,
-            weights_dtype=args.weights_dtype,
-            device=args.device,
-        )
+        model=ModelLoadConfig.from_namespace(args)
     )
     print("loading model...", file=sys.stderr, flush=True)
     engine = LLMEngine.from_config(config)

@@ -76,14 +76,7 @@ class ServerConfig:
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
-            model=ModelLoadConfig(
-                model=self.model,
-                tokenizer=self.tokenizer,
-                dtype=self.dtype,
-                weights_dtype=self.weights_dtype,
-                device=self.device,
-                max_model_len=self.max_model_len,
-            ),
+            model=ModelLoadConfig.from_namespace(self),
             cache=CacheConfig(
                 block_size=self.block_size,
                 kv_cache_memory=self.kv_cache_memory,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from server.errors import APIError, invalid_request
 from server.jobs.config import BATCH_ENDPOINTS
 from server.jobs.deps import JobsDep
-from server.jobs.objects import batch_object
+from server.jobs.objects import batch_object, list_page
 
 MAX_METADATA_KEYS = 16
 
@@ -65,14 +65,7 @@ def create_batch(req: CreateBatchRequest, jobs: JobsDep) -> dict:
 @router.get("/v1/batches")
 def list_batches(jobs: JobsDep, limit: int = Query(20, ge=1, le=100), after: str | None = None) -> dict:
     rows = jobs.store.list_batches(limit=limit + 1, after=after)
-    data = [_render(jobs, r) for r in rows[:limit]]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(rows) > limit,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    return list_page(rows, limit, lambda r: _render(jobs, r))
 
 
 @router.get("/v1/batches/{batch_id}")

@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from server.errors import APIError, invalid_request
 from server.jobs.deps import JobsDep
-from server.jobs.objects import file_object
+from server.jobs.objects import file_object, list_page
 from server.jobs.validation import looks_like_jsonl
 
 UPLOAD_PURPOSES = ("batch",)
@@ -86,14 +86,7 @@ def list_files(
 ) -> dict:
     store = jobs.store
     rows = store.list_files(purpose=purpose, limit=limit + 1, after=after, order=order)
-    data = [file_object(r) for r in rows[:limit]]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(rows) > limit,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+    return list_page(rows, limit, file_object)
 
 
 @router.get("/v1/files/{file_id}")

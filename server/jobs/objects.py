@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 _BATCH_TIMESTAMPS = (
@@ -78,4 +79,16 @@ def output_line(line: dict[str, Any]) -> dict[str, Any]:
         "custom_id": line["custom_id"],
         "response": json.loads(line["result"]) if line["result"] else None,
         "error": json.loads(line["error"]) if line["error"] else None,
+    }
+
+
+def list_page(rows: list[dict[str, Any]], limit: int, render: Callable[[dict[str, Any]], dict[str, Any]]) -> dict:
+    """OpenAI's cursor page: ``rows`` holds up to ``limit + 1`` rows so ``has_more`` is exact."""
+    data = [render(r) for r in rows[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(rows) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
     }
