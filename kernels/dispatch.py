@@ -1,4 +1,5 @@
-"""The one place that picks kernel implementations for a device (today: the PyTorch references)."""
+"""The one place that picks kernel implementations for a device (today: PyTorch on every device;
+attention batches decode rows, the per-sequence reference stays in ``kernels.attention``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels import attention as _attention
+from kernels import batched_attention as _batched_attention
 from kernels import moe as _moe
 from kernels import quant as _quant
 
@@ -16,7 +18,7 @@ from kernels import quant as _quant
 class Kernels:
     """Ops a model calls; models receive this instead of importing implementations directly."""
 
-    attention: Callable = _attention.paged_attention
+    attention: Callable = _batched_attention.paged_attention_batched
     write_kv: Callable = _attention.write_kv
     moe: Callable = _moe.moe_forward
     linear: Callable = _quant.int8_linear

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.attention import paged_attention, write_kv
+from kernels.dispatch import Kernels, select_kernels
 from kernels.metadata import AttentionMetadata
 from weights.checkpoint import Checkpoint, QuantizedWeight
 
@@ -109,8 +109,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         hidden = cfg["hidden_size"]
         self.num_heads = cfg["num_attention_heads"]
         self.num_kv_heads = cfg.get("num_key_value_heads") or self.num_heads
@@ -138,8 +139,8 @@ class LlamaAttention(nn.Module):
         k = k.reshape(t, self.num_kv_heads, self.head_dim)
         v = v.reshape(t, self.num_kv_heads, self.head_dim)
         q, k = self.rope(q, k, positions)
-        write_kv(kv_cache, k, v, meta)
-        out = paged_attention(q, kv_cache, meta, scale=self.scale, softcap=None)
+        self.kernels.write_kv(kv_cache, k, v, meta)
+        out = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=None)
         return _linear(out.reshape(t, self.q_size), self.o_weight)
 
 
@@ -160,11 +161,11 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding, kernels: Kernels) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
-        self.self_attn = LlamaAttention(cfg, dtype, rope)
+        self.self_attn = LlamaAttention(cfg, dtype, rope, kernels)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
         self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype)
 
@@ -178,8 +179,11 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The whole model. ``forward`` returns final-norm hidden states; ``compute_logits`` projects."""
 
-    def __init__(self, config: dict[str, Any], dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, config: dict[str, Any], dtype: torch.dtype = torch.float32, kernels: Kernels | None = None
+    ) -> None:
         super().__init__()
+        kernels = kernels or select_kernels("cpu")
         self.config = dict(config)
         self.dtype = dtype
         self.num_layers = int(config["num_hidden_layers"])
@@ -198,7 +202,7 @@ class LlamaForCausalLM(nn.Module):
             torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
         )
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(self.config, dtype, rope) for _ in range(self.num_layers)
+            LlamaDecoderLayer(self.config, dtype, rope, kernels) for _ in range(self.num_layers)
         )
         self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype)
         self.lm_head: nn.Parameter | None = None
@@ -245,7 +249,7 @@ class LlamaForCausalLM(nn.Module):
             wdtype = _DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
-        model = cls(ckpt.config, dtype=dtype)
+        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
         model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
         return model.to(device).eval()
 
