@@ -15,11 +15,12 @@ _COMMANDS = {
     "offline": ("benchmarks.offline", "in-process engine throughput vs HF transformers generate"),
     "roofline": ("benchmarks.roofline", "memory bandwidth, matmul peak, decode MBU, prefill MFU"),
     "profile": ("benchmarks.profile_step", "torch.profiler + cProfile of grokd decode steps"),
+    "interference": ("benchmarks.batch_interference", "interactive TTFT at idle vs while a large batch runs"),
 }
 
 
 def add_cli(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, plot",
+    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, plot",
                                   description=__doc__)
     sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (module, helptext) in _COMMANDS.items():
