@@ -14,32 +14,30 @@ from __future__ import annotations
 import torch
 
 from kernels.attention import paged_attention
-from kernels.metadata import AttentionMetadata
+from kernels.metadata import AttentionMetadata, DecodeRows
 
 
 def batched_decode_attention(
     q: torch.Tensor,
     kv_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
+    rows: DecodeRows,
     scale: float,
     softcap: float | None,
 ) -> torch.Tensor:
-    """Attention of one query token per sequence: ``q [B, q_heads, head_dim]`` over contexts of
-    ``seq_lens [B]`` tokens read through ``block_tables [B, blocks]`` -> ``[B, q_heads, head_dim]``."""
+    """Attention of one query token per decode row: ``q [B, q_heads, head_dim]`` over each row's
+    context read through ``rows.block_tables`` -> ``[B, q_heads, head_dim]``."""
     b, q_heads, head_dim = q.shape
     _, _, block_size, kv_heads, _ = kv_cache.shape
     group = q_heads // kv_heads
-    span = block_tables.shape[1] * block_size
-    keys = kv_cache[0, block_tables].reshape(b, span, kv_heads, head_dim)
-    values = kv_cache[1, block_tables].reshape(b, span, kv_heads, head_dim)
-    valid = torch.arange(span, device=q.device)[None, :] < seq_lens[:, None]  # [B, S]
+    span = rows.block_tables.shape[1] * block_size
+    keys = kv_cache[0, rows.block_tables].reshape(b, span, kv_heads, head_dim)
+    values = kv_cache[1, rows.block_tables].reshape(b, span, kv_heads, head_dim)
     # padding slots may hold another sequence's (finite) values; zero them so 0 * v stays 0
-    values = values.masked_fill(~valid[:, :, None, None], 0)
+    values = values.masked_fill(~rows.valid[:, :, None, None], 0)
     scores = torch.einsum("bkgd,bskd->bkgs", q.view(b, kv_heads, group, head_dim).float(), keys.float()) * scale
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    scores = scores.masked_fill(~rows.valid[:, None, None, :], float("-inf"))
     probs = torch.softmax(scores, dim=-1).to(values.dtype)
     out = torch.einsum("bkgs,bskd->bkgd", probs, values)
     return out.reshape(b, q_heads, head_dim).to(q.dtype)
@@ -52,40 +50,15 @@ def paged_attention_batched(
     scale: float,
     softcap: float | None = None,
 ) -> torch.Tensor:
-    """Same contract as ``kernels.attention.paged_attention``; decode rows are batched."""
-    decode = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
-    if len(decode) < 2:
+    """Same contract as ``kernels.attention.paged_attention``; decode rows are batched. The row
+    split and gather indices come from ``meta`` (computed on the first layer, reused by the rest)."""
+    rows = meta.decode_rows
+    if rows is None or rows.tokens.numel() < 2:
         return paged_attention(q, kv_cache, meta, scale, softcap)
-    block_size = kv_cache.shape[2]
-    rows = torch.tensor(decode, dtype=torch.long, device=q.device)
-    tokens = meta.query_start_loc[rows]
-    longest = max(meta.seq_lens_list[i] for i in decode)
-    tables = meta.block_tables[rows, : -(-longest // block_size)]
     out = torch.empty_like(q)
-    out[tokens] = batched_decode_attention(q[tokens], kv_cache, tables, meta.seq_lens[rows], scale, softcap)
-    if len(decode) < meta.num_seqs:
-        rest = [i for i in range(meta.num_seqs) if meta.query_lens_list[i] != 1]
-        sub = _subset(meta, rest)
-        token_idx = torch.cat(
-            [torch.arange(int(meta.query_start_loc[i]), int(meta.query_start_loc[i + 1])) for i in rest]
-        ).to(q.device)
-        out[token_idx] = paged_attention(q[token_idx], kv_cache, sub, scale, softcap)
+    out[rows.tokens] = batched_decode_attention(q[rows.tokens], kv_cache, rows, scale, softcap)
+    rest = meta.multi_token_rows
+    if rest is not None:
+        sub, tokens = rest
+        out[tokens] = paged_attention(q[tokens], kv_cache, sub, scale, softcap)
     return out
-
-
-def _subset(meta: AttentionMetadata, rows: list[int]) -> AttentionMetadata:
-    """Metadata restricted to ``rows`` (their tokens renumbered from 0)."""
-    q_lens = [meta.query_lens_list[i] for i in rows]
-    starts = [0]
-    for n in q_lens:
-        starts.append(starts[-1] + n)
-    idx = torch.tensor(rows, dtype=torch.long, device=meta.seq_lens.device)
-    return AttentionMetadata(
-        slot_mapping=meta.slot_mapping.new_empty(0),  # not used for reading
-        query_start_loc=torch.tensor(starts, dtype=torch.int64, device=meta.seq_lens.device),
-        seq_lens=meta.seq_lens[idx],
-        block_tables=meta.block_tables[idx],
-        block_size=meta.block_size,
-        query_lens_list=q_lens,
-        seq_lens_list=[meta.seq_lens_list[i] for i in rows],
-    )

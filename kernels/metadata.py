@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
+
+
+@dataclass
+class DecodeRows:
+    """The single-token (decode) rows of a step, derived once per step and reused by every layer:
+    their token indices in the flat batch, block tables trimmed to the longest context, context
+    lengths and the ``[rows, blocks * block_size]`` validity mask of the padded context."""
+
+    tokens: torch.Tensor
+    block_tables: torch.Tensor
+    seq_lens: torch.Tensor
+    valid: torch.Tensor
 
 
 @dataclass
@@ -34,6 +47,50 @@ class AttentionMetadata:
     @property
     def num_tokens(self) -> int:
         return int(sum(self.query_lens_list))
+
+    @cached_property
+    def decode_rows(self) -> DecodeRows | None:
+        """Rows with exactly one query token, or ``None`` when there are none."""
+        rows = [i for i, n in enumerate(self.query_lens_list) if n == 1]
+        if not rows:
+            return None
+        device = self.seq_lens.device
+        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        blocks = -(-max(self.seq_lens_list[i] for i in rows) // self.block_size)
+        seq_lens = self.seq_lens[idx]
+        span = torch.arange(blocks * self.block_size, device=device)
+        return DecodeRows(
+            tokens=self.query_start_loc[idx],
+            block_tables=self.block_tables[idx, :blocks],
+            seq_lens=seq_lens,
+            valid=span[None, :] < seq_lens[:, None],
+        )
+
+    @cached_property
+    def multi_token_rows(self) -> tuple[AttentionMetadata, torch.Tensor] | None:
+        """Metadata restricted to the rows with several query tokens (prefill chunks), renumbered
+        from 0, and those tokens' indices in the flat batch; ``None`` when there are none."""
+        rows = [i for i, n in enumerate(self.query_lens_list) if n != 1]
+        if not rows:
+            return None
+        device = self.seq_lens.device
+        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        q_lens = [self.query_lens_list[i] for i in rows]
+        starts = [0]
+        for n in q_lens:
+            starts.append(starts[-1] + n)
+        sub = AttentionMetadata(
+            slot_mapping=self.slot_mapping.new_empty(0),  # the subset is only read, never written
+            query_start_loc=torch.tensor(starts, dtype=torch.int64, device=device),
+            seq_lens=self.seq_lens[idx],
+            block_tables=self.block_tables[idx],
+            block_size=self.block_size,
+            query_lens_list=q_lens,
+            seq_lens_list=[self.seq_lens_list[i] for i in rows],
+        )
+        first = self.query_start_loc.tolist()
+        tokens = torch.cat([torch.arange(first[i], first[i + 1]) for i in rows]).to(device)
+        return sub, tokens
 
     @classmethod
     def build(
