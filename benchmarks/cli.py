@@ -1,5 +1,5 @@
 """``grokd bench``: serve (load generator), offline (engine vs HF transformers), roofline
-(machine limits and utilisation), profile (one decode step), plot (overlay result files). Heavy imports happen only
+(machine limits and utilisation), profile (one decode step), context (TPOT vs context length), plot (overlay result files). Heavy imports happen only
 inside the chosen subcommand so ``grokd --help`` stays fast."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ _COMMANDS = {
     "roofline": ("benchmarks.roofline", "memory bandwidth, matmul peak, decode MBU, prefill MFU"),
     "profile": ("benchmarks.profile_step", "torch.profiler + cProfile of grokd decode steps"),
     "interference": ("benchmarks.batch_interference", "interactive TTFT at idle vs while a large batch runs"),
+    "context": ("benchmarks.context_scaling", "decode TPOT vs context length, KV-cache bytes per token"),
 }
 
 
 def add_cli(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, plot",
+    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, context, plot",
                                   description=__doc__)
     sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (module, helptext) in _COMMANDS.items():
