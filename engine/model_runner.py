@@ -15,6 +15,7 @@ import torch
 
 from engine.config import CacheConfig
 from engine.scheduler import ScheduledSeq
+from kernels.attention import kv_cache_shape
 from kernels.metadata import AttentionMetadata
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -90,7 +91,7 @@ class ModelRunner:
         self.block_size = cache.block_size
         self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, dtype)
         self.num_blocks = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
-        shape = (2, self.num_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
+        shape = kv_cache_shape(self.num_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
         self.kv_caches = [zeros_lazy(shape, dtype, self.device) for _ in range(model.num_layers)]
 
     @torch.inference_mode()

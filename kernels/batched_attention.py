@@ -1,11 +1,13 @@
-"""Paged attention with every single-token (decode) row of a step done in one batched call.
+"""Paged attention with every single-token (decode) row of a step done in a few batched ops.
 
 The reference in ``kernels.attention`` loops over sequences in Python: per layer and step that is
 one gather, two einsums and a softmax per sequence, which dominated CPU decode time at batch 16
-(see benchmarks/RESULTS.md). Here all decode rows gather their context through the block tables at
-once (padded to the longest context and masked), so a decode step costs a few large ops per layer
-whatever the batch size. Rows with several query tokens (prefill chunks) still go through the
-reference. The numerics are the reference's: fp32 scores, scale, soft-cap, fp32 softmax,
+(see benchmarks/RESULTS.md). Here all decode rows read their context with *one* gather through
+the block tables (``DecodeRows.gather_index``): thanks to the head-major block layout it lands as
+``[rows, kv_heads, tokens, head_dim]``, which the two batched matmuls read without another copy.
+Rows are padded to the longest context and masked with an additive bias built once per step.
+Rows with several query tokens (prefill chunks) go through the reference. The numerics are the
+reference's: ``q·k`` in the activation dtype, then float32 scale, soft-cap, mask and softmax,
 probabilities cast to the value dtype before the weighted sum.
 """
 
@@ -27,19 +29,17 @@ def batched_decode_attention(
     """Attention of one query token per decode row: ``q [B, q_heads, head_dim]`` over each row's
     context read through ``rows.block_tables`` -> ``[B, q_heads, head_dim]``."""
     b, q_heads, head_dim = q.shape
-    _, _, block_size, kv_heads, _ = kv_cache.shape
-    group = q_heads // kv_heads
-    span = rows.block_tables.shape[1] * block_size
-    keys = kv_cache[0, rows.block_tables].reshape(b, span, kv_heads, head_dim)
-    values = kv_cache[1, rows.block_tables].reshape(b, span, kv_heads, head_dim)
-    # padding slots may hold another sequence's (finite) values; zero them so 0 * v stays 0
-    values = values.masked_fill(~rows.valid[:, :, None, None], 0)
-    scores = torch.einsum("bkgd,bskd->bkgs", q.view(b, kv_heads, group, head_dim).float(), keys.float()) * scale
+    _, num_blocks, kv_heads, block_size, _ = kv_cache.shape
+    pool = kv_cache.view(2, num_blocks * kv_heads, block_size, head_dim)
+    kv = pool[:, rows.gather_index(kv_heads)].view(2, b, kv_heads, -1, head_dim)
+    keys, values = kv[0], kv[1]
+    qg = q.view(b, kv_heads, q_heads // kv_heads, head_dim).to(keys.dtype)
+    scores = torch.matmul(qg, keys.transpose(-1, -2)).float().mul_(scale)  # [B, kv, group, span]
     if softcap is not None:
-        scores = softcap * torch.tanh(scores / softcap)
-    scores = scores.masked_fill(~rows.valid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(values.dtype)
-    out = torch.einsum("bkgs,bskd->bkgd", probs, values)
+        scores = torch.tanh(scores.div_(softcap)).mul_(softcap)
+    probs = torch.softmax(scores.add_(rows.bias), dim=-1).to(values.dtype)
+    # padding slots hold stale but finite values (the pool starts zeroed), so 0 * v stays 0
+    out = torch.matmul(probs, values)
     return out.reshape(b, q_heads, head_dim).to(q.dtype)
 
 
@@ -53,12 +53,12 @@ def paged_attention_batched(
     """Same contract as ``kernels.attention.paged_attention``; decode rows are batched. The row
     split and gather indices come from ``meta`` (computed on the first layer, reused by the rest)."""
     rows = meta.decode_rows
-    if rows is None or rows.tokens.numel() < 2:
+    if rows is None:
         return paged_attention(q, kv_cache, meta, scale, softcap)
+    if rows.whole_batch:
+        return batched_decode_attention(q, kv_cache, rows, scale, softcap)
     out = torch.empty_like(q)
     out[rows.tokens] = batched_decode_attention(q[rows.tokens], kv_cache, rows, scale, softcap)
-    rest = meta.multi_token_rows
-    if rest is not None:
-        sub, tokens = rest
-        out[tokens] = paged_attention(q[tokens], kv_cache, sub, scale, softcap)
+    sub, tokens = meta.multi_token_rows
+    out[tokens] = paged_attention(q[tokens], kv_cache, sub, scale, softcap)
     return out

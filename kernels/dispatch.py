@@ -10,6 +10,7 @@ import torch
 
 from kernels import attention as _attention
 from kernels import batched_attention as _batched_attention
+from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import quant as _quant
 
@@ -22,6 +23,8 @@ class Kernels:
     write_kv: Callable = _attention.write_kv
     moe: Callable = _moe.moe_forward
     linear: Callable = _quant.int8_linear
+    dense_linear: Callable = _linear.dense_linear
+    pack_weight: Callable = _linear.pack_weight
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -11,13 +11,25 @@ import torch
 @dataclass
 class DecodeRows:
     """The single-token (decode) rows of a step, derived once per step and reused by every layer:
-    their token indices in the flat batch, block tables trimmed to the longest context, context
-    lengths and the ``[rows, blocks * block_size]`` validity mask of the padded context."""
+    their token indices in the flat batch (``whole_batch`` when they are all of it, in order),
+    block tables trimmed to the longest context, context lengths and an additive float32 mask
+    ``[rows, 1, 1, blocks * block_size]`` (0 inside a row's context, -inf on the padding)."""
 
     tokens: torch.Tensor
     block_tables: torch.Tensor
     seq_lens: torch.Tensor
-    valid: torch.Tensor
+    bias: torch.Tensor
+    whole_batch: bool
+    _gather: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def gather_index(self, kv_heads: int) -> torch.Tensor:
+        """``[rows, kv_heads, blocks]`` indices into a layer's pool viewed as
+        ``[num_blocks * kv_heads, block_size, head_dim]``: one gather then yields every row's
+        context head-major, ``[rows, kv_heads, blocks * block_size, head_dim]`` (built once)."""
+        if kv_heads not in self._gather:
+            heads = torch.arange(kv_heads, device=self.block_tables.device)
+            self._gather[kv_heads] = self.block_tables[:, None, :] * kv_heads + heads[None, :, None]
+        return self._gather[kv_heads]
 
 
 @dataclass
@@ -59,12 +71,20 @@ class AttentionMetadata:
         blocks = -(-max(self.seq_lens_list[i] for i in rows) // self.block_size)
         seq_lens = self.seq_lens[idx]
         span = torch.arange(blocks * self.block_size, device=device)
+        bias = torch.zeros(len(rows), 1, 1, span.numel(), device=device)
+        bias.masked_fill_((span[None, :] >= seq_lens[:, None])[:, None, None, :], float("-inf"))
         return DecodeRows(
             tokens=self.query_start_loc[idx],
             block_tables=self.block_tables[idx, :blocks],
             seq_lens=seq_lens,
-            valid=span[None, :] < seq_lens[:, None],
+            bias=bias,
+            whole_batch=len(rows) == len(self.query_lens_list),
         )
+
+    @cached_property
+    def slot_blocks_offsets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``slot_mapping`` split into (block id, offset in block), the indices ``write_kv`` uses."""
+        return self.slot_mapping // self.block_size, self.slot_mapping % self.block_size
 
     @cached_property
     def multi_token_rows(self) -> tuple[AttentionMetadata, torch.Tensor] | None:

@@ -26,13 +26,6 @@ ROPE_FREQS_NAME = "model.rope_freqs"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T`` where ``w`` may be stored in a different dtype than the activations."""
-    if x.dtype == w.dtype:
-        return F.linear(x, w)
-    return F.linear(x.to(w.dtype), w).to(x.dtype)
-
-
 class RMSNorm(nn.Module):
     """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF)."""
 
@@ -42,9 +35,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 def rope_settings(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
@@ -73,7 +65,7 @@ def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any] | None, hea
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin table indexed by absolute position, computed in float32 like HF's RoPE."""
+    """cos/sin tables indexed by absolute position, computed in float32 like HF's RoPE."""
 
     def __init__(
         self, head_dim: int, base: float, max_positions: int, scaling: dict[str, Any] | None
@@ -92,24 +84,22 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", emb.cos().to(device), persistent=False)
         self.register_buffer("sin", emb.sin().to(device), persistent=False)
 
-    def forward(
-        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotate ``q [T, H, d]`` and ``k [T, KV, d]`` at ``positions [T]``."""
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin) [T, 1, head_dim]`` at ``positions`` in ``dtype``: built once per step and
+        shared by every layer. Rounded to the activation dtype before use, as HF does."""
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [T, heads, head_dim]`` in the half-split layout, in ``x``'s dtype (HF's order:
+    ``x * cos + rotate_half(x) * sin``). Queries and keys go through in one call."""
     half = x.shape[-1] // 2
-    xf = x.float()
-    rotated = torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, rotated, sin)
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding, kernels: Kernels) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
         self.kernels = kernels
         hidden = cfg["hidden_size"]
@@ -125,30 +115,30 @@ class LlamaAttention(nn.Module):
         if cfg.get("attention_bias"):
             self.qkv_bias = nn.Parameter(torch.zeros(qkv_out, dtype=dtype), requires_grad=False)
         self.o_weight = nn.Parameter(torch.empty(hidden, self.q_size, dtype=dtype), requires_grad=False)
-        self.rope = rope
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
     ) -> torch.Tensor:
-        qkv = _linear(x, self.qkv_weight)
+        qkv = self.kernels.dense_linear(x, self.qkv_weight)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias.to(qkv.dtype)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         t = x.shape[0]
-        q = q.reshape(t, self.num_heads, self.head_dim)
-        k = k.reshape(t, self.num_kv_heads, self.head_dim)
-        v = v.reshape(t, self.num_kv_heads, self.head_dim)
-        q, k = self.rope(q, k, positions)
+        qk = qkv[:, : self.q_size + self.kv_size].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = apply_rope(qk, *rope)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
         self.kernels.write_kv(kv_cache, k, v, meta)
         out = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=None)
-        return _linear(out.reshape(t, self.q_size), self.o_weight)
+        return self.kernels.dense_linear(out.reshape(t, self.q_size), self.o_weight)
 
 
 class LlamaMLP(nn.Module):
     """SwiGLU: ``down(silu(gate(x)) * up(x))`` with gate and up fused."""
 
-    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype) -> None:
+    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         self.intermediate = intermediate
         self.gate_up_weight = nn.Parameter(
             torch.empty(2 * intermediate, hidden, dtype=dtype), requires_grad=False
@@ -156,23 +146,24 @@ class LlamaMLP(nn.Module):
         self.down_weight = nn.Parameter(torch.empty(hidden, intermediate, dtype=dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = _linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
-        return _linear(F.silu(gate) * up, self.down_weight)
+        gate, up = self.kernels.dense_linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
+        return self.kernels.dense_linear(F.silu(gate).mul_(up), self.down_weight)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, rope: RotaryEmbedding, kernels: Kernels) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
-        self.self_attn = LlamaAttention(cfg, dtype, rope, kernels)
+        self.self_attn = LlamaAttention(cfg, dtype, kernels)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
-        self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype)
+        self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype, kernels)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions, kv_cache, meta)
+        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -202,7 +193,7 @@ class LlamaForCausalLM(nn.Module):
             torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
         )
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(self.config, dtype, rope, kernels) for _ in range(self.num_layers)
+            LlamaDecoderLayer(self.config, dtype, kernels) for _ in range(self.num_layers)
         )
         self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype)
         self.lm_head: nn.Parameter | None = None
@@ -211,6 +202,10 @@ class LlamaForCausalLM(nn.Module):
                 torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
             )
         self.rope = rope
+        self.kernels = kernels
+        # a packed copy of a tied output head (``pack_weights``); not a parameter, so weight
+        # accounting still counts the shared table once
+        self.output_weight: torch.Tensor | None = None
 
     # ---- step interface -------------------------------------------------------------------
     def forward(
@@ -221,13 +216,35 @@ class LlamaForCausalLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         x = F.embedding(input_ids, self.embed_tokens).to(self.dtype)
+        rope = self.rope.tables(positions, self.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, positions, kv_cache, meta)
+            x = layer(x, rope, kv_cache, meta)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.embed_tokens if self.lm_head is None else self.lm_head
-        return _linear(hidden, weight).float()
+        weight = self.output_weight
+        if weight is None:
+            weight = self.embed_tokens if self.lm_head is None else self.lm_head
+        return self.kernels.dense_linear(hidden, weight).float()
+
+    def pack_weights(self) -> None:
+        """Reorder every projection once into the kernels' preferred layout (oneDNN's blocked
+        layout for bf16 on CPU; a no-op elsewhere). The output head gets its own packed copy when
+        it is tied to the embedding table, which the embedding lookup still reads densely."""
+        for layer in self.layers:
+            for module, name in (
+                (layer.self_attn, "qkv_weight"),
+                (layer.self_attn, "o_weight"),
+                (layer.mlp, "gate_up_weight"),
+                (layer.mlp, "down_weight"),
+            ):
+                packed = self.kernels.pack_weight(getattr(module, name))
+                setattr(module, name, nn.Parameter(packed, requires_grad=False))
+        if self.lm_head is not None:
+            self.lm_head = nn.Parameter(self.kernels.pack_weight(self.lm_head), requires_grad=False)
+        else:
+            packed = self.kernels.pack_weight(self.embed_tokens)
+            self.output_weight = None if packed is self.embed_tokens else packed
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod
@@ -251,7 +268,9 @@ class LlamaForCausalLM(nn.Module):
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
         model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
         model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        model.pack_weights()
+        return model
 
     def load_weights(
         self,

@@ -2,7 +2,7 @@
 
 import torch
 
-from kernels.attention import paged_attention, write_kv
+from kernels.attention import kv_cache_shape, paged_attention, write_kv
 from kernels.metadata import AttentionMetadata
 
 
@@ -21,7 +21,7 @@ def dense_attention(q, k, v, scale, softcap):
 def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks():
     torch.manual_seed(0)
     block_size, kv_heads, q_heads, d = 4, 2, 6, 8
-    cache = torch.zeros(2, 16, block_size, kv_heads, d)
+    cache = torch.zeros(kv_cache_shape(16, block_size, kv_heads, d))
     lens = [7, 10]
     tables = [[5, 2], [9, 0, 13]]  # deliberately non-contiguous
     qs = [torch.randn(n, q_heads, d) for n in lens]
@@ -48,7 +48,7 @@ def test_batched_decode_rows_match_the_reference_in_a_mixed_step():
     torch.manual_seed(1)
     block_size, kv_heads, q_heads, d = 4, 2, 6, 8
     for dtype in (torch.float32, torch.bfloat16):
-        cache = torch.randn(2, 32, block_size, kv_heads, d).to(dtype)  # stale data everywhere
+        cache = torch.randn(kv_cache_shape(32, block_size, kv_heads, d)).to(dtype)  # stale data everywhere
         tables = [[3, 7, 1], [12], [5, 9, 20, 21, 22], [30, 31]]
         q_lens = [1, 1, 3, 1]
         seq_lens = [9, 2, 19, 8]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine.models.grok1 import Grok1ForCausalLM
+from kernels.attention import kv_cache_shape
 from kernels.metadata import AttentionMetadata
 from weights import load
 
@@ -13,7 +14,7 @@ BLOCK = 4
 
 
 def make_caches(model: Grok1ForCausalLM, num_blocks: int, dtype: torch.dtype) -> list[torch.Tensor]:
-    return [torch.zeros(2, num_blocks, BLOCK, model.num_kv_heads, model.head_dim, dtype=dtype)
+    return [torch.zeros(kv_cache_shape(num_blocks, BLOCK, model.num_kv_heads, model.head_dim), dtype=dtype)
             for _ in range(model.num_layers)]
 
 

@@ -8,6 +8,7 @@ import torch
 
 from engine.chat_template import render_chat
 from engine.models.llama import LlamaForCausalLM
+from kernels.attention import kv_cache_shape
 from kernels.metadata import AttentionMetadata
 
 PROMPTS = [
@@ -77,7 +78,7 @@ def test_parity_with_transformers(ours, reference, smollm2_tokenizer, hf_smollm2
     # Interleaved, non-contiguous block tables exercise the paging (block 0 left unused).
     tables = [[1 + s + n_seqs * b for b in range(blocks_per_seq)] for s in range(n_seqs)]
     kv = [
-        torch.zeros(2, num_blocks, BLOCK_SIZE, ours.num_kv_heads, ours.head_dim)
+        torch.zeros(kv_cache_shape(num_blocks, BLOCK_SIZE, ours.num_kv_heads, ours.head_dim))
         for _ in range(ours.num_layers)
     ]
     seqs = [list(p) for p in prompts]
@@ -125,12 +126,15 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
     meta = AttentionMetadata.build([len(ids)], [len(ids)], [[0, 1, 2, 3]], BLOCK_SIZE)
     outs = []
     for model, dtype in ((bf16, torch.bfloat16), (ours, torch.float32)):
-        kv = [torch.zeros(2, 4, BLOCK_SIZE, 3, 64, dtype=dtype) for _ in range(model.num_layers)]
+        kv = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 3, 64), dtype=dtype) for _ in range(model.num_layers)]
         with torch.no_grad():
             h = model(torch.tensor(ids), torch.arange(len(ids)), kv, meta)
             outs.append(model.compute_logits(h[-1:]))
     assert outs[0].dtype == torch.float32
     assert int(outs[0].argmax()) == int(outs[1].argmax())
+    if torch.backends.mkldnn.is_available():  # bf16 projections and the tied head run packed
+        assert bf16.layers[0].mlp.gate_up_weight.is_mkldnn and bf16.output_weight is not None
+        assert not ours.layers[0].mlp.gate_up_weight.is_mkldnn  # float32 stays dense
 
 
 def test_rejects_bad_weights_dtype(smollm2_checkpoint) -> None:
@@ -171,7 +175,7 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
     assert model.lm_head is not None
     tok = HFTokenizer.from_source(ckpt.tokenizer)
     ids = tok.encode("The quick brown fox jumps over the lazy dog. 42!")
-    kv = [torch.zeros(2, 4, BLOCK_SIZE, 2, 16) for _ in range(model.num_layers)]
+    kv = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 2, 16)) for _ in range(model.num_layers)]
     meta = AttentionMetadata.build([len(ids)], [len(ids)], [[3, 1]], BLOCK_SIZE)
     with torch.no_grad():
         ours_logits = model.compute_logits(model(torch.tensor(ids), torch.arange(len(ids)), kv, meta))
