@@ -72,8 +72,9 @@ def machine_limits(buffer_mb: int = 512, matmul_n: int = 2048, reps: int = 5) ->
 def _unique_params(model: Any) -> list[tuple[str, Any]]:
     seen, out = set(), []
     for name, p in model.named_parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
+        key = id(p) if p.is_mkldnn else p.data_ptr()  # packed weights have no plain storage
+        if key not in seen:
+            seen.add(key)
             out.append((name, p))
     return out
 
