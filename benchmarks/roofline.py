@@ -69,6 +69,7 @@ def machine_limits(buffer_mb: int = 512, matmul_n: int = 2048, reps: int = 5) ->
     return {k: round(v, 2) for k, v in out.items()}
 
 
+
 def _unique_params(model: Any) -> list[tuple[str, Any]]:
     seen, out = set(), []
     for name, p in model.named_parameters():
@@ -89,10 +90,11 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
     """Bytes of weights one decode step must read. Embedding rows are gathered (negligible)
     unless the table doubles as the output head; MoE experts count by the expected number of
     distinct experts that ``batch`` tokens route to (uniform routing)."""
-    tied = getattr(model, "lm_head", None) is None
+    head = getattr(model, "output_weight", None)  # a tied head's own packed/int8 copy, if any
+    tied = getattr(model, "lm_head", None) is None and head is None
     e, k = _moe(model)
     touched = e * (1 - (1 - k / e) ** batch) if e else 0.0
-    total = 0.0
+    total = sum(w.nbytes() for w in _int8_weights(model))
     for name, p in _unique_params(model):
         size = p.numel() * p.element_size()
         if "embed" in name and not tied:
@@ -100,7 +102,16 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
         elif ".experts." in name and e:
             size *= touched / e
         total += size
+    if head is not None:
+        total += head.nbytes() if hasattr(head, "qweight") else head.numel() * head.element_size()
     return total
+
+
+def _int8_weights(model: Any) -> list[Any]:
+    """Weight-only int8 projections (``kernels.linear.Int8Weight``), outside ``parameters()``."""
+    from kernels.linear import Int8Weight
+
+    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, Int8Weight)]
 
 
 def prefill_flops(model: Any, tokens: int, seqs: int, prompt_len: int) -> float:

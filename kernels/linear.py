@@ -6,9 +6,16 @@ than the multiply itself (benchmarks/RESULTS.md: 13 GB/s effective at batch 1). 
 time, as inductor's CPU "freezing" pass does, removes it: the packed weight is an opaque
 ``torch._mkldnn`` tensor consumed by ``torch.ops.mkldnn._linear_pointwise``. The products are
 bit-identical to ``F.linear`` (tests/kernels/test_linear.py), which stays the reference.
+
+``Int8Weight`` is the opt-in weight-only int8 form (``--weights-dtype int8`` for dense models):
+int8 values with one scale per output row, multiplied by ``aten._weight_int8pack_mm`` with fp32
+accumulation. It halves the bytes a decode step reads, which is what bounds batch-1 decode on
+CPU; its reference twin is ``int8_linear_reference`` (dequantise, then ``F.linear``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +44,46 @@ def pack_weight(weight: torch.Tensor, batch_hint: int = 1) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch_hint)
 
 
-def dense_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` in ``x``'s dtype; ``weight`` is dense or packed by ``pack_weight`` and may
-    be stored in another dtype than the activations (cast in, computed, cast back)."""
+@dataclass(frozen=True)
+class Int8Weight:
+    """A ``[out, in]`` weight as int8 rows and per-row scales: ``weight ≈ qweight * scales[:, None]``."""
+
+    qweight: torch.Tensor  # [out, in] int8
+    scales: torch.Tensor  # [out], in the activation dtype
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.qweight.shape
+
+    def nbytes(self) -> int:
+        return self.qweight.numel() + self.scales.numel() * self.scales.element_size()
+
+
+def quantize_int8(weight: torch.Tensor, dtype: torch.dtype) -> Int8Weight:
+    """Symmetric per-output-row int8: ``scale = max|row| / 127``, values rounded to nearest."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return Int8Weight(q.contiguous(), scales.to(dtype))
+
+
+def int8_linear_reference(x: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
+    """The twin ``Int8Weight`` is tested against: dequantise in float32, multiply, round once."""
+    w = weight.qweight.float() * weight.scales.float()[:, None]
+    return F.linear(x.float(), w).to(x.dtype)
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight) -> torch.Tensor:
+    """``x @ weight.T`` in ``x``'s dtype; ``weight`` is dense, packed by ``pack_weight`` or an
+    ``Int8Weight``, and may be stored in another dtype than the activations (cast in and back)."""
+    if isinstance(weight, Int8Weight):
+        if x.dtype != weight.dtype:
+            return dense_linear(x.to(weight.dtype), weight).to(x.dtype)
+        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), weight.qweight, weight.scales)
     if x.dtype != weight.dtype:
         return dense_linear(x.to(weight.dtype), weight).to(x.dtype)
     if weight.is_mkldnn:

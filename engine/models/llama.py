@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.dispatch import Kernels, select_kernels
+from kernels.linear import Int8Weight, quantize_int8
 from kernels.metadata import AttentionMetadata
 from weights.checkpoint import Checkpoint, QuantizedWeight
 
@@ -203,9 +204,9 @@ class LlamaForCausalLM(nn.Module):
             )
         self.rope = rope
         self.kernels = kernels
-        # a packed copy of a tied output head (``pack_weights``); not a parameter, so weight
-        # accounting still counts the shared table once
-        self.output_weight: torch.Tensor | None = None
+        # the output head in its packed form (``pack_weights``); not a parameter, so weight
+        # accounting still counts a shared embedding table once
+        self.output_weight: torch.Tensor | Int8Weight | None = None
 
     # ---- step interface -------------------------------------------------------------------
     def forward(
@@ -227,10 +228,11 @@ class LlamaForCausalLM(nn.Module):
             weight = self.embed_tokens if self.lm_head is None else self.lm_head
         return self.kernels.dense_linear(hidden, weight).float()
 
-    def pack_weights(self) -> None:
-        """Reorder every projection once into the kernels' preferred layout (oneDNN's blocked
-        layout for bf16 on CPU; a no-op elsewhere). The output head gets its own packed copy when
-        it is tied to the embedding table, which the embedding lookup still reads densely."""
+    def pack_weights(self, int8: bool = False) -> None:
+        """Put every projection once into the form the kernels run fastest: oneDNN's blocked
+        layout for bf16 on CPU (a no-op elsewhere), or weight-only int8 when ``int8``. The output
+        head gets its own copy when it is tied to the embedding table, which the embedding lookup
+        still reads densely; int8 projections leave ``parameters()`` (see ``Int8Weight``)."""
         for layer in self.layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
@@ -238,13 +240,15 @@ class LlamaForCausalLM(nn.Module):
                 (layer.mlp, "gate_up_weight"),
                 (layer.mlp, "down_weight"),
             ):
-                packed = self.kernels.pack_weight(getattr(module, name))
-                setattr(module, name, nn.Parameter(packed, requires_grad=False))
-        if self.lm_head is not None:
-            self.lm_head = nn.Parameter(self.kernels.pack_weight(self.lm_head), requires_grad=False)
-        else:
-            packed = self.kernels.pack_weight(self.embed_tokens)
-            self.output_weight = None if packed is self.embed_tokens else packed
+                weight = getattr(module, name)
+                if int8:
+                    delattr(module, name)
+                    setattr(module, name, quantize_int8(weight, self.dtype))
+                else:
+                    setattr(module, name, nn.Parameter(self.kernels.pack_weight(weight), requires_grad=False))
+        head = self.embed_tokens if self.lm_head is None else self.lm_head
+        packed = quantize_int8(head, self.dtype) if int8 else self.kernels.pack_weight(head)
+        self.output_weight = None if packed is head else packed
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod
@@ -258,10 +262,11 @@ class LlamaForCausalLM(nn.Module):
         """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``.
 
         ``weights_dtype`` ``auto`` stores weights in ``dtype``; ``float32``/``bfloat16``/``float16``
-        store the large matrices in that dtype (activations stay in ``dtype``).
+        store the large matrices in that dtype (activations stay in ``dtype``); ``int8`` quantises
+        the projections and output head to weight-only int8 with per-row scales.
         """
         if weights_dtype in ("auto", "int8"):
-            wdtype = dtype  # dense checkpoints: int8 storage is a Grok-release feature
+            wdtype = dtype
         elif weights_dtype in _DTYPES:
             wdtype = _DTYPES[weights_dtype]
         else:
@@ -269,7 +274,7 @@ class LlamaForCausalLM(nn.Module):
         model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
         model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
         model = model.to(device).eval()
-        model.pack_weights()
+        model.pack_weights(int8=weights_dtype == "int8")
         return model
 
     def load_weights(
