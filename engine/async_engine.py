@@ -3,13 +3,18 @@ forward pass.
 
 Callers' adds and aborts go through a locked inbox the loop drains before each step; outputs
 come back through ``loop.call_soon_threadsafe`` into one ``asyncio.Queue`` per request. Only the
-loop thread touches the ``LLMEngine``.
+loop thread touches the ``LLMEngine``, and it also builds it: torch's OpenMP runtime (libgomp)
+keeps one worker team per thread that ever ran a parallel op, and once the process holds more
+OpenMP threads than there are CPUs its barriers stop spinning and sleep in the kernel instead.
+Loading the model on another thread left a second team behind and made every decode step ~40%
+slower on a 2-core box (hundreds of futex sleeps per step); one thread for all model work avoids it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -48,9 +53,14 @@ class _Stream:
 
 class AsyncEngine:
     def __init__(self, config: EngineConfig, engine: LLMEngine | None = None) -> None:
-        """Load model and tokenizer (or wrap a ready ``LLMEngine``); the loop starts in ``start``."""
+        """Load model and tokenizer on the loop thread (or wrap a ready ``LLMEngine``); the loop
+        starts stepping in ``start``. Load errors are raised here, as from a direct build."""
         self.config = config
-        self.engine = engine if engine is not None else LLMEngine.from_config(config)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._started = False
+        self._stop = False
+        self.engine = self._spawn_loop_thread(engine)
         self.tokenizer: Tokenizer = self.engine.tokenizer
         ckpt = self.engine.checkpoint
         self.model_info = ModelInfo(
@@ -63,14 +73,10 @@ class AsyncEngine:
             dtype=config.model.dtype,
             checkpoint_path=str(getattr(ckpt, "path", config.model.model or "")),
         )
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._adds: list[tuple[str, list[int], SamplingParams, int]] = []
         self._aborts: list[str] = []
         self._streams: dict[str, _Stream] = {}
         self._accepting = True
-        self._stop = False
-        self._thread: threading.Thread | None = None
         self._stats = self.engine.stats()
 
     @property
@@ -79,11 +85,38 @@ class AsyncEngine:
         return self.engine.structured_backend
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="grokd-engine", daemon=True)
+    def _spawn_loop_thread(self, engine: LLMEngine | None) -> LLMEngine:
+        """Start the loop thread, which builds the engine (unless given one) and then waits for
+        ``start``; returns the engine once it is built."""
+        built: queue.SimpleQueue[LLMEngine | BaseException] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._thread_main, args=(engine, built), name="grokd-engine",
+                                        daemon=True)
         self._thread.start()
+        result = built.get()
+        if isinstance(result, BaseException):
+            self._thread.join()
+            raise result
+        return result
+
+    def _thread_main(self, engine: LLMEngine | None, built: queue.SimpleQueue) -> None:
+        try:
+            engine = engine if engine is not None else LLMEngine.from_config(self.config)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the constructor
+            built.put(exc)
+            return
+        built.put(engine)
+        with self._lock:
+            self._wake.wait_for(lambda: self._started or self._stop)
+            if not self._started:  # shut down before it was ever started
+                return
+        self._loop()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._stop:
+                return
+            self._started = True
+            self._wake.notify_all()
         # Build the grammar backend's tokenizer table off the request path (0.2-1.3 s), so the
         # first structured request does not pay for it.
         threading.Thread(target=lambda: self.engine.structured_backend, name="grokd-grammar-warmup",
@@ -93,16 +126,15 @@ class AsyncEngine:
         """Stop accepting, let in-flight requests finish for up to ``timeout``, abort the rest."""
         with self._lock:
             self._accepting = False
-            self._wake.wait_for(lambda: not self._streams or self._thread is None, timeout=timeout)
+            self._wake.wait_for(lambda: not self._streams or not self._started, timeout=timeout)
             self._aborts.extend(self._streams)
             self._stop = True
             self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=max(1.0, timeout))
+        self._thread.join(timeout=max(1.0, timeout))
 
     @property
     def is_ready(self) -> bool:
-        return self._accepting and self._thread is not None and self._thread.is_alive()
+        return self._accepting and self._started and self._thread.is_alive()
 
     # ---- requests ----------------------------------------------------------------------------
     async def generate(

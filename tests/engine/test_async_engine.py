@@ -1,13 +1,16 @@
 """AsyncEngine: the step loop thread, streaming deltas, cancellation, errors, admission."""
 
 import asyncio
+import threading
 import time
 
 import pytest
 from engine_helpers import assert_idle
 
 from engine.async_engine import AsyncEngine
+from engine.config import CacheConfig, EngineConfig, ModelLoadConfig
 from engine.errors import ContextLengthError, EngineDeadError, QueueFullError
+from engine.llm_engine import LLMEngine
 from engine.logits_processors import LogitsProcessor, sampler
 from engine.sampling_params import SamplingParams
 
@@ -181,3 +184,41 @@ def test_shutdown_stops_accepting(make_engine):
 
     with pytest.raises(EngineDeadError):
         asyncio.run(main())
+
+
+def _loop_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "grokd-engine"}
+
+
+def test_builds_its_engine_and_serves(grok1_tiny_dir):
+    cfg = EngineConfig(
+        model=ModelLoadConfig(model=str(grok1_tiny_dir), dtype="float32", weights_dtype="float32"),
+        cache=CacheConfig(block_size=4, num_blocks=64),
+    )
+    ae = AsyncEngine(cfg)
+    try:
+        assert not ae.is_ready and ae.model_info.vocab_size == 1024
+        ae.start()
+        outs = asyncio.run(collect(ae, [5, 6, 7], SamplingParams(temperature=0, max_tokens=3)))
+        assert outs[-1].finished and len(outs[-1].outputs[0].token_ids) == 3
+    finally:
+        ae.shutdown(timeout=5)
+
+
+@pytest.mark.timeout(120)
+def test_load_error_raises_from_the_constructor(tmp_path):
+    cfg = EngineConfig(model=ModelLoadConfig(model=str(tmp_path / "missing"), dtype="float32"))
+    with pytest.raises(Exception) as direct:
+        LLMEngine.from_config(cfg)
+    before = _loop_threads()
+    with pytest.raises(type(direct.value)):
+        AsyncEngine(cfg)
+    assert _loop_threads() == before  # the loop thread ended with the failed load
+
+
+def test_shutdown_before_start_ends_the_loop_thread(make_engine):
+    before = _loop_threads()
+    ae = AsyncEngine(make_engine().config, engine=make_engine())
+    assert _loop_threads() - before  # the loop thread waits for start
+    ae.shutdown(timeout=5)
+    assert _loop_threads() == before and not ae.is_ready
