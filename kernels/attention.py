@@ -20,15 +20,16 @@ def kv_cache_shape(num_blocks: int, block_size: int, kv_heads: int, head_dim: in
 
 def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> None:
     """Scatter the new tokens' keys/values ``[num_tokens, kv_heads, head_dim]`` into their slots."""
-    blocks, offsets = meta.slot_blocks_offsets
-    kv_cache[0][blocks, :, offsets] = k.to(kv_cache.dtype)
-    kv_cache[1][blocks, :, offsets] = v.to(kv_cache.dtype)
+    _, num_blocks, kv_heads, _, head_dim = kv_cache.shape
+    rows = meta.write_rows(kv_heads, num_blocks)
+    src = torch.stack((k, v)).to(kv_cache.dtype).reshape(-1, head_dim)
+    kv_cache.view(-1, head_dim).index_copy_(0, rows, src)
 
 
 def sequence_kv(kv_cache: torch.Tensor, table: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and values ``[length, kv_heads, head_dim]`` of one sequence, read through its table."""
     _, _, kv_heads, block_size, head_dim = kv_cache.shape
-    kv = kv_cache[:, table].transpose(2, 3).reshape(2, -1, kv_heads, head_dim)[:, :length]
+    kv = kv_cache.index_select(1, table).transpose(2, 3).reshape(2, -1, kv_heads, head_dim)[:, :length]
     return kv[0], kv[1]
 
 

@@ -2,8 +2,8 @@
 
 The reference in ``kernels.attention`` loops over sequences in Python: per layer and step that is
 one gather, two einsums and a softmax per sequence, which dominated CPU decode time at batch 16
-(see benchmarks/RESULTS.md). Here all decode rows read their context with *one* gather through
-the block tables (``DecodeRows.gather_index``): thanks to the head-major block layout it lands as
+(see benchmarks/RESULTS.md). Here all decode rows read their context with *one* ``index_select``
+through the block tables (``DecodeRows.gather_index``): thanks to the head-major block layout it lands as
 ``[rows, kv_heads, tokens, head_dim]``, which the two batched matmuls read without another copy.
 Rows are padded to the longest context and masked with an additive bias built once per step.
 Rows with several query tokens (prefill chunks) go through the reference. The numerics are the
@@ -30,8 +30,8 @@ def batched_decode_attention(
     context read through ``rows.block_tables`` -> ``[B, q_heads, head_dim]``."""
     b, q_heads, head_dim = q.shape
     _, num_blocks, kv_heads, block_size, _ = kv_cache.shape
-    pool = kv_cache.view(2, num_blocks * kv_heads, block_size, head_dim)
-    kv = pool[:, rows.gather_index(kv_heads)].view(2, b, kv_heads, -1, head_dim)
+    pool = kv_cache.view(2 * num_blocks * kv_heads, block_size * head_dim)
+    kv = pool.index_select(0, rows.gather_index(kv_heads, num_blocks)).view(2, b, kv_heads, -1, head_dim)
     keys, values = kv[0], kv[1]
     qg = q.view(b, kv_heads, q_heads // kv_heads, head_dim).to(keys.dtype)
     scores = torch.matmul(qg, keys.transpose(-1, -2)).float().mul_(scale)  # [B, kv, group, span]

@@ -20,16 +20,19 @@ class DecodeRows:
     seq_lens: torch.Tensor
     bias: torch.Tensor
     whole_batch: bool
-    _gather: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _gather: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def gather_index(self, kv_heads: int) -> torch.Tensor:
-        """``[rows, kv_heads, blocks]`` indices into a layer's pool viewed as
-        ``[num_blocks * kv_heads, block_size, head_dim]``: one gather then yields every row's
-        context head-major, ``[rows, kv_heads, blocks * block_size, head_dim]`` (built once)."""
-        if kv_heads not in self._gather:
+    def gather_index(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
+        """Row indices into a layer's pool viewed as ``[2 * num_blocks * kv_heads, block_size *
+        head_dim]`` (keys' rows, then values'): one ``index_select`` (a memcpy per row, unlike
+        advanced indexing's per-element copy) yields every decode row's context head-major,
+        ``[2, rows, kv_heads, blocks * block_size, head_dim]``. Built once per step."""
+        key = (kv_heads, num_blocks)
+        if key not in self._gather:
             heads = torch.arange(kv_heads, device=self.block_tables.device)
-            self._gather[kv_heads] = self.block_tables[:, None, :] * kv_heads + heads[None, :, None]
-        return self._gather[kv_heads]
+            keys = (self.block_tables[:, None, :] * kv_heads + heads[None, :, None]).flatten()
+            self._gather[key] = torch.cat((keys, keys + num_blocks * kv_heads))
+        return self._gather[key]
 
 
 @dataclass
@@ -51,6 +54,7 @@ class AttentionMetadata:
     block_size: int
     query_lens_list: list[int]
     seq_lens_list: list[int]
+    _write_rows: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def num_seqs(self) -> int:
@@ -81,10 +85,18 @@ class AttentionMetadata:
             whole_batch=len(rows) == len(self.query_lens_list),
         )
 
-    @cached_property
-    def slot_blocks_offsets(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``slot_mapping`` split into (block id, offset in block), the indices ``write_kv`` uses."""
-        return self.slot_mapping // self.block_size, self.slot_mapping % self.block_size
+    def write_rows(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
+        """Row indices, into a layer's pool viewed as ``[2 * num_blocks * kv_heads * block_size,
+        head_dim]``, of the new tokens' keys then values, ordered ``[2, tokens, kv_heads]`` like
+        the rows ``write_kv`` copies from (built once per step, reused by every layer)."""
+        key = (kv_heads, num_blocks)
+        if key not in self._write_rows:
+            blocks = self.slot_mapping // self.block_size
+            offsets = self.slot_mapping % self.block_size
+            heads = torch.arange(kv_heads, device=self.slot_mapping.device)
+            keys = ((blocks[:, None] * kv_heads + heads[None, :]) * self.block_size + offsets[:, None]).flatten()
+            self._write_rows[key] = torch.cat((keys, keys + num_blocks * kv_heads * self.block_size))
+        return self._write_rows[key]
 
     @cached_property
     def multi_token_rows(self) -> tuple[AttentionMetadata, torch.Tensor] | None:
