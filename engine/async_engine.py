@@ -233,21 +233,28 @@ class AsyncEngine:
             self._deliver(outputs)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        """Hand a step's outputs to their event loops: one wake-up per loop per step, not one per
+        request (each ``call_soon_threadsafe`` writes the loop's self-pipe and wakes it)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         with self._lock:
-            targets = []
             for out in outputs:
                 stream = self._streams.get(out.request_id)
                 if stream is None:
                     continue
                 if out.finished:
                     del self._streams[out.request_id]
-                targets.append((stream, out))
+                by_loop.setdefault(stream.loop, []).append((stream.queue, out))
             self._wake.notify_all()
-        for stream, out in targets:
+        for loop, items in by_loop.items():
             try:
-                stream.loop.call_soon_threadsafe(stream.queue.put_nowait, out)
+                loop.call_soon_threadsafe(_put_all, items)
             except RuntimeError:  # the caller's event loop is closed: nobody is listening
                 pass
+
+
+def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    for target, out in items:
+        target.put_nowait(out)
 
 
 def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None) -> RequestOutput:

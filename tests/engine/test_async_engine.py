@@ -222,3 +222,24 @@ def test_shutdown_before_start_ends_the_loop_thread(make_engine):
     assert _loop_threads() - before  # the loop thread waits for start
     ae.shutdown(timeout=5)
     assert _loop_threads() == before and not ae.is_ready
+
+
+def test_streams_to_callers_on_different_event_loops(make_async):
+    """One step's outputs are handed to each caller's own loop (two loops, two threads)."""
+    ae = make_async()
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    results: dict[int, list] = {}
+
+    def caller(i: int) -> None:
+        results[i] = asyncio.run(collect(ae, [5 + i, 6, 7], params, request_id=f"loop{i}"))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    expected = [asyncio.run(collect(ae, [5 + i, 6, 7], params))[-1].outputs[0].token_ids for i in range(2)]
+    for i in range(2):
+        outs = results[i]
+        assert outs[-1].finished and outs[-1].outputs[0].token_ids == expected[i]
+        assert [t for o in outs for t in o.outputs[0].delta_token_ids] == expected[i]
