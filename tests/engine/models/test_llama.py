@@ -119,17 +119,20 @@ def test_parity_with_transformers(ours, reference, smollm2_tokenizer, hf_smollm2
     print(f"max |dlogits| vs transformers: {max_diff:.2e}")
 
 
+def _chat_prompt_logits(model: LlamaForCausalLM, tokenizer, last: int) -> torch.Tensor:
+    """Logits of the last ``last`` positions of a one-shot prefill of the first chat prompt."""
+    text = render_chat(PROMPTS[0], template=tokenizer.chat_template, tokenizer=tokenizer)
+    ids = tokenizer.encode(text)
+    meta = AttentionMetadata.build([len(ids)], [len(ids)], [[0, 1, 2, 3]], BLOCK_SIZE)
+    shape = kv_cache_shape(4, BLOCK_SIZE, model.num_kv_heads, model.head_dim)
+    kv = [torch.zeros(shape, dtype=model.dtype) for _ in range(model.num_layers)]
+    with torch.no_grad():
+        return model.compute_logits(model(torch.tensor(ids), torch.arange(len(ids)), kv, meta)[-last:])
+
+
 def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2_tokenizer) -> None:
     bf16 = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "auto", "cpu")
-    text = render_chat(PROMPTS[0], template=smollm2_tokenizer.chat_template, tokenizer=smollm2_tokenizer)
-    ids = smollm2_tokenizer.encode(text)
-    meta = AttentionMetadata.build([len(ids)], [len(ids)], [[0, 1, 2, 3]], BLOCK_SIZE)
-    outs = []
-    for model, dtype in ((bf16, torch.bfloat16), (ours, torch.float32)):
-        kv = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 3, 64), dtype=dtype) for _ in range(model.num_layers)]
-        with torch.no_grad():
-            h = model(torch.tensor(ids), torch.arange(len(ids)), kv, meta)
-            outs.append(model.compute_logits(h[-1:]))
+    outs = [_chat_prompt_logits(model, smollm2_tokenizer, 1) for model in (bf16, ours)]
     assert outs[0].dtype == torch.float32
     assert int(outs[0].argmax()) == int(outs[1].argmax())
     if torch.backends.mkldnn.is_available():  # bf16 projections and the tied head run packed
@@ -145,14 +148,7 @@ def test_int8_weights_agree_with_float32_on_the_top_tokens(smollm2_checkpoint, o
     int8 = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "int8", "cpu")
     assert isinstance(int8.layers[0].mlp.down_weight, Int8Weight)
     assert isinstance(int8.output_weight, Int8Weight)
-    text = render_chat(PROMPTS[0], template=smollm2_tokenizer.chat_template, tokenizer=smollm2_tokenizer)
-    ids = smollm2_tokenizer.encode(text)
-    meta = AttentionMetadata.build([len(ids)], [len(ids)], [[0, 1, 2, 3]], BLOCK_SIZE)
-    outs = []
-    for model, dtype in ((int8, torch.bfloat16), (ours, torch.float32)):
-        kv = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 3, 64), dtype=dtype) for _ in range(model.num_layers)]
-        with torch.no_grad():
-            outs.append(model.compute_logits(model(torch.tensor(ids), torch.arange(len(ids)), kv, meta)[-3:]))
+    outs = [_chat_prompt_logits(model, smollm2_tokenizer, 3) for model in (int8, ours)]
     assert outs[0].argmax(-1).tolist() == outs[1].argmax(-1).tolist()
     cos = torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=-1)
     assert cos.min().item() > 0.99, cos
