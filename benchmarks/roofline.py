@@ -94,7 +94,7 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
     tied = getattr(model, "lm_head", None) is None and head is None
     e, k = _moe(model)
     touched = e * (1 - (1 - k / e) ** batch) if e else 0.0
-    total = sum(w.nbytes() for w in _int8_weights(model))
+    total = sum(w.nbytes() for w in _int8_weights(model) if w is not head)  # the head comes below
     for name, p in _unique_params(model):
         size = p.numel() * p.element_size()
         if "embed" in name and not tied:

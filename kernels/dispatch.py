@@ -1,5 +1,6 @@
-"""The one place that picks kernel implementations for a device (today: PyTorch on every device;
-attention batches decode rows, the per-sequence reference stays in ``kernels.attention``)."""
+"""The one place that picks kernel implementations for a device (today: PyTorch ops on every
+device; attention batches decode rows, the per-sequence reference stays in ``kernels.attention``;
+dense projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows)."""
 
 from __future__ import annotations
 

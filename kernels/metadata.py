@@ -12,12 +12,11 @@ import torch
 class DecodeRows:
     """The single-token (decode) rows of a step, derived once per step and reused by every layer:
     their token indices in the flat batch (``whole_batch`` when they are all of it, in order),
-    block tables trimmed to the longest context, context lengths and an additive float32 mask
+    block tables trimmed to the longest context and an additive float32 mask
     ``[rows, 1, 1, blocks * block_size]`` (0 inside a row's context, -inf on the padding)."""
 
     tokens: torch.Tensor
     block_tables: torch.Tensor
-    seq_lens: torch.Tensor
     bias: torch.Tensor
     whole_batch: bool
     _gather: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -80,7 +79,6 @@ class AttentionMetadata:
         return DecodeRows(
             tokens=self.query_start_loc[idx],
             block_tables=self.block_tables[idx, :blocks],
-            seq_lens=seq_lens,
             bias=bias,
             whole_batch=len(rows) == len(self.query_lens_list),
         )

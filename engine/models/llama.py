@@ -231,8 +231,9 @@ class LlamaForCausalLM(nn.Module):
     def pack_weights(self, int8: bool = False) -> None:
         """Put every projection once into the form the kernels run fastest: oneDNN's blocked
         layout for bf16 on CPU (a no-op elsewhere), or weight-only int8 when ``int8``. The output
-        head gets its own copy when it is tied to the embedding table, which the embedding lookup
-        still reads densely; int8 projections leave ``parameters()`` (see ``Int8Weight``)."""
+        head moves to ``output_weight``: a copy when it is tied to the embedding table (which the
+        embedding lookup still reads densely), a replacement when untied. Packed heads and int8
+        projections leave ``parameters()`` (see ``Int8Weight``)."""
         for layer in self.layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
@@ -248,7 +249,9 @@ class LlamaForCausalLM(nn.Module):
                     setattr(module, name, nn.Parameter(self.kernels.pack_weight(weight), requires_grad=False))
         head = self.embed_tokens if self.lm_head is None else self.lm_head
         packed = quantize_int8(head, self.dtype) if int8 else self.kernels.pack_weight(head)
-        self.output_weight = None if packed is head else packed
+        if packed is not head:
+            self.output_weight = packed
+            self.lm_head = None  # an untied dense head is no longer read: free it
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod

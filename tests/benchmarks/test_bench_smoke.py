@@ -76,3 +76,17 @@ def test_roofline_limits_and_moe_bytes() -> None:
     one, many = weight_bytes_per_step(model, 1), weight_bytes_per_step(model, 64)
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     assert one < many <= total * 1.0001  # batch 1 touches 2 of 8 experts; a big batch nearly all
+
+
+def test_weight_bytes_count_packed_and_int8_heads_once() -> None:
+    """Packed bf16 weights and int8 projections (outside ``parameters()``) are each counted once;
+    the output head's own copy replaces the tied embedding table in the per-step bytes."""
+    from engine.config import ModelLoadConfig
+    from engine.loader import load_model_and_tokenizer
+
+    bf16, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="bfloat16"))
+    dense = sum(p.numel() * p.element_size() for p in bf16.parameters())
+    assert weight_bytes_per_step(bf16, 1) == pytest.approx(dense, rel=1e-3)
+    int8, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="bfloat16", weights_dtype="int8"))
+    # int8 halves every projection and the head; norms and one embedding row stay bf16
+    assert 0.49 * dense < weight_bytes_per_step(int8, 1) < 0.52 * dense

@@ -199,6 +199,16 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
         ref_logits = ref(torch.tensor([ids])).logits[0].float()
     torch.testing.assert_close(ours_logits, ref_logits, atol=1e-4, rtol=1e-4)
 
+    # bf16: an untied head is packed into ``output_weight`` and its dense copy freed
+    bf16 = LlamaForCausalLM.from_checkpoint(ckpt, torch.bfloat16, "auto", "cpu")
+    if torch.backends.mkldnn.is_available():
+        assert bf16.lm_head is None and bf16.output_weight is not None and bf16.output_weight.is_mkldnn
+        assert not any(n.startswith("lm_head") for n, _ in bf16.named_parameters())
+    kv16 = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 2, 16), dtype=torch.bfloat16) for _ in range(bf16.num_layers)]
+    with torch.no_grad():
+        bf16_logits = bf16.compute_logits(bf16(torch.tensor(ids), torch.arange(len(ids)), kv16, meta))
+    assert torch.nn.functional.cosine_similarity(bf16_logits, ref_logits, dim=-1).min().item() > 0.99
+
 
 def test_rope_settings_both_config_styles_and_llama3_scaling() -> None:
     from engine.models.llama import RotaryEmbedding, rope_settings
