@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True,
                    help="also run HF transformers generate (needs transformers)")
     p.add_argument("--hf-model", help="HF dir or GGUF for the HF side (default: --model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
 
@@ -45,13 +46,13 @@ def model_path(name: str) -> str | None:
 
 
 def build_engine(model: str | None, dtype: str, max_batch: int, prompt_len: int, max_tokens: int,
-                 weights_dtype: str = "auto") -> tuple[Any, float]:
+                 weights_dtype: str = "auto", device: str = "cpu") -> tuple[Any, float]:
     """An LLMEngine sized for ``max_batch`` full sequences; returns (engine, load seconds)."""
     from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
     from engine.llm_engine import LLMEngine
     from engine.loader import load_model_and_tokenizer
 
-    load = ModelLoadConfig(model=model, dtype=dtype, weights_dtype=weights_dtype, device="cpu")
+    load = ModelLoadConfig(model=model, dtype=dtype, weights_dtype=weights_dtype, device=device)
     t0 = time.perf_counter()
     mdl, tok, ckpt = load_model_and_tokenizer(load)
     load_s = time.perf_counter() - t0
@@ -86,9 +87,11 @@ def hf_rounds(model: Any, batch_sizes: list[int], prompt_len: int, max_tokens: i
     vocab = int(model.config.vocab_size)
 
     def gen(ids: list[list[int]], n: int) -> None:
-        x = torch.tensor(ids)
+        x = torch.tensor(ids, device=model.device)
         model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
                        do_sample=False, pad_token_id=0)
+        if x.is_cuda:
+            torch.cuda.synchronize()
 
     with torch.inference_mode():
         gen(_prompts(1, prompt_len, vocab, -1), 2)  # warm-up
@@ -112,10 +115,12 @@ def main(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"meta": {
         "model": args.model, "prompt_len": args.prompt_len, "max_tokens": args.max_tokens,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "loadavg": list(os.getloadavg()),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
     }, "runs": []}
     mb = max(args.batch_sizes)
     for dtype in args.dtype:
-        engine, load_s = build_engine(path, dtype, mb, args.prompt_len, args.max_tokens, args.weights_dtype)
+        engine, load_s = build_engine(path, dtype, mb, args.prompt_len, args.max_tokens, args.weights_dtype,
+                                      args.device)
         run: dict[str, Any] = {"dtype": dtype, "grokd_load_s": round(load_s, 2),
                                "grokd": grokd_rounds(engine, args.batch_sizes, args.prompt_len, args.max_tokens)}
         checkpoint = str(engine.checkpoint.path)
@@ -123,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         if args.hf:
             from benchmarks.hf_ref import load_hf_model
 
-            hf = load_hf_model(args.hf_model or checkpoint, dtype)
+            hf = load_hf_model(args.hf_model or checkpoint, dtype).to(args.device)
             run["hf"] = hf_rounds(hf, args.batch_sizes, args.prompt_len, args.max_tokens)
             del hf
         out["runs"].append(run)

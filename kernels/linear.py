@@ -83,6 +83,8 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight) -> torch.Te
     if isinstance(weight, Int8Weight):
         if x.dtype != weight.dtype:
             return dense_linear(x.to(weight.dtype), weight).to(x.dtype)
+        if x.device.type != "cpu":  # the int8-pack kernel is CPU-only: convert the weight per call
+            return F.linear(x, weight.qweight.to(x.dtype)) * weight.scales
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), weight.qweight, weight.scales)
     if x.dtype != weight.dtype:
         return dense_linear(x.to(weight.dtype), weight).to(x.dtype)

@@ -18,10 +18,10 @@ def dense_attention(q, k, v, scale, softcap):
     return torch.einsum("hts,shd->thd", torch.softmax(s, -1), v)
 
 
-def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks():
+def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks(device):
     torch.manual_seed(0)
     block_size, kv_heads, q_heads, d = 4, 2, 6, 8
-    cache = torch.zeros(kv_cache_shape(16, block_size, kv_heads, d))
+    cache = torch.zeros(kv_cache_shape(16, block_size, kv_heads, d), device=device)
     lens = [7, 10]
     tables = [[5, 2], [9, 0, 13]]  # deliberately non-contiguous
     qs = [torch.randn(n, q_heads, d) for n in lens]
@@ -33,16 +33,17 @@ def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks():
     for lo, hi in ((0, 3), (3, None)):
         q_lens = [len(q[lo:hi]) for q in qs]
         seq_lens = [lo + n for n in q_lens]
-        meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
-        write_kv(cache, torch.cat([k[lo:hi] for k in ks]), torch.cat([v[lo:hi] for v in vs]), meta)
-        out = paged_attention(torch.cat([q[lo:hi] for q in qs]), cache, meta, scale=0.3, softcap=30.0)
-        got = torch.split(out, q_lens)
+        meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size, device=device)
+        write_kv(cache, torch.cat([k[lo:hi] for k in ks]).to(device), torch.cat([v[lo:hi] for v in vs]).to(device), meta)
+        out = paged_attention(torch.cat([q[lo:hi] for q in qs]).to(device), cache, meta, scale=0.3, softcap=30.0)
+        got = torch.split(out.cpu(), q_lens)
         for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, e[lo:hi], atol=1e-5, rtol=1e-5)
 
 
-def test_batched_decode_rows_match_the_reference_in_a_mixed_step():
-    """Decode rows of different lengths plus a prefill chunk: batched path == per-sequence reference."""
+def test_batched_decode_rows_match_the_reference_in_a_mixed_step(device):
+    """Decode rows of different lengths plus a prefill chunk: batched path == per-sequence reference
+    (on CUDA: the device's batched path against the CPU reference)."""
     from kernels.batched_attention import paged_attention_batched
 
     torch.manual_seed(1)
@@ -55,6 +56,7 @@ def test_batched_decode_rows_match_the_reference_in_a_mixed_step():
         meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
         q = torch.randn(sum(q_lens), q_heads, d).to(dtype)
         expected = paged_attention(q, cache, meta, scale=0.3, softcap=30.0)
-        got = paged_attention_batched(q, cache, meta, scale=0.3, softcap=30.0)
+        dev_meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size, device=device)
+        got = paged_attention_batched(q.to(device), cache.to(device), dev_meta, scale=0.3, softcap=30.0).cpu()
         tol = 1e-5 if dtype == torch.float32 else 1e-2
         torch.testing.assert_close(got, expected, atol=tol, rtol=tol)

@@ -44,16 +44,17 @@ def test_weights_that_cannot_be_packed_pass_through_unchanged() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_weight_only_matches_its_reference_and_the_float_weight(dtype: torch.dtype) -> None:
+def test_int8_weight_only_matches_its_reference_and_the_float_weight(dtype: torch.dtype, device: str) -> None:
     from kernels.linear import int8_linear_reference, quantize_int8
 
     torch.manual_seed(3)
     w = torch.randn(64, 96) * torch.linspace(0.01, 2.0, 64)[:, None]  # rows of very different scale
+    w = w.to(device)
     q = quantize_int8(w, dtype)
     assert q.qweight.dtype == torch.int8 and q.scales.dtype == dtype and q.shape == (64, 96)
     assert q.nbytes() == 64 * 96 + 64 * q.scales.element_size()
     assert int(q.qweight.abs().max()) == 127  # each row's largest value uses the full range
-    x = torch.randn(9, 96).to(dtype)
+    x = torch.randn(9, 96).to(dtype).to(device)
     got = dense_linear(x, q)
     assert got.dtype == dtype and got.shape == (9, 64)
     tol = 1e-4 if dtype == torch.float32 else 3e-2

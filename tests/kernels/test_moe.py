@@ -18,7 +18,7 @@ def _naive(x, router, wg, wv, w1, k):
     return out
 
 
-def test_moe_plain_and_int8_match_naive():
+def test_moe_plain_and_int8_match_naive(device):
     torch.manual_seed(0)
     t, d, f, e, k = 11, 16, 24, 8, 2
     x = torch.randn(t, d)
@@ -29,9 +29,11 @@ def test_moe_plain_and_int8_match_naive():
     sc = {n: s.to(torch.bfloat16) for n, s in sc.items()}
     eff = {n: dequantize(q[n], sc[n]).float() for n in q}
     ref = _naive(x, router, eff["g"], eff["v"], eff["1"], k)
-    int8 = moe_forward(x, router, *(ExpertWeights(q[n], sc[n]) for n in ("g", "v", "1")), top_k=k)
-    plain = moe_forward(x, router, *(ExpertWeights(eff[n].transpose(1, 2).contiguous()) for n in ("g", "v", "1")),
-                        top_k=k)
+    xd, rd = x.to(device), router.to(device)
+    int8 = moe_forward(xd, rd, *(ExpertWeights(q[n].to(device), sc[n].to(device)) for n in ("g", "v", "1")),
+                       top_k=k).cpu()
+    plain = moe_forward(xd, rd, *(ExpertWeights(eff[n].transpose(1, 2).contiguous().to(device))
+                                  for n in ("g", "v", "1")), top_k=k).cpu()
     torch.testing.assert_close(int8, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
     assert moe_forward(x.bfloat16(), router, *(ExpertWeights(q[n], sc[n]) for n in ("g", "v", "1")),
