@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also run HF transformers generate (needs transformers)")
     p.add_argument("--hf-model", help="HF dir or GGUF for the HF side (default: --model)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
+    p.add_argument("--enforce-eager", action="store_true", help="grokd: no CUDA-graph decode replay")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
 
@@ -46,13 +47,14 @@ def model_path(name: str) -> str | None:
 
 
 def build_engine(model: str | None, dtype: str, max_batch: int, prompt_len: int, max_tokens: int,
-                 weights_dtype: str = "auto", device: str = "cpu") -> tuple[Any, float]:
+                 weights_dtype: str = "auto", device: str = "cpu", enforce_eager: bool = False) -> tuple[Any, float]:
     """An LLMEngine sized for ``max_batch`` full sequences; returns (engine, load seconds)."""
     from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
     from engine.llm_engine import LLMEngine
     from engine.loader import load_model_and_tokenizer
 
-    load = ModelLoadConfig(model=model, dtype=dtype, weights_dtype=weights_dtype, device=device)
+    load = ModelLoadConfig(model=model, dtype=dtype, weights_dtype=weights_dtype, device=device,
+                           enforce_eager=enforce_eager)
     t0 = time.perf_counter()
     mdl, tok, ckpt = load_model_and_tokenizer(load)
     load_s = time.perf_counter() - t0
@@ -116,11 +118,12 @@ def main(args: argparse.Namespace) -> int:
         "model": args.model, "prompt_len": args.prompt_len, "max_tokens": args.max_tokens,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "loadavg": list(os.getloadavg()),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "enforce_eager": args.enforce_eager,
     }, "runs": []}
     mb = max(args.batch_sizes)
     for dtype in args.dtype:
         engine, load_s = build_engine(path, dtype, mb, args.prompt_len, args.max_tokens, args.weights_dtype,
-                                      args.device)
+                                      args.device, args.enforce_eager)
         run: dict[str, Any] = {"dtype": dtype, "grokd_load_s": round(load_s, 2),
                                "grokd": grokd_rounds(engine, args.batch_sizes, args.prompt_len, args.max_tokens)}
         checkpoint = str(engine.checkpoint.path)

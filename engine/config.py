@@ -13,6 +13,7 @@ class ModelLoadConfig:
     ``model`` is a path (release dir, HF/safetensors dir, .gguf file) or ``None`` for the
     default model. ``dtype`` is the activation dtype; ``weights_dtype`` how linear weights are
     stored (``auto`` keeps what the checkpoint has, e.g. int8 for the Grok-1 release).
+    ``enforce_eager`` turns off CUDA-graph replay of decode steps (``engine.decode_graphs``).
     """
 
     model: str | None = None
@@ -21,6 +22,7 @@ class ModelLoadConfig:
     weights_dtype: str = "auto"  # auto | int8 | bfloat16 | float32
     device: str = "cpu"
     max_model_len: int | None = None
+    enforce_eager: bool = False
 
     @classmethod
     def from_namespace(cls, ns: Any) -> ModelLoadConfig:

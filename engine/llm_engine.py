@@ -71,7 +71,11 @@ class LLMEngine:
         self.vocab_size = int(model.vocab_size)
         bs = config.cache.block_size
         useful = config.scheduler.max_num_seqs * -(-self.max_model_len // bs)
-        self.runner = ModelRunner(model, config.cache, torch_dtype(config.model.dtype), self.device, useful)
+        self.runner = ModelRunner(
+            model, config.cache, torch_dtype(config.model.dtype), self.device, useful,
+            decode_graphs="off" if config.model.enforce_eager else "auto",
+            max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=-(-self.max_model_len // bs),
+        )
         self.block_manager = BlockManager(self.runner.num_blocks, bs, config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager)
         self.registry = ProcessorRegistry(extra_samplers)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import CacheConfig
+from engine.decode_graphs import DecodeGraphs
 from engine.scheduler import ScheduledSeq
 from kernels.attention import kv_cache_shape
 from kernels.metadata import AttentionMetadata
@@ -84,15 +85,33 @@ class ModelRunner:
         dtype: torch.dtype,
         device: torch.device | str,
         max_useful_blocks: int,
+        decode_graphs: str = "auto",
+        max_batch: int = 256,
+        max_blocks_per_seq: int | None = None,
     ) -> None:
+        """``decode_graphs``: ``auto`` replays decode steps from CUDA graphs on CUDA when the model
+        supports it (``engine.decode_graphs``), ``off`` never does, ``eager`` runs the same padded
+        static-buffer path without capturing (how the padding is tested without a GPU)."""
+        if decode_graphs not in ("auto", "off", "eager"):
+            raise ValueError(f"decode_graphs: expected auto, off or eager, got {decode_graphs!r}")
         self.model = model
         self.device = torch.device(device)
         self.dtype = dtype
         self.block_size = cache.block_size
         self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, dtype)
         self.num_blocks = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
-        shape = kv_cache_shape(self.num_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
+        capture = (decode_graphs == "auto" and self.device.type == "cuda"
+                   and bool(getattr(model, "supports_cuda_graphs", False)))
+        use_graphs = capture or decode_graphs == "eager"
+        # graphs pad into one spare "sink" block past those the block manager hands out
+        pool_blocks = self.num_blocks + int(use_graphs)
+        shape = kv_cache_shape(pool_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
         self.kv_caches = [zeros_lazy(shape, dtype, self.device) for _ in range(model.num_layers)]
+        self.graphs: DecodeGraphs | None = None
+        if use_graphs:
+            max_blocks = max_blocks_per_seq or -(-model.max_position_embeddings // cache.block_size)
+            self.graphs = DecodeGraphs(model, self.kv_caches, cache.block_size, self.num_blocks,
+                                       max_batch, max_blocks, capture)
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq], prompt_logprob_idx: set[int]) -> RunnerOutput:
@@ -124,10 +143,15 @@ class ModelRunner:
                 keep_rows.append(offset + n - 1)
             offset += n
         dev = self.device
-        meta = AttentionMetadata.build(query_lens, seq_lens, tables, self.block_size, device=dev)
-        input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
-        positions = torch.tensor(pos, dtype=torch.int64, device=dev)
-        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        blocks = -(-max(seq_lens, default=0) // self.block_size)
+        if (self.graphs is not None and not prompt_spans and len(ids) == len(batch)
+                and self.graphs.fits(len(batch), blocks)):
+            hidden = self.graphs.run(ids, pos, seq_lens, tables)
+        else:
+            meta = AttentionMetadata.build(query_lens, seq_lens, tables, self.block_size, device=dev)
+            input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
+            positions = torch.tensor(pos, dtype=torch.int64, device=dev)
+            hidden = self.model(input_ids, positions, self.kv_caches, meta)
         if not keep_rows:
             vocab = self.model.vocab_size
             return RunnerOutput(torch.empty(0, vocab, dtype=torch.float32, device=dev), {})

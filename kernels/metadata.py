@@ -123,6 +123,34 @@ class AttentionMetadata:
         return sub, tokens
 
     @classmethod
+    def for_decode(
+        cls, slot_mapping: torch.Tensor, seq_lens: torch.Tensor, block_tables: torch.Tensor, block_size: int
+    ) -> AttentionMetadata:
+        """Decode-only metadata built from device tensors alone, never reading their values on the
+        host: one query token per row, each row's context read through *all* columns of
+        ``block_tables`` and masked beyond ``seq_lens``. This is what a captured CUDA graph
+        replays (``engine.decode_graphs``); ``seq_lens_list`` holds the padded span, an upper
+        bound that the whole-batch decode path never reads."""
+        rows, blocks = block_tables.shape
+        device = block_tables.device
+        span = torch.arange(blocks * block_size, device=device)
+        bias = torch.zeros(rows, 1, 1, span.numel(), device=device)
+        bias.masked_fill_((span[None, :] >= seq_lens[:, None])[:, None, None, :], float("-inf"))
+        starts = torch.arange(rows + 1, device=device)
+        meta = cls(
+            slot_mapping=slot_mapping,
+            query_start_loc=starts,
+            seq_lens=seq_lens,
+            block_tables=block_tables,
+            block_size=block_size,
+            query_lens_list=[1] * rows,
+            seq_lens_list=[blocks * block_size] * rows,
+        )
+        # preset the cached property: the rows are known without looking at the lengths
+        meta.__dict__["decode_rows"] = DecodeRows(starts[:-1], block_tables, bias, whole_batch=True)
+        return meta
+
+    @classmethod
     def build(
         cls,
         query_lens: list[int],

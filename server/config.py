@@ -34,6 +34,7 @@ class ServerConfig:
     weights_dtype: str = "auto"
     device: str = "cpu"
     max_model_len: int | None = None
+    enforce_eager: bool = False
     seed: int = 0
     # cache / scheduler
     block_size: int = 16

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--weights-dtype", choices=["auto", "int8", "bfloat16", "float32"])
     m.add_argument("--device")
     m.add_argument("--max-model-len", type=int)
+    m.add_argument("--enforce-eager", action="store_true", default=None,
+                   help="no CUDA-graph replay of decode steps (CUDA only; for debugging)")
     m.add_argument("--seed", type=int)
     c = p.add_argument_group("cache and scheduler")
     c.add_argument("--block-size", type=int)

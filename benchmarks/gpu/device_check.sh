@@ -2,7 +2,8 @@
 # One lent-GPU session's checks, run from the repository root on the device machine (no network):
 #   1. the GPU-marked tests (kernels and engine on CUDA against the CPU references / golden fixture)
 #   2. the card's ceilings (device copy bandwidth, bf16 matmul) for MBU figures
-#   3. `bench offline` on CUDA: grokd vs HF transformers, a SmolLM2-135M-shaped model, bf16
+#   3. `bench offline` on CUDA: grokd (CUDA-graph decode, then eager) vs HF transformers, a
+#      SmolLM2-135M-shaped model, bf16
 # Inputs travel in the git-ignored .gpu/ (carry it): .gpu/shared = ../shared's fixture subset,
 # .gpu/smollm2 = SmolLM2's config and tokenizer files. No weights can travel (64 MiB limit) or be
 # downloaded there, so the SmolLM2-shaped model gets random weights: decode cost does not depend
@@ -41,7 +42,11 @@ cfg = transformers.AutoConfig.from_pretrained(d)
 transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(d)
 print("random SmolLM2-shaped weights written:", sorted(p.name for p in d.iterdir()))
 PY
-timeout 300 python3 -c 'import argparse, sys; from benchmarks import offline as o
+offline() { timeout 200 python3 -c 'import argparse, sys; from benchmarks import offline as o
 p = argparse.ArgumentParser(); o.add_arguments(p); sys.exit(o.main(p.parse_args(sys.argv[1:])))' \
   --device cuda --model .gpu/smollm2 --dtype bfloat16 --batch-sizes 1 8 16 32 64 128 256 \
-  --prompt-len 128 --max-tokens 128 --json "$OUT/offline_cuda.json" 2>&1 | grep -v "it/s\]" | tee "$OUT/offline_cuda.txt"
+  --prompt-len 128 --max-tokens 128 "$@" 2>&1 | grep -v "it/s\]"; }
+echo "-- grokd (CUDA-graph decode) and HF"
+offline --json "$OUT/offline_cuda.json" | tee "$OUT/offline_cuda.txt"
+echo "-- grokd --enforce-eager"
+offline --enforce-eager --no-hf --json "$OUT/offline_cuda_eager.json" | tee "$OUT/offline_cuda_eager.txt"

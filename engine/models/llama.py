@@ -171,6 +171,9 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The whole model. ``forward`` returns final-norm hidden states; ``compute_logits`` projects."""
 
+    # forward never reads device values on the host, so decode steps can be captured as CUDA graphs
+    supports_cuda_graphs = True
+
     def __init__(
         self, config: dict[str, Any], dtype: torch.dtype = torch.float32, kernels: Kernels | None = None
     ) -> None:

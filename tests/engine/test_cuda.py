@@ -82,21 +82,61 @@ def test_seeded_sampling_repeats_on_cuda(grok1_tiny_dir, grok1_tiny_reference):
     assert runs[0] == runs[1] and len(runs[0]) == 12
 
 
-def test_dense_llama_on_cuda_matches_cpu(tmp_path):
-    """A tiny random Llama (GQA, untied head) in the HF layout: CUDA logits equal the CPU's in
-    float32, and bf16 on CUDA stays close."""
+def tiny_llama_dir(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from engine.models.llama import LlamaForCausalLM
-    from kernels.attention import kv_cache_shape
-    from kernels.metadata import AttentionMetadata
-
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
     )
     transformers.LlamaForCausalLM(config).save_pretrained(tmp_path)
-    ckpt = weights.load(tmp_path)
+    return tmp_path
+
+
+def test_cuda_graph_decode_matches_eager(tmp_path):
+    """Decode steps replayed from captured graphs give the eager engine's tokens and logprobs,
+    over batch sizes that need padding (5 rows -> 8) and contexts crossing block buckets."""
+    from engine.models.llama import LlamaForCausalLM
+
+    path = tiny_llama_dir(tmp_path)
+    ckpt = weights.load(path)
+    prompts = [torch.randint(0, 512, (n,)).tolist() for n in (3, 17, 40, 64, 90)]
+    params = SamplingParams(temperature=0.0, max_tokens=40, logprobs=2, ignore_eos=True)
+    outs = []
+    for eager in (True, False):
+        model = LlamaForCausalLM.from_checkpoint(ckpt, torch.float32, "auto", "cuda")
+        cfg = EngineConfig(
+            model=ModelLoadConfig(model=str(path), dtype="float32", device="cuda", enforce_eager=eager),
+            cache=CacheConfig(block_size=16, num_blocks=64),
+            scheduler=SchedulerConfig(max_num_seqs=8),
+        )
+        eng = LLMEngine(cfg, model, None, checkpoint=ckpt)
+        assert (eng.runner.graphs is None) == eager
+        for i, p in enumerate(prompts):
+            eng.add_request(f"r{i}", p, params)
+        outs.append(run_all(eng))
+        if not eager:
+            assert eng.runner.graphs.num_graphs >= 2
+        assert_idle(eng)
+    for i in range(len(prompts)):
+        a, b = outs[0][f"r{i}"].outputs[0], outs[1][f"r{i}"].outputs[0]
+        assert a.token_ids == b.token_ids and len(a.token_ids) == 40
+        assert [x.logprob for x in a.logprobs] == pytest.approx([x.logprob for x in b.logprobs], abs=1e-3)
+
+
+def test_moe_model_stays_eager_on_cuda(grok1_tiny_dir):
+    """Grok-1's MoE reads expert counts on the host, so it must never be captured."""
+    assert cuda_engine(grok1_tiny_dir, "float32", "float32").runner.graphs is None
+
+
+def test_dense_llama_on_cuda_matches_cpu(tmp_path):
+    """A tiny random Llama (GQA, untied head) in the HF layout: CUDA logits equal the CPU's in
+    float32, and bf16 on CUDA stays close."""
+    from engine.models.llama import LlamaForCausalLM
+    from kernels.attention import kv_cache_shape
+    from kernels.metadata import AttentionMetadata
+
+    ckpt = weights.load(tiny_llama_dir(tmp_path))
     ids = torch.randint(0, 512, (37,))
     logits = {}
     for device, dtype in (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch.bfloat16)):

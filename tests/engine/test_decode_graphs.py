@@ -1,0 +1,96 @@
+"""Decode steps through the padded static buffers CUDA graphs replay (``engine.decode_graphs``).
+
+On the CPU the path runs eagerly (``decode_graphs="eager"``), which checks everything but the
+capture itself: bucketing, the padded rows and the sink block, the tables padded and masked.
+tests/engine/test_cuda.py checks the captured graphs on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from engine_helpers import assert_idle, run_all
+
+from engine.decode_graphs import block_buckets, bucket
+from engine.model_runner import ModelRunner
+from engine.sampling_params import SamplingParams
+
+
+def with_graph_runner(engine, mode: str = "eager"):
+    """Swap in a runner that sends decode-only steps through ``DecodeGraphs``."""
+    cfg = engine.config
+    engine.runner = ModelRunner(
+        engine.model, cfg.cache, torch.float32, "cpu", engine.runner.num_blocks, decode_graphs=mode,
+        max_batch=cfg.scheduler.max_num_seqs, max_blocks_per_seq=-(-engine.max_model_len // cfg.cache.block_size),
+    )
+    return engine
+
+
+def test_buckets():
+    sizes = block_buckets(20)
+    assert sizes == [1, 2, 4, 8, 16, 20]
+    assert bucket(1, sizes) == 1 and bucket(5, sizes) == 8 and bucket(17, sizes) == 20
+    assert bucket(21, sizes) is None
+    assert block_buckets(1) == [1]
+
+
+def test_padded_decode_matches_reference(make_engine, grok1_tiny_reference):
+    eng = with_graph_runner(make_engine(num_blocks=128, max_seqs=8))
+    graphs = eng.runner.graphs
+    assert graphs is not None and graphs.capture is False and graphs.batch_sizes[-1] == 8
+    # the pool holds one sink block past the block manager's
+    assert eng.runner.kv_caches[0].shape[1] == eng.block_manager.num_blocks + 1 == 129
+    cases = grok1_tiny_reference["fp32"]["single"]
+    params = SamplingParams(temperature=0.0, max_tokens=8, logprobs=3)
+    for rep in range(2):  # 6 rows: padded to the bucket of 8
+        for i, case in enumerate(cases):
+            eng.add_request(f"r{rep}-{i}", case["prompt"], params)
+    done = run_all(eng)
+    for rep in range(2):
+        for i, case in enumerate(cases):
+            comp = done[f"r{rep}-{i}"].outputs[0]
+            assert comp.token_ids == case["greedy"]
+            ref_lp = torch.tensor(case["logits"]).log_softmax(-1)
+            assert comp.logprobs[0].logprob == pytest.approx(ref_lp[-1, case["greedy"][0]].item(), abs=2e-3)
+    used = set(graphs._steps)
+    assert {b for b, _ in used} == {8}  # 6 rows are padded to the bucket of 8
+    assert all(nb in graphs.block_sizes for _, nb in used)
+    assert_idle(eng)
+
+
+def test_padded_and_plain_steps_agree_row_for_row(make_engine, grok1_tiny_reference):
+    """Same requests, one engine with the padded path and one without: identical greedy tokens
+    and logprobs to float32 rounding, for a batch size that is not a bucket (3 -> 4)."""
+    prompts = [c["prompt"] for c in grok1_tiny_reference["fp32"]["single"]]
+    params = SamplingParams(temperature=0.0, max_tokens=12, logprobs=5)
+    outs = []
+    for graphs in (False, True):
+        eng = make_engine(num_blocks=64, max_seqs=4)
+        if graphs:
+            with_graph_runner(eng)
+        for i, p in enumerate(prompts):
+            eng.add_request(f"r{i}", p, params)
+        outs.append(run_all(eng))
+        if graphs:
+            assert eng.runner.graphs._steps  # the padded path ran
+    for i in range(len(prompts)):
+        plain, padded = outs[0][f"r{i}"].outputs[0], outs[1][f"r{i}"].outputs[0]
+        assert plain.token_ids == padded.token_ids
+        for a, b in zip(plain.logprobs, padded.logprobs, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_prefill_and_mixed_steps_stay_on_the_plain_path(make_engine, grok1_tiny_reference):
+    eng = with_graph_runner(make_engine(num_blocks=64, max_seqs=4))
+    prompt = grok1_tiny_reference["fp32"]["single"][0]["prompt"]
+    eng.add_request("a", prompt, SamplingParams(temperature=0.0, max_tokens=1))
+    eng.step()  # the prefill: several query tokens, not a decode-only step
+    assert not eng.runner.graphs._steps
+    run_all(eng)
+    assert_idle(eng)
+
+
+def test_bad_mode_is_refused(tiny_model):
+    from engine.config import CacheConfig
+
+    with pytest.raises(ValueError, match="decode_graphs"):
+        ModelRunner(tiny_model[0], CacheConfig(num_blocks=4), torch.float32, "cpu", 4, decode_graphs="always")
