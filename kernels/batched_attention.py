@@ -13,6 +13,8 @@ probabilities cast to the value dtype before the weighted sum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kernels.attention import paged_attention
@@ -49,16 +51,19 @@ def paged_attention_batched(
     meta: AttentionMetadata,
     scale: float,
     softcap: float | None = None,
+    decode: Callable[..., torch.Tensor] = batched_decode_attention,
 ) -> torch.Tensor:
     """Same contract as ``kernels.attention.paged_attention``; decode rows are batched. The row
-    split and gather indices come from ``meta`` (computed on the first layer, reused by the rest)."""
+    split and gather indices come from ``meta`` (computed on the first layer, reused by the rest).
+    ``decode`` does the decode rows (``batched_decode_attention``'s contract): dispatch swaps in
+    ``kernels.cpu_decode_attention`` on the CPU."""
     rows = meta.decode_rows
     if rows is None:
         return paged_attention(q, kv_cache, meta, scale, softcap)
     if rows.whole_batch:
-        return batched_decode_attention(q, kv_cache, rows, scale, softcap)
+        return decode(q, kv_cache, rows, scale, softcap)
     out = torch.empty_like(q)
-    out[rows.tokens] = batched_decode_attention(q[rows.tokens], kv_cache, rows, scale, softcap)
+    out[rows.tokens] = decode(q[rows.tokens], kv_cache, rows, scale, softcap)
     sub, tokens = meta.multi_token_rows
     out[tokens] = paged_attention(q[tokens], kv_cache, sub, scale, softcap)
     return out

@@ -1,16 +1,20 @@
-"""The one place that picks kernel implementations for a device (today: PyTorch ops on every
-device; attention batches decode rows, the per-sequence reference stays in ``kernels.attention``;
-dense projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows)."""
+"""The one place that picks kernel implementations for a device. Attention batches decode rows,
+and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows with short
+contexts go through the in-place numba kernel (``kernels.cpu_decode_attention``), and dense
+projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows. On CUDA,
+PyTorch ops are replayed from graphs (``engine.decode_graphs``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from kernels import attention as _attention
 from kernels import batched_attention as _batched_attention
+from kernels import cpu_decode_attention as _cpu_decode
 from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import quant as _quant
@@ -29,6 +33,9 @@ class Kernels:
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
-    """Implementations for ``device``. Fast GPU kernels register here once they exist."""
-    del device  # every device uses the references for now
+    """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
+    CPU, short decode contexts go through the in-place numba kernel when numba is installed."""
+    if torch.device(device).type == "cpu" and _cpu_decode.available():
+        return Kernels(attention=partial(_batched_attention.paged_attention_batched,
+                                         decode=_cpu_decode.decode_attention_or_batched))
     return Kernels()

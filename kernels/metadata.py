@@ -12,14 +12,22 @@ import torch
 class DecodeRows:
     """The single-token (decode) rows of a step, derived once per step and reused by every layer:
     their token indices in the flat batch (``whole_batch`` when they are all of it, in order),
-    block tables trimmed to the longest context and an additive float32 mask
+    block tables trimmed to the longest context, context lengths, and an additive float32 mask
     ``[rows, 1, 1, blocks * block_size]`` (0 inside a row's context, -inf on the padding)."""
 
     tokens: torch.Tensor
     block_tables: torch.Tensor
+    seq_lens: torch.Tensor
     bias: torch.Tensor
     whole_batch: bool
+    context_tokens: int  # sum of the rows' context lengths (an upper bound under CUDA graphs)
     _gather: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def host_arrays(self) -> tuple:
+        """``block_tables`` and ``seq_lens`` as numpy views (CPU only), made once per step for
+        kernels that take numpy arrays (``kernels.cpu_decode_attention``)."""
+        return self.block_tables.numpy(), self.seq_lens.numpy()
 
     def gather_index(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
         """Row indices into a layer's pool viewed as ``[2 * num_blocks * kv_heads, block_size *
@@ -79,8 +87,10 @@ class AttentionMetadata:
         return DecodeRows(
             tokens=self.query_start_loc[idx],
             block_tables=self.block_tables[idx, :blocks],
+            seq_lens=seq_lens,
             bias=bias,
             whole_batch=len(rows) == len(self.query_lens_list),
+            context_tokens=sum(self.seq_lens_list[i] for i in rows),
         )
 
     def write_rows(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
@@ -147,7 +157,8 @@ class AttentionMetadata:
             seq_lens_list=[blocks * block_size] * rows,
         )
         # preset the cached property: the rows are known without looking at the lengths
-        meta.__dict__["decode_rows"] = DecodeRows(starts[:-1], block_tables, bias, whole_batch=True)
+        meta.__dict__["decode_rows"] = DecodeRows(starts[:-1], block_tables, seq_lens, bias, whole_batch=True,
+                                                  context_tokens=rows * blocks * block_size)
         return meta
 
     @classmethod

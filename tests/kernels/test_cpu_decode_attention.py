@@ -1,0 +1,80 @@
+"""The in-place numba decode kernel against its twin, the per-sequence PyTorch reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import cpu_decode_attention as cda
+from kernels.attention import kv_cache_shape, paged_attention
+from kernels.batched_attention import paged_attention_batched
+from kernels.dispatch import select_kernels
+from kernels.metadata import AttentionMetadata
+
+pytestmark = pytest.mark.skipif(not cda.available(), reason="numba not importable")
+
+
+def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0):
+    """A pool full of random (stale) values, scattered block tables, queries for ``q_lens``."""
+    g = torch.Generator().manual_seed(seed)
+    need = [-(-n // block_size) for n in seq_lens]
+    num_blocks = sum(need) + 5
+    cache = torch.randn(kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), generator=g).to(dtype)
+    perm = torch.randperm(num_blocks, generator=g).tolist()
+    tables, at = [], 0
+    for n in need:
+        tables.append(perm[at:at + n])
+        at += n
+    meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
+    q = (torch.randn(sum(q_lens), q_heads, head_dim, generator=g) * 2).to(dtype)
+    return q, cache, meta
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_matches_reference(dtype, softcap):
+    seq_lens = [1, 16, 37, 129, 300]  # a single token, exact blocks, partial last blocks
+    q, cache, meta = random_step(dtype, [1] * len(seq_lens), seq_lens)
+    expected = paged_attention(q, cache, meta, scale=0.125, softcap=softcap)
+    got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, softcap)
+    assert got.dtype == dtype and got.shape == q.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    else:  # same roundings; a bf16 score may differ by one ulp where float32 sums reorder
+        torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
+        assert (got == expected).float().mean() > 0.95
+
+
+def test_grouped_query_layouts():
+    for kv_heads, q_heads, head_dim in ((1, 8, 32), (4, 4, 16), (2, 6, 128)):
+        q, cache, meta = random_step(torch.float32, [1, 1], [20, 45], kv_heads, q_heads, head_dim, block_size=8)
+        torch.testing.assert_close(cda.decode_attention(q, cache, meta.decode_rows, 0.3, None),
+                                   paged_attention(q, cache, meta, scale=0.3), atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_step_through_the_batched_entry_point():
+    """Decode rows go to the kernel, the prefill chunk to the reference, in one step."""
+    q, cache, meta = random_step(torch.bfloat16, [1, 4, 1], [40, 12, 9], seed=3)
+    got = paged_attention_batched(q, cache, meta, 0.125, 30.0, decode=cda.decode_attention)
+    torch.testing.assert_close(got.float(), paged_attention(q, cache, meta, 0.125, 30.0).float(),
+                               atol=2e-2, rtol=2e-2)
+
+
+def test_long_contexts_and_other_dtypes_take_the_batched_path():
+    q, cache, meta = random_step(torch.float32, [1, 1], [cda.MAX_CONTEXT_TOKENS, 1])
+    assert not cda.supports(q, cache, meta.decode_rows)  # one token over the limit
+    short = random_step(torch.float32, [1], [cda.MAX_CONTEXT_TOKENS])
+    assert cda.supports(short[0], short[1], short[2].decode_rows)
+    q16, cache16, meta16 = random_step(torch.float16, [1], [10])
+    assert not cda.supports(q16, cache16, meta16.decode_rows)
+    # either way the answer is the reference's
+    torch.testing.assert_close(cda.decode_attention_or_batched(q, cache, meta.decode_rows, 0.125, None),
+                               paged_attention(q, cache, meta, scale=0.125), atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_dispatch_uses_it():
+    q, cache, meta = random_step(torch.bfloat16, [1], [50])
+    kernels = select_kernels("cpu")
+    assert kernels.attention.keywords["decode"] is cda.decode_attention_or_batched
+    torch.testing.assert_close(kernels.attention(q, cache, meta, 0.125).float(),
+                               paged_attention(q, cache, meta, 0.125).float(), atol=2e-2, rtol=2e-2)
