@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """``device`` if grokd can run on it (``cpu``, ``cuda``, ``cuda:N``), else a ValueError that
+    names the setting, raised when the config is built rather than deep inside model loading."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
 
 
 @dataclass
@@ -23,6 +34,9 @@ class ModelLoadConfig:
     device: str = "cpu"
     max_model_len: int | None = None
     enforce_eager: bool = False
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
     @classmethod
     def from_namespace(cls, ns: Any) -> ModelLoadConfig:

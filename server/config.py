@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig, check_device
 
 ENV_PREFIX = "GROKD_"
 
@@ -62,6 +62,9 @@ class ServerConfig:
     batch_idle_max_in_flight: int = 16  # ... and once the server has been idle for a moment
     max_upload_bytes: int = 50 * 1024 * 1024  # /v1/files upload limit (the general body limit does not apply)
     deferred_retention_s: float = 24 * 3600.0  # how long deferred completion results are kept
+
+    def __post_init__(self) -> None:
+        check_device(self.device)  # fail at start-up, before the server listens
 
     def jobs_config(self, state_dir: str | Path) -> Any:
         """The :class:`server.jobs.JobsConfig` for these settings (imported lazily: optional)."""

@@ -174,3 +174,12 @@ def test_stream_ends_with_in_band_error_event() -> None:
     last = json.loads(events[-1].decode().removeprefix("data: "))
     assert last["error"]["type"] == "server_error" and "device lost" in last["error"]["message"]
     assert b"data: [DONE]\n\n" not in events
+
+
+def test_bad_device_is_refused_when_the_config_is_built():
+    for bad in ("nonsense", "gpu", "cuda:x", ""):
+        with pytest.raises(ValueError, match="device: expected 'cpu', 'cuda' or 'cuda:N'"):
+            load_config({"device": bad}, env={})
+    with pytest.raises(ValueError, match="device"):
+        load_config({}, env={"GROKD_DEVICE": "tpu"})
+    assert load_config({"device": "cuda:1"}, env={}).engine_config().model.device == "cuda:1"
