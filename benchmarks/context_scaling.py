@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="sequences decoding together, each at the same context")
     p.add_argument("--steps", type=int, default=32, help="decode steps timed per context")
     p.add_argument("--warmup", type=int, default=4, help="decode steps run untimed per context first")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="passes over the contexts, alternating their order; each context's steps are pooled, "
+                        "so drift on a shared machine hits every context alike")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
     p.add_argument("--no-progress", action="store_true")
@@ -44,7 +47,7 @@ def kv_bytes_per_token(engine: Any) -> dict[str, int]:
     and ``2 × layers × kv_heads × head_dim × dtype bytes`` from the model's shape."""
     runner, model = engine.runner, engine.runner.model
     allocated = sum(t.numel() * t.element_size() for t in runner.kv_caches)
-    slots = runner.num_blocks * runner.block_size
+    slots = runner.kv_caches[0].shape[1] * runner.block_size  # the pool's blocks (a CUDA-graph sink too)
     elem = runner.kv_caches[0].element_size() if runner.kv_caches else 0
     return {
         "allocated": allocated // slots,
@@ -87,7 +90,7 @@ def summarize(context: int, times: list[float], base: dict[str, float] | None) -
     tpot = {"p50": statistics.median(ms), "mean": statistics.fmean(ms), "min": min(ms), "max": max(ms)}
     base = base or tpot
     ratio_p50, ratio_mean = tpot["p50"] / base["p50"], tpot["mean"] / base["mean"]
-    return {"context": context, "tpot_ms": {k: round(v, 3) for k, v in tpot.items()},
+    return {"context": context, "steps_timed": len(times), "tpot_ms": {k: round(v, 3) for k, v in tpot.items()},
             "ratio_p50": round(ratio_p50, 3), "ratio_mean": round(ratio_mean, 3),
             "within_target": abs(ratio_p50 - 1.0) <= TARGET}
 
@@ -104,12 +107,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kv = kv_bytes_per_token(engine)
     assert kv["allocated"] == kv["runner"] == kv["formula"], f"KV bytes per token disagree: {kv}"
     measure_context(engine, min(args.contexts), args.batch, 1, 2, seed=-1)  # first-call costs, untimed
+    times: dict[int, list[float]] = {ctx: [] for ctx in args.contexts}
+    passes = [args.contexts if r % 2 == 0 else args.contexts[::-1] for r in range(args.rounds)]
+    with tqdm(total=sum(map(len, passes)), desc="contexts", disable=args.no_progress) as bar:
+        for r, order in enumerate(passes):
+            for ctx in order:
+                times[ctx] += measure_context(engine, ctx, args.batch, args.warmup, args.steps, seed=ctx + r)
+                bar.update()
     rows: list[dict[str, Any]] = []
-    for ctx in tqdm(args.contexts, desc="contexts", disable=args.no_progress):
-        times = measure_context(engine, ctx, args.batch, args.warmup, args.steps, seed=ctx)
-        rows.append(summarize(ctx, times, rows[0]["tpot_ms"] if rows else None))
+    for ctx in args.contexts:
+        rows.append(summarize(ctx, times[ctx], rows[0]["tpot_ms"] if rows else None))
     meta = {"model": args.model, "checkpoint": str(engine.checkpoint.path), "dtype": args.dtype,
-            "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "load_s": round(load_s, 2),
+            "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+            "load_s": round(load_s, 2),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "loadavg": list(os.getloadavg()),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return {"meta": meta, "kv_bytes_per_token": kv, "target": TARGET, "contexts": rows,
@@ -118,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     m, kv = result["meta"], result["kv_bytes_per_token"]
-    print(f"model={m['model']} dtype={m['dtype']} batch={m['batch']} steps={m['steps']} threads={m['threads']} "
+    print(f"model={m['model']} dtype={m['dtype']} batch={m['batch']} steps={m['steps']}×{m['rounds']} threads={m['threads']} "
           f"loadavg={m['loadavg']}")
     print(f"KV bytes/token: allocated {kv['allocated']} = runner {kv['runner']} = formula {kv['formula']} "
           f"(2 × {kv['num_layers']} layers × {kv['num_kv_heads']} kv heads × {kv['head_dim']} × {kv['dtype_bytes']} B)")

@@ -55,6 +55,7 @@ def decode_attention_kernel(q, pool, tables, seq_lens, scale, softcap, bf16, out
     rows, q_heads, head_dim = q.shape
     kv_heads, block_size = pool.shape[2], pool.shape[3]
     group = q_heads // kv_heads
+    sc, cap = np.float32(scale), np.float32(softcap)  # keep the softmax loop in float32
     longest = 0
     for b in range(rows):
         longest = max(longest, seq_lens[b])
@@ -85,9 +86,9 @@ def decode_attention_kernel(q, pool, tables, seq_lens, scale, softcap, bf16, out
                 top = np.float32(-np.inf)
                 for t in range(length):
                     s = round_bf16(scores[g, t]) if bf16 else scores[g, t]
-                    s *= scale
-                    if softcap > 0:
-                        s = softcap * np.tanh(s / softcap)
+                    s *= sc
+                    if cap > 0:
+                        s = cap * np.tanh(s / cap)
                     scores[g, t] = s
                     top = max(top, s)
                 total = np.float32(0.0)

@@ -4,7 +4,7 @@ Why: for a step's few decode rows with short contexts, per-op overhead dominates
 path (``kernels.batched_attention``). It does one gather, two bf16 oneDNN batched matmuls and a
 softmax, about 110 µs per layer at batch 1 with 128 tokens of context: 3.3 ms of a 30 ms SmolLM2
 step. This kernel does all of softmax(q·k)·v in one call. It reads each row's blocks where they lie
-and widens bf16 to float32 in registers, in about 23 µs (benchmarks/RESULTS.md, session 3). It runs
+and widens bf16 to float32 in registers, in about 25 µs (benchmarks/RESULTS.md, session 3). It runs
 on one thread, so when a step's total context exceeds ``MAX_CONTEXT_TOKENS``, the two-thread
 PyTorch path wins again and is used instead.
 
@@ -31,8 +31,9 @@ from kernels.batched_attention import batched_decode_attention
 from kernels.metadata import DecodeRows
 
 # Above this many context tokens summed over a step's decode rows, the two-thread PyTorch path is
-# faster on the 2-core machine it was measured on (benchmarks/RESULTS.md, session 3).
-MAX_CONTEXT_TOKENS = 768
+# faster on the 2-core machine it was measured on (crossover near 1,700; benchmarks/RESULTS.md,
+# session 3, results/session3/scripts/decode_attention_crossover.py).
+MAX_CONTEXT_TOKENS = 1280
 _STORAGE = {torch.bfloat16: torch.uint16, torch.float32: torch.float32}
 log = logging.getLogger("grokd.kernels")
 

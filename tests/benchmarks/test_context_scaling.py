@@ -16,7 +16,7 @@ from server.cli import main as grokd
 def test_bench_context_on_fixture(tmp_path) -> None:
     out = tmp_path / "context.json"
     assert grokd(["bench", "context", "--model", "fixture", "--dtype", "float32", "--contexts", "16", "32",
-                  "--steps", "3", "--warmup", "1", "--json", str(out), "--no-progress"]) == 0
+                  "--steps", "3", "--warmup", "1", "--rounds", "2", "--json", str(out), "--no-progress"]) == 0
     data = json.loads(out.read_text())
     kv = data["kv_bytes_per_token"]
     # grok1-tiny: 2 layers × 8 kv heads × head_dim 16, float32
@@ -28,6 +28,7 @@ def test_bench_context_on_fixture(tmp_path) -> None:
     assert data["contexts"][0]["ratio_p50"] == 1.0 and data["contexts"][0]["within_target"]
     assert data["all_within_target"] == all(r["within_target"] for r in data["contexts"])
     assert data["meta"]["batch"] == 1 and data["meta"]["steps"] == 3 and data["target"] == 0.15
+    assert data["meta"]["rounds"] == 2 and all(r["steps_timed"] == 6 for r in data["contexts"])
 
 
 def test_summarize_judges_p50_against_the_first_context() -> None:
