@@ -37,10 +37,10 @@ def round_bf16(typingctx, x):
     return types.float32(types.float32), codegen
 
 
-# q may be a strided view; the pool, tables, lengths and output are contiguous
+# the pool and the output are contiguous; q, the tables and the lengths may be strided views
 _SIGNATURES = [
-    types.void(types.Array(elem, 3, "A"), types.Array(elem, 5, "C"), types.Array(types.int64, 2, "C"),
-               types.Array(types.int64, 1, "C"), types.float64, types.float64, types.boolean,
+    types.void(types.Array(elem, 3, "A"), types.Array(elem, 5, "C"), types.Array(types.int64, 2, "A"),
+               types.Array(types.int64, 1, "A"), types.float64, types.float64, types.boolean,
                types.Array(types.float32, 3, "C"))
     for elem in (types.uint16, types.float32)
 ]
