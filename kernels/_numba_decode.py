@@ -46,6 +46,18 @@ _SIGNATURES = [
 ]
 
 
+@njit(inline="always")
+def load_block(pool, kv, block, head, remaining, blk):  # pragma: no cover (compiled)
+    """Widen one head's rows of one block (keys: ``kv`` 0, values: 1) into ``blk`` as float32;
+    returns how many rows hold context (the last block of a sequence may be partly filled)."""
+    rows = pool[kv, block, head]
+    n = min(rows.shape[0], remaining)
+    for r in range(n):
+        for d in range(rows.shape[1]):
+            blk[r, d] = as_f32(rows[r, d])
+    return n
+
+
 # no 'ninf'/'nnan' fast-math: the running maximum starts at -inf
 @njit(_SIGNATURES, cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract", "nsz"})
 def decode_attention_kernel(q, pool, tables, seq_lens, scale, softcap, bf16, out):  # pragma: no cover
@@ -71,11 +83,7 @@ def decode_attention_kernel(q, pool, tables, seq_lens, scale, softcap, bf16, out
                 for d in range(head_dim):
                     qf[g, d] = as_f32(q[b, h * group + g, d])
             for j in range(n_blocks):  # scores = q . k, block by block
-                keys = pool[0, tables[b, j], h]
-                n = min(block_size, length - j * block_size)
-                for r in range(n):
-                    for d in range(head_dim):
-                        blk[r, d] = as_f32(keys[r, d])
+                n = load_block(pool, 0, tables[b, j], h, length - j * block_size, blk)
                 for g in range(group):
                     for r in range(n):
                         dot = np.float32(0.0)
@@ -103,11 +111,7 @@ def decode_attention_kernel(q, pool, tables, seq_lens, scale, softcap, bf16, out
                 for d in range(head_dim):
                     acc[g, d] = 0.0
             for j in range(n_blocks):  # out = p . v
-                values = pool[1, tables[b, j], h]
-                n = min(block_size, length - j * block_size)
-                for r in range(n):
-                    for d in range(head_dim):
-                        blk[r, d] = as_f32(values[r, d])
+                n = load_block(pool, 1, tables[b, j], h, length - j * block_size, blk)
                 for g in range(group):
                     for r in range(n):
                         p = scores[g, j * block_size + r]
