@@ -1,6 +1,6 @@
 # Session 3 (benchmarks/RESULTS.md, "Session 3 CPU"): one grokd server, `bench serve` at one stream and
 # `bench offline` at batch 1 (server paused), alternated twice.  bash benchmarks/results/session3/scripts/http_vs_offline.sh
-cd /work/main
+cd "$(dirname "$0")/../../../.."
 G=.venv/bin/grokd
 $G serve --dtype bfloat16 --port 8041 --host 127.0.0.1 --max-num-seqs 64 > /tmp/hvo_serve.log 2>&1 &
 GP=$!
