@@ -15,18 +15,14 @@ The numerics are the reference's (``kernels.attention.paged_attention``, its twi
 - the scores are then scaled, soft-capped, masked and softmaxed in float32;
 - the probabilities are rounded to bf16 before the weighted sum, which accumulates in float32.
 
-numba is a dependency, but when it cannot be imported, ``available()`` is False and dispatch keeps
-the PyTorch path.
+The kernel itself is in ``kernels._numba_cpu``, loaded through ``kernels.numba_cpu``.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable
-
 import torch
 
+from kernels import numba_cpu
 from kernels.batched_attention import batched_decode_attention
 from kernels.metadata import DecodeRows
 
@@ -35,20 +31,6 @@ from kernels.metadata import DecodeRows
 # session 3, results/session3/scripts/decode_attention_crossover.py).
 MAX_CONTEXT_TOKENS = 1280
 _STORAGE = {torch.bfloat16: torch.uint16, torch.float32: torch.float32}
-log = logging.getLogger("grokd.kernels")
-
-
-@functools.cache
-def available() -> bool:
-    """Whether the kernel is compiled and ready. The first call compiles it, or loads numba's
-    on-disk cache of it, about 1 s cold and 0.3 s warm: dispatch calls it while loading a model,
-    so no request pays. Any failure leaves the PyTorch path in place."""
-    try:
-        _kernel()
-    except Exception as exc:  # numba missing or broken: not fatal, just slower
-        log.warning("numba decode kernel unavailable, using the PyTorch path: %s", exc)
-        return False
-    return True
 
 
 def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
@@ -59,7 +41,7 @@ def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
         and q.dtype == kv_cache.dtype
         and q.dtype in _STORAGE
         and rows.context_tokens <= MAX_CONTEXT_TOKENS
-        and available()
+        and numba_cpu.available()
     )
 
 
@@ -72,7 +54,7 @@ def decode_attention(
     storage = _STORAGE[q.dtype]
     out = torch.empty(q.shape, dtype=torch.float32)
     tables, seq_lens = rows.host_arrays
-    _kernel()(
+    numba_cpu.compiled().decode_attention_kernel(
         q.view(storage).numpy(),
         kv_cache.view(storage).numpy(),
         tables,
@@ -92,12 +74,3 @@ def decode_attention_or_batched(
     if supports(q, kv_cache, rows):
         return decode_attention(q, kv_cache, rows, scale, softcap)
     return batched_decode_attention(q, kv_cache, rows, scale, softcap)
-
-
-@functools.cache
-def _kernel() -> Callable:
-    """Import (and so compile, or load numba's on-disk cache of) the kernel on first use, so that
-    importing ``kernels`` stays cheap and works without numba."""
-    from kernels._numba_decode import decode_attention_kernel
-
-    return decode_attention_kernel

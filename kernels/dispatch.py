@@ -1,6 +1,7 @@
 """The one place that picks kernel implementations for a device. Attention batches decode rows,
 and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows with short
-contexts go through the in-place numba kernel (``kernels.cpu_decode_attention``), and dense
+contexts go through the in-place numba kernel (``kernels.cpu_decode_attention``), RMSNorm over a
+few rows through another (``kernels.norm``), and dense
 projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows. On CUDA,
 PyTorch ops are replayed from graphs (``engine.decode_graphs``)."""
 
@@ -17,6 +18,8 @@ from kernels import batched_attention as _batched_attention
 from kernels import cpu_decode_attention as _cpu_decode
 from kernels import linear as _linear
 from kernels import moe as _moe
+from kernels import norm as _norm
+from kernels import numba_cpu as _numba_cpu
 from kernels import quant as _quant
 
 
@@ -30,12 +33,15 @@ class Kernels:
     linear: Callable = _quant.int8_linear
     dense_linear: Callable = _linear.dense_linear
     pack_weight: Callable = _linear.pack_weight
+    rms_norm: Callable = _norm.rms_norm
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
-    CPU, short decode contexts go through the in-place numba kernel when numba is installed."""
-    if torch.device(device).type == "cpu" and _cpu_decode.available():
+    CPU, short decode contexts and small-batch RMSNorm go through numba kernels when numba is
+    installed."""
+    if torch.device(device).type == "cpu" and _numba_cpu.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
-                                         decode=_cpu_decode.decode_attention_or_batched))
+                                         decode=_cpu_decode.decode_attention_or_batched),
+                       rms_norm=_norm.rms_norm_cpu)
     return Kernels()

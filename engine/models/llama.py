@@ -28,16 +28,17 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class RMSNorm(nn.Module):
-    """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF)."""
+    """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF);
+    ``kernels.norm`` holds the reference and the CPU kernel."""
 
-    def __init__(self, dim: int, eps: float, dtype: torch.dtype) -> None:
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
         self.eps = eps
+        self.kernels = kernels
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * normed.to(x.dtype)
+        return self.kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rope_settings(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
@@ -155,9 +156,9 @@ class LlamaDecoderLayer(nn.Module):
     def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
-        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
         self.self_attn = LlamaAttention(cfg, dtype, kernels)
-        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
         self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype, kernels)
 
     def forward(
@@ -199,7 +200,7 @@ class LlamaForCausalLM(nn.Module):
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(self.config, dtype, kernels) for _ in range(self.num_layers)
         )
-        self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype)
+        self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype, kernels)
         self.lm_head: nn.Parameter | None = None
         if not self.tie_word_embeddings:
             self.lm_head = nn.Parameter(

@@ -1,6 +1,7 @@
-"""The numba kernel behind ``kernels.cpu_decode_attention`` (imported lazily: importing this module
-compiles the kernel, or loads numba's on-disk cache of it). See that module for the why and the
-numerics; its PyTorch twin is ``kernels.attention.paged_attention``."""
+"""The numba-compiled CPU kernels, imported lazily through ``kernels.numba_cpu``: importing this
+module compiles them, or loads numba's on-disk cache of them. The decode attention kernel is
+described in ``kernels.cpu_decode_attention`` (twin: ``kernels.attention.paged_attention``), the
+RMSNorm kernel in ``kernels.norm`` (twin: ``kernels.norm.rms_norm``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,47 @@ def round_bf16(typingctx, x):
         bits = builder.and_(bits, ir.Constant(_I32, 0xFFFF0000))
         return builder.bitcast(bits, ir.FloatType())
     return types.float32(types.float32), codegen
+
+
+@intrinsic
+def to_storage(typingctx, x, like):
+    """float32 -> the storage type of ``like``: bf16 bits (uint16, rounded to nearest even) or
+    float32 unchanged."""
+    if like == types.uint16:
+        def narrow(context, builder, sig, args):
+            bits = builder.bitcast(args[0], _I32)
+            lsb = builder.and_(builder.lshr(bits, ir.Constant(_I32, 16)), ir.Constant(_I32, 1))
+            bits = builder.add(bits, builder.add(ir.Constant(_I32, 0x7FFF), lsb))
+            return builder.trunc(builder.lshr(bits, ir.Constant(_I32, 16)), ir.IntType(16))
+        return types.uint16(types.float32, like), narrow
+    if like == types.float32:
+        return types.float32(types.float32, like), lambda context, builder, sig, args: args[0]
+    return None
+
+
+_NORM_SIGNATURES = [
+    types.void(types.Array(elem, 2, "A"), types.Array(elem, 1, "A"), types.float64, types.boolean,
+               types.Array(elem, 2, "C"))
+    for elem in (types.uint16, types.float32)
+]
+
+
+@njit(_NORM_SIGNATURES, cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract", "nsz"})
+def rms_norm_kernel(x, weight, eps, bf16, out):  # pragma: no cover (compiled)
+    """``out = weight * round(x * rsqrt(mean(x^2) + eps))`` per row, in float32, with the rounding
+    to bf16 before the weight when ``bf16`` (HF's order)."""
+    rows, dim = x.shape
+    for t in range(rows):
+        total = np.float32(0.0)
+        for d in range(dim):
+            v = as_f32(x[t, d])
+            total += v * v
+        inv = np.float32(1.0) / np.sqrt(total / np.float32(dim) + np.float32(eps))
+        for d in range(dim):
+            n = as_f32(x[t, d]) * inv
+            if bf16:
+                n = round_bf16(n)
+            out[t, d] = to_storage(as_f32(weight[d]) * n, out[t, d])
 
 
 # the pool and the output are contiguous; q, the tables and the lengths may be strided views
