@@ -143,9 +143,8 @@ class ModelRunner:
                 keep_rows.append(offset + n - 1)
             offset += n
         dev = self.device
-        blocks = -(-max(seq_lens, default=0) // self.block_size)
         if (self.graphs is not None and not prompt_spans and len(ids) == len(batch)
-                and self.graphs.fits(len(batch), blocks)):
+                and self.graphs.fits(len(batch), -(-max(seq_lens, default=0) // self.block_size))):
             hidden = self.graphs.run(ids, pos, seq_lens, tables)
         else:
             meta = AttentionMetadata.build(query_lens, seq_lens, tables, self.block_size, device=dev)

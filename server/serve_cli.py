@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
@@ -139,7 +140,11 @@ def configure_logging(config: ServerConfig) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:  # a bad flag, GROKD_* variable or TOML value: one line, exit 2
+        print(f"grokd serve: error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(config)
     from engine.async_engine import AsyncEngine
     from server.app import ServerState, create_app

@@ -183,3 +183,20 @@ def test_bad_device_is_refused_when_the_config_is_built():
     with pytest.raises(ValueError, match="device"):
         load_config({}, env={"GROKD_DEVICE": "tpu"})
     assert load_config({"device": "cuda:1"}, env={}).engine_config().model.device == "cuda:1"
+
+
+def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
+    """`grokd serve` with a bad value (flag or GROKD_* variable): exit 2, the setting named on one
+    stderr line, no traceback, and nothing started."""
+    import os
+    import subprocess
+    import sys
+
+    cases = ((["--device", "nonsense"], {}, "device: expected 'cpu', 'cuda' or 'cuda:N', got 'nonsense'"),
+             ([], {"GROKD_MAX_NUM_SEQS": "abc"}, "max_num_seqs"))
+    for extra, env, named in cases:
+        proc = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", "1", *extra],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("grokd serve: error: ") and "Traceback" not in proc.stderr
+        assert named in proc.stderr
