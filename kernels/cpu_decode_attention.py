@@ -1,47 +1,43 @@
-"""Decode attention on the CPU, reading the paged KV pool in place (compiled with numba).
+"""Decode attention on the CPU, reading the paged KV pool in place (C, ``kernels/csrc``).
 
-Why: for a step's few decode rows with short contexts, per-op overhead dominates the batched PyTorch
-path (``kernels.batched_attention``). It does one gather, two bf16 oneDNN batched matmuls and a
-softmax, about 110 µs per layer at batch 1 with 128 tokens of context: 3.3 ms of a 30 ms SmolLM2
-step. This kernel does all of softmax(q·k)·v in one call. It reads each row's blocks where they lie
-and widens bf16 to float32 in registers, in about 25 µs (benchmarks/RESULTS.md, session 3). It runs
-on one thread, so when a step's total context exceeds ``MAX_CONTEXT_TOKENS``, the two-thread
-PyTorch path wins again and is used instead.
+Why: the batched PyTorch path (``kernels.batched_attention``) first copies every decode row's
+context out of the pool with ``index_select``, then runs two oneDNN batched matmuls and a softmax
+over the padded copy: about 110 µs per layer at one row of 128 tokens, and 3.4 ms per layer at 32
+rows of 1,000. This kernel reads each row's blocks where they lie, widens bf16 to float32 in
+registers and splits long contexts across torch's own OpenMP threads (``kernels.cpu_build``): about
+8 µs and 2.2 ms for those two cases (benchmarks/RESULTS.md, session 4), so it takes every decode
+step, whatever the context.
 
 The numerics are the reference's (``kernels.attention.paged_attention``, its twin in the tests):
 
 - q·k is accumulated in float32 and, in bf16 mode, rounded to bf16, which is what a bf16 matmul
   returns;
-- the scores are then scaled, soft-capped, masked and softmaxed in float32;
+- the scores are then scaled, soft-capped and softmaxed in float32;
 - the probabilities are rounded to bf16 before the weighted sum, which accumulates in float32.
-
-The kernel itself is in ``kernels._numba_cpu``, loaded through ``kernels.numba_cpu``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels import numba_cpu
+from kernels import cpu_build
 from kernels.batched_attention import batched_decode_attention
 from kernels.metadata import DecodeRows
 
-# Above this many context tokens summed over a step's decode rows, the two-thread PyTorch path is
-# faster on the 2-core machine it was measured on (crossover near 1,700; benchmarks/RESULTS.md,
-# session 3, results/session3/scripts/decode_attention_crossover.py).
-MAX_CONTEXT_TOKENS = 1280
-_STORAGE = {torch.bfloat16: torch.uint16, torch.float32: torch.float32}
+_FUNCTIONS = {torch.bfloat16: "grokd_decode_attention_bf16", torch.float32: "grokd_decode_attention_f32"}
 
 
 def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
-    """Whether this kernel takes the step: CPU tensors of one dtype it reads (bf16, float32), and
-    short enough contexts that one thread beats the batched path."""
+    """Whether this kernel takes the step: CPU tensors of one dtype it reads (bf16, float32), a
+    head dimension of unit stride, and the library built."""
     return (
         q.device.type == "cpu"
         and q.dtype == kv_cache.dtype
-        and q.dtype in _STORAGE
-        and rows.context_tokens <= MAX_CONTEXT_TOKENS
-        and numba_cpu.available()
+        and q.dtype in _FUNCTIONS
+        and q.stride(-1) == 1
+        and kv_cache.is_contiguous()
+        and rows.block_tables.dtype == rows.seq_lens.dtype == torch.int64
+        and cpu_build.available()
     )
 
 
@@ -51,20 +47,21 @@ def decode_attention(
     """``batched_decode_attention``'s contract: ``q [rows, q_heads, head_dim]`` against each row's
     context in ``kv_cache [2, blocks, kv_heads, block_size, head_dim]`` -> ``[rows, q_heads,
     head_dim]`` in ``q``'s dtype."""
-    storage = _STORAGE[q.dtype]
-    out = torch.empty(q.shape, dtype=torch.float32)
-    tables, seq_lens = rows.host_arrays
-    numba_cpu.compiled().decode_attention_kernel(
-        q.view(storage).numpy(),
-        kv_cache.view(storage).numpy(),
-        tables,
-        seq_lens,
-        float(scale),
-        float(softcap or 0.0),
-        q.dtype == torch.bfloat16,
-        out.numpy(),
+    library = cpu_build.library()
+    out = torch.empty(q.shape, dtype=q.dtype)
+    tables, lens = rows.block_tables, rows.seq_lens
+    shape = cpu_build.Shape(
+        q.shape[0], q.shape[1], kv_cache.shape[2], kv_cache.shape[3], kv_cache.shape[4], kv_cache.shape[1],
+        q.stride(0), q.stride(1), tables.stride(0), lens.stride(0),
+        float(scale), float(softcap or 0.0), q.dtype == torch.bfloat16,
     )
-    return out.to(q.dtype)
+    status = getattr(library.lib, _FUNCTIONS[q.dtype])(
+        q.data_ptr(), kv_cache.data_ptr(), tables.data_ptr(), lens.data_ptr(), shape, out.data_ptr(),
+        library.threads(),
+    )
+    if status != 0:
+        raise MemoryError("decode attention: could not allocate its scratch memory")
+    return out
 
 
 def decode_attention_or_batched(

@@ -1,7 +1,7 @@
 """The one place that picks kernel implementations for a device. Attention batches decode rows,
 and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows with short
-contexts go through the in-place numba kernel (``kernels.cpu_decode_attention``), RMSNorm over a
-few rows through another (``kernels.norm``), and dense
+rows go through the in-place C kernel (``kernels.cpu_decode_attention``), RMSNorm through another
+(``kernels.norm``), both built by ``kernels.cpu_build``, and dense
 projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows. On CUDA,
 PyTorch ops are replayed from graphs (``engine.decode_graphs``)."""
 
@@ -15,11 +15,11 @@ import torch
 
 from kernels import attention as _attention
 from kernels import batched_attention as _batched_attention
+from kernels import cpu_build as _cpu_build
 from kernels import cpu_decode_attention as _cpu_decode
 from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import norm as _norm
-from kernels import numba_cpu as _numba_cpu
 from kernels import quant as _quant
 
 
@@ -38,9 +38,8 @@ class Kernels:
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
-    CPU, short decode contexts and small-batch RMSNorm go through numba kernels when numba is
-    installed."""
-    if torch.device(device).type == "cpu" and _numba_cpu.available():
+    CPU, decode attention and RMSNorm go through the C kernels when they could be built."""
+    if torch.device(device).type == "cpu" and _cpu_build.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
                                          decode=_cpu_decode.decode_attention_or_batched),
                        rms_norm=_norm.rms_norm_cpu)

@@ -23,12 +23,6 @@ class DecodeRows:
     context_tokens: int  # sum of the rows' context lengths (an upper bound under CUDA graphs)
     _gather: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    @cached_property
-    def host_arrays(self) -> tuple:
-        """``block_tables`` and ``seq_lens`` as numpy views (CPU only), made once per step for
-        kernels that take numpy arrays (``kernels.cpu_decode_attention``)."""
-        return self.block_tables.numpy(), self.seq_lens.numpy()
-
     def gather_index(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
         """Row indices into a layer's pool viewed as ``[2 * num_blocks * kv_heads, block_size *
         head_dim]`` (keys' rows, then values'): one ``index_select`` (a memcpy per row, unlike

@@ -3,9 +3,8 @@ activation dtype, then multiply by the weight in that dtype.
 
 ``rms_norm`` is the PyTorch reference. It costs about 25 µs for one row, through a chain of small
 ops: the upcast, the fused norm, the downcast and the multiply. A SmolLM2 decode step at batch 1
-runs 61 of them. ``rms_norm_cpu`` does each row in one numba call (``kernels._numba_cpu``), about
-12 µs, with bit-identical bf16 results. It is used for up to ``MAX_ROWS`` rows: beyond that, the
-two-thread PyTorch ops are faster (benchmarks/RESULTS.md, session 3).
+runs 61 of them. ``rms_norm_cpu`` does all rows in one call to a C kernel (``kernels/csrc/rms_norm.c``,
+built by ``kernels.cpu_build``), with bit-identical bf16 results.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels import numba_cpu
+from kernels import cpu_build
 
-MAX_ROWS = 8
-_STORAGE = {torch.bfloat16: torch.uint16, torch.float32: torch.float32}
+_FUNCTIONS = {torch.bfloat16: "grokd_rms_norm_bf16", torch.float32: "grokd_rms_norm_f32"}
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -26,13 +24,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def rms_norm_cpu(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``rms_norm``, through the numba kernel when it takes the input: at most ``MAX_ROWS``
-    rows of a 2-D CPU tensor in bf16 or float32, with a weight of the same dtype."""
-    if (x.dim() != 2 or x.shape[0] > MAX_ROWS or x.device.type != "cpu" or x.dtype not in _STORAGE
-            or weight.dtype != x.dtype or not numba_cpu.available()):
+    """``rms_norm``, through the C kernel when it takes the input: a 2-D CPU tensor in bf16 or
+    float32 with unit-stride rows, and a contiguous weight of the same dtype."""
+    library = cpu_build.library()
+    if (x.dim() != 2 or x.device.type != "cpu" or x.dtype not in _FUNCTIONS or x.stride(-1) != 1
+            or weight.dtype != x.dtype or not weight.is_contiguous() or library is None):
         return rms_norm(x, weight, eps)
-    storage = _STORAGE[x.dtype]
     out = torch.empty(x.shape, dtype=x.dtype)
-    numba_cpu.compiled().rms_norm_kernel(x.view(storage).numpy(), weight.view(storage).numpy(), float(eps),
-                                         x.dtype == torch.bfloat16, out.view(storage).numpy())
+    getattr(library.lib, _FUNCTIONS[x.dtype])(x.data_ptr(), x.shape[0], x.shape[1], x.stride(0), weight.data_ptr(),
+                                              float(eps), out.data_ptr(), library.threads())
     return out

@@ -1,21 +1,25 @@
-"""The in-place numba decode kernel against its twin, the per-sequence PyTorch reference."""
+"""The in-place C decode kernel against its twin, the per-sequence PyTorch reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from kernels import cpu_build
 from kernels import cpu_decode_attention as cda
-from kernels import numba_cpu
 from kernels.attention import kv_cache_shape, paged_attention
 from kernels.batched_attention import paged_attention_batched
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
 
 
-def test_kernel_is_available():
-    """numba is a dependency: the kernel must compile here, or CPU decode silently loses it."""
-    assert numba_cpu.available()
+def test_kernel_is_built_and_shares_torchs_threads():
+    """gcc is on every supported machine: the kernel must build here, or CPU decode silently loses
+    it; and it must run on torch's OpenMP team, not start a second one."""
+    library = cpu_build.library()
+    assert library is not None and library.path.exists()
+    assert library.shares_torch_threads and library.threads() == torch.get_num_threads()
+    assert cpu_build.resolved_openmp_file(library.lib) == cpu_build.torch_openmp_runtime()
 
 
 def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0):
@@ -75,16 +79,38 @@ def test_mixed_step_through_the_batched_entry_point():
                                atol=2e-2, rtol=2e-2)
 
 
-def test_long_contexts_and_other_dtypes_take_the_batched_path():
-    q, cache, meta = random_step(torch.float32, [1, 1], [cda.MAX_CONTEXT_TOKENS, 1])
-    assert not cda.supports(q, cache, meta.decode_rows)  # one token over the limit
-    short = random_step(torch.float32, [1], [cda.MAX_CONTEXT_TOKENS])
-    assert cda.supports(short[0], short[1], short[2].decode_rows)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_contexts_split_into_chunks(threads):
+    """Contexts over one chunk (256 tokens) are split across threads and their partial sums added:
+    the answer must not depend on where the chunks fall or how many threads there are."""
+    seq_lens = [255, 256, 257, 1000, 2100, 3]
+    q, cache, meta = random_step(torch.bfloat16, [1] * len(seq_lens), seq_lens, seed=11)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, 30.0)
+    finally:
+        torch.set_num_threads(before)
+    expected = paged_attention(q, cache, meta, 0.125, 30.0)
+    torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
+    assert (got == expected).float().mean() > 0.95
+
+
+def test_odd_head_dims_take_the_scalar_loops():
+    for head_dim in (8, 48, 96):  # not a multiple of the 32-element vector step
+        q, cache, meta = random_step(torch.bfloat16, [1, 1], [70, 300], 2, 4, head_dim, block_size=16, seed=head_dim)
+        torch.testing.assert_close(cda.decode_attention(q, cache, meta.decode_rows, 0.2, None).float(),
+                                   paged_attention(q, cache, meta, 0.2).float(), atol=2e-2, rtol=2e-2)
+
+
+def test_other_inputs_take_the_batched_path():
     q16, cache16, meta16 = random_step(torch.float16, [1], [10])
     assert not cda.supports(q16, cache16, meta16.decode_rows)
-    # either way the answer is the reference's
-    torch.testing.assert_close(cda.decode_attention_or_batched(q, cache, meta.decode_rows, 0.125, None),
-                               paged_attention(q, cache, meta, scale=0.125), atol=1e-5, rtol=1e-5)
+    q, cache, meta = random_step(torch.float32, [1, 1], [40, 7])
+    wide = torch.randn(2, 9, 128)[:, :, ::2]  # a head dimension with stride 2
+    assert cda.supports(q, cache, meta.decode_rows) and not cda.supports(wide, cache, meta.decode_rows)
+    torch.testing.assert_close(cda.decode_attention_or_batched(wide, cache, meta.decode_rows, 0.125, None),
+                               paged_attention(wide.contiguous(), cache, meta, scale=0.125), atol=1e-5, rtol=1e-5)
 
 
 def test_cpu_dispatch_uses_it():

@@ -1,4 +1,4 @@
-"""The numba RMSNorm against its twin, the PyTorch reference (HF's order of roundings)."""
+"""The C RMSNorm against its twin, the PyTorch reference (HF's order of roundings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from kernels import norm
 from kernels.dispatch import select_kernels
 
 
-@pytest.mark.parametrize("rows", [1, 3, norm.MAX_ROWS])
+@pytest.mark.parametrize("rows", [1, 3, 16, 300])  # 16 and up run on two threads
 def test_bf16_rows_are_bit_identical(rows):
     g = torch.Generator().manual_seed(rows)
     x = (torch.randn(rows, 576, generator=g) * 4).bfloat16()
@@ -29,10 +29,10 @@ def test_float32_and_strided_rows_match_closely():
 
 def test_other_inputs_take_the_reference_path():
     w = torch.ones(64)
-    many = torch.randn(norm.MAX_ROWS + 1, 64)  # prefill-sized: two PyTorch threads win
     batched = torch.randn(2, 3, 64)  # not 2-D
     half = torch.randn(2, 64).half()
-    for x in (many, batched):
+    strided = torch.randn(2, 128)[:, ::2]  # elements of stride 2
+    for x in (batched, strided):
         torch.testing.assert_close(norm.rms_norm_cpu(x, w, 1e-5), norm.rms_norm(x, w, 1e-5))
     torch.testing.assert_close(norm.rms_norm_cpu(half, w.half(), 1e-5), norm.rms_norm(half, w.half(), 1e-5))
 

@@ -1,0 +1,190 @@
+"""Builds the C kernels in ``kernels/csrc`` into one shared library, once per machine, and loads it.
+
+Why plain C through the system compiler: PyTorch has no fused paged-decode op or cheap small-batch
+norm on the CPU (benchmarks/RESULTS.md, sessions 3 and 4). A torch C++ extension would compile for
+a minute against torch's headers; these files compile in under a second with gcc, which every
+machine that installs Python packages from source has. They use gcc's vector extensions, so one
+source serves AVX-512 and older x86 alike (``-march=native``: the build is cached per machine).
+
+Why OpenMP linked to torch's runtime: the library's ``omp parallel`` regions must run on the thread
+team torch already keeps spinning for its own ops. A second runtime would start a second team,
+and on a 2-core machine the two would take turns. So the build links the exact libgomp file torch
+loaded (other packages, sentencepiece for one, bring their own), and after loading checks where
+the library's OpenMP functions resolved; anywhere else, the kernels run on one thread.
+
+A missing compiler, a failed build or ``GROKD_CPU_KERNELS=0`` costs only speed: ``library()`` is
+then ``None`` and dispatch keeps the PyTorch paths. Dispatch calls it while a model loads, so no
+request pays for a build.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("grokd.kernels")
+
+SOURCE_DIR = Path(__file__).parent / "csrc"
+SOURCES = ("decode_attention.c", "rms_norm.c")
+CFLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")
+_OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
+
+
+class Shape(ctypes.Structure):
+    """``Shape`` in ``decode_attention.c``: one decode-attention call's sizes, strides in elements."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in (
+        "rows", "q_heads", "kv_heads", "block_size", "head_dim", "num_blocks",
+        "q_row_stride", "q_head_stride", "table_stride", "len_stride")] + [
+        ("scale", ctypes.c_float), ("softcap", ctypes.c_float), ("bf16", ctypes.c_int32)]
+
+
+@dataclass(frozen=True)
+class CpuLibrary:
+    """The loaded library, and how many threads its parallel regions may use."""
+
+    lib: ctypes.CDLL
+    path: Path
+    shares_torch_threads: bool
+
+    def threads(self) -> int:
+        return torch.get_num_threads() if self.shares_torch_threads else 1
+
+
+def openmp_runtimes() -> list[str]:
+    """Paths of the OpenMP runtimes mapped into this process."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    found = {line.split()[-1] for line in maps.splitlines() if "/" in line}
+    return sorted(p for p in found if Path(p).name.startswith(_OPENMP_RUNTIMES))
+
+
+def torch_openmp_runtime() -> str | None:
+    """The OpenMP runtime torch runs its ops on: the one inside torch's package, else the only one
+    mapped; ``None`` when that cannot be told."""
+    runtimes = openmp_runtimes()
+    torch_dir = Path(torch.__file__).resolve().parent
+    inside = [r for r in runtimes if Path(r).resolve().is_relative_to(torch_dir)]
+    if len(inside) == 1:
+        return inside[0]
+    return runtimes[0] if len(runtimes) == 1 else None
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p),
+                ("saddr", ctypes.c_void_p)]
+
+
+def resolved_openmp_file(lib: ctypes.CDLL) -> str | None:
+    """The file that provides the built library's OpenMP functions (glibc's ``dladdr``)."""
+    address = lib.grokd_omp_function()
+    if not address:
+        return None
+    info = _DlInfo()
+    libc = ctypes.CDLL(None)
+    libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    if not libc.dladdr(address, ctypes.byref(info)) or not info.fname:
+        return None
+    return os.fsdecode(info.fname)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "grokd" / "kernels"
+
+
+def _cpu_flags() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line for line in lines if line.startswith("flags")), "")
+
+
+def build(cc: str, out_dir: Path, runtime: str | None, libmvec: bool) -> Path:
+    """Compiles ``SOURCES`` into ``out_dir/libgrokd_cpu.so`` (atomically: concurrent builders each
+    write a private file, then rename) and returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "libgrokd_cpu.so"
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        objects = []
+        for name in SOURCES:
+            obj = Path(tmp) / (name + ".o")
+            cmd = [cc, *CFLAGS, "-c", str(SOURCE_DIR / name), "-o", str(obj)]
+            cmd.insert(1, "-fopenmp" if runtime else "-fopenmp-simd")  # the simd loops either way
+            if libmvec:
+                cmd.insert(1, "-DGROKD_LIBMVEC")
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+            objects.append(str(obj))
+        link = [cc, "-shared", *objects, "-o", str(Path(tmp) / target.name)]
+        if runtime:  # the runtime torch loaded, by file: not -fopenmp, which would add the system's
+            link += [f"-L{Path(runtime).parent}", f"-l:{Path(runtime).name}", f"-Wl,-rpath,{Path(runtime).parent}"]
+        link += ["-lmvec"] if libmvec else []
+        subprocess.run([*link, "-lm"], check=True, capture_output=True, text=True, timeout=120)
+        os.replace(Path(tmp) / target.name, target)
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    lib.grokd_omp_function.argtypes, lib.grokd_omp_function.restype = [], p
+    for name in ("grokd_decode_attention_bf16", "grokd_decode_attention_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [p, p, p, p, Shape, p, i32], i32
+    for name in ("grokd_rms_norm_bf16", "grokd_rms_norm_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [p, i64, i64, i64, p, f32, p, i32], None
+
+
+@functools.cache
+def library() -> CpuLibrary | None:
+    """The kernels, built on first use (about 1 s) or loaded from the per-machine cache."""
+    if os.environ.get("GROKD_CPU_KERNELS", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None or platform.system() != "Linux":
+        log.warning("no C compiler (gcc) found: CPU kernels unavailable, using the PyTorch paths")
+        return None
+    runtime = torch_openmp_runtime()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        key = hashlib.sha256()
+        for part in (version, _cpu_flags(), " ".join(CFLAGS), str(runtime), platform.machine()):
+            key.update(part.encode())
+        for name in SOURCES + ("decode_attention_impl.h",):
+            key.update((SOURCE_DIR / name).read_bytes())
+        out_dir = cache_root() / key.hexdigest()[:16]
+        path = out_dir / "libgrokd_cpu.so"
+        if not path.exists():
+            try:
+                path = build(cc, out_dir, runtime, libmvec=platform.machine() == "x86_64")
+            except subprocess.CalledProcessError:  # no libmvec (not glibc): scalar expf
+                path = build(cc, out_dir, runtime, libmvec=False)
+        lib = ctypes.CDLL(str(path))
+        _declare(lib)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        log.warning("building the CPU kernels failed, using the PyTorch paths: %s", detail)
+        return None
+    resolved = resolved_openmp_file(lib)
+    shared = runtime is not None and resolved is not None and Path(resolved).resolve() == Path(runtime).resolve()
+    if not shared:
+        log.warning("CPU kernels run on one thread: their OpenMP runtime (%s) is not torch's (%s)", resolved, runtime)
+    return CpuLibrary(lib, path, shared)
+
+
+def available() -> bool:
+    return library() is not None
