@@ -24,13 +24,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from openai import OpenAI
 from tqdm import tqdm
 
 from benchmarks.stats import percentile
+
+if TYPE_CHECKING:  # the openai client is a test/bench extra: `grokd serve` must not need it
+    from openai import OpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 2.0
@@ -187,6 +189,8 @@ def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     host = machine()  # load average before our own server adds to it: how quiet the machine was
     served = start_server(args, state_dir)
     try:
+        from openai import OpenAI
+
         client = OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         model = client.models.list().data[0].id
         measure_ttft(client, model, 3, args.max_tokens, 0.0, "warm-up")

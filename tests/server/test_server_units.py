@@ -200,3 +200,21 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("grokd serve: error: ") and "Traceback" not in proc.stderr
         assert named in proc.stderr
+
+
+def test_the_cli_needs_no_test_or_bench_extras():
+    """Building `grokd`'s parser imports every bench module; none may need the openai client,
+    transformers or matplotlib at import time, or `grokd serve` fails where only the runtime
+    dependencies are installed (as it did on the lent GPU)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for name in ('openai', 'transformers', 'matplotlib'):\n"
+            "    sys.modules[name] = None  # any import of them raises ImportError\n"
+            "from server.cli import build_parser\n"
+            "args = build_parser().parse_args(['serve', '--port', '1'])\n"
+            "print(args.port)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
