@@ -94,7 +94,7 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
     tied = getattr(model, "lm_head", None) is None and head is None
     e, k = _moe(model)
     touched = e * (1 - (1 - k / e) ** batch) if e else 0.0
-    total = sum(w.nbytes() for w in _int8_weights(model) if w is not head)  # the head comes below
+    total = sum(w.nbytes() for w in _packed_weights(model) if w is not head)  # the head comes below
     for name, p in _unique_params(model):
         size = p.numel() * p.element_size()
         if "embed" in name and not tied:
@@ -103,15 +103,17 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
             size *= touched / e
         total += size
     if head is not None:
-        total += head.nbytes() if hasattr(head, "qweight") else head.numel() * head.element_size()
+        total += head.nbytes() if callable(getattr(head, "nbytes", None)) else head.numel() * head.element_size()
     return total
 
 
-def _int8_weights(model: Any) -> list[Any]:
-    """Weight-only int8 projections (``kernels.linear.Int8Weight``), outside ``parameters()``."""
+def _packed_weights(model: Any) -> list[Any]:
+    """Projections kept outside ``parameters()``: weight-only int8 (``kernels.linear.Int8Weight``)
+    and AVX512-BF16 panels (``kernels.cpu_linear.PanelWeight``)."""
+    from kernels.cpu_linear import PanelWeight
     from kernels.linear import Int8Weight
 
-    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, Int8Weight)]
+    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, Int8Weight | PanelWeight)]
 
 
 def prefill_flops(model: Any, tokens: int, seqs: int, prompt_len: int) -> float:

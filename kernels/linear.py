@@ -5,7 +5,9 @@ call; at decode batch sizes (1-32 rows) that reorder and the cache misses it cau
 than the multiply itself (benchmarks/RESULTS.md: 13 GB/s effective at batch 1). Packing at load
 time, as inductor's CPU "freezing" pass does, removes it: the packed weight is an opaque
 ``torch._mkldnn`` tensor consumed by ``torch.ops.mkldnn._linear_pointwise``. The products are
-bit-identical to ``F.linear`` (tests/kernels/test_linear.py), which stays the reference.
+bit-identical to ``F.linear`` (tests/kernels/test_linear.py), which stays the reference. On CPUs
+with AVX512-BF16, ``pack_weight`` prefers ``kernels.cpu_linear``'s panels, faster at decode batch
+sizes (1-32 rows); ``pack_onednn`` is the oneDNN form either way.
 
 ``Int8Weight`` is the opt-in weight-only int8 form (``--weights-dtype int8`` for dense models):
 int8 values with one scale per output row, multiplied by ``aten._weight_int8pack_mm`` with fp32
@@ -20,13 +22,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kernels import cpu_linear
+
 # oneDNN's packed path pays off for these storage dtypes on CPU; float32 would need MKL's packed
 # GEMM, which keeps the original weight alongside (double the memory) for a small gain.
 PACKABLE = (torch.bfloat16,)
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """Whether ``pack_weight`` would reorder ``weight`` (CPU, 2-D, a packable dtype, oneDNN built)."""
+    """Whether ``pack_onednn`` would reorder ``weight`` (CPU, 2-D, a packable dtype, oneDNN built)."""
     return (
         weight.device.type == "cpu"
         and weight.dim() == 2
@@ -36,7 +40,15 @@ def can_pack(weight: torch.Tensor) -> bool:
     )
 
 
-def pack_weight(weight: torch.Tensor, batch_hint: int = 1) -> torch.Tensor:
+def pack_weight(weight: torch.Tensor) -> torch.Tensor | cpu_linear.PanelWeight:
+    """``weight [out, in]`` in the fastest form for this machine: ``kernels.cpu_linear`` panels
+    where that kernel takes it, else oneDNN's layout, else unchanged."""
+    if cpu_linear.supports_weight(weight):
+        return cpu_linear.pack(weight)
+    return pack_onednn(weight)
+
+
+def pack_onednn(weight: torch.Tensor, batch_hint: int = 1) -> torch.Tensor:
     """``weight [out, in]`` in oneDNN's blocked layout, or ``weight`` unchanged when it cannot be
     packed. ``batch_hint`` only tunes the layout; any number of rows works afterwards."""
     if not can_pack(weight):
@@ -77,9 +89,13 @@ def int8_linear_reference(x: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
     return F.linear(x.float(), w).to(x.dtype)
 
 
-def dense_linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight) -> torch.Tensor:
+def dense_linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight | cpu_linear.PanelWeight) -> torch.Tensor:
     """``x @ weight.T`` in ``x``'s dtype; ``weight`` is dense, packed by ``pack_weight`` or an
     ``Int8Weight``, and may be stored in another dtype than the activations (cast in and back)."""
+    if isinstance(weight, cpu_linear.PanelWeight):
+        if x.dtype != weight.dtype:
+            return cpu_linear.linear(x.to(weight.dtype), weight).to(x.dtype)
+        return cpu_linear.linear(x, weight)
     if isinstance(weight, Int8Weight):
         if x.dtype != weight.dtype:
             return dense_linear(x.to(weight.dtype), weight).to(x.dtype)

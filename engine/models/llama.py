@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.cpu_linear import PanelWeight
 from kernels.dispatch import Kernels, select_kernels
 from kernels.linear import Int8Weight, quantize_int8
 from kernels.metadata import AttentionMetadata
@@ -210,7 +211,7 @@ class LlamaForCausalLM(nn.Module):
         self.kernels = kernels
         # the output head in its packed form (``pack_weights``); not a parameter, so weight
         # accounting still counts a shared embedding table once
-        self.output_weight: torch.Tensor | Int8Weight | None = None
+        self.output_weight: torch.Tensor | Int8Weight | PanelWeight | None = None
 
     # ---- step interface -------------------------------------------------------------------
     def forward(
@@ -233,11 +234,12 @@ class LlamaForCausalLM(nn.Module):
         return self.kernels.dense_linear(hidden, weight).float()
 
     def pack_weights(self, int8: bool = False) -> None:
-        """Put every projection once into the form the kernels run fastest: oneDNN's blocked
-        layout for bf16 on CPU (a no-op elsewhere), or weight-only int8 when ``int8``. The output
+        """Put every projection once into the form the kernels run fastest on this device
+        (``kernels.linear.pack_weight``: AVX512-BF16 panels or oneDNN's blocked layout for bf16 on
+        CPU, a no-op elsewhere), or weight-only int8 when ``int8``. The output
         head moves to ``output_weight``: a copy when it is tied to the embedding table (which the
         embedding lookup still reads densely), a replacement when untied. Packed heads and int8
-        projections leave ``parameters()`` (see ``Int8Weight``)."""
+        projections leave ``parameters()`` (see ``Int8Weight``), as do panel-packed ones."""
         for layer in self.layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
@@ -246,11 +248,12 @@ class LlamaForCausalLM(nn.Module):
                 (layer.mlp, "down_weight"),
             ):
                 weight = getattr(module, name)
-                if int8:
+                packed = quantize_int8(weight, self.dtype) if int8 else self.kernels.pack_weight(weight)
+                if isinstance(packed, torch.Tensor):  # dense or oneDNN-packed: still a parameter
+                    setattr(module, name, nn.Parameter(packed, requires_grad=False))
+                else:  # Int8Weight, PanelWeight: plain attributes, outside parameters()
                     delattr(module, name)
-                    setattr(module, name, quantize_int8(weight, self.dtype))
-                else:
-                    setattr(module, name, nn.Parameter(self.kernels.pack_weight(weight), requires_grad=False))
+                    setattr(module, name, packed)
         head = self.embed_tokens if self.lm_head is None else self.lm_head
         packed = quantize_int8(head, self.dtype) if int8 else self.kernels.pack_weight(head)
         if packed is not head:

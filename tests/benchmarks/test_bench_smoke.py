@@ -83,9 +83,13 @@ def test_weight_bytes_count_packed_and_int8_heads_once() -> None:
     the output head's own copy replaces the tied embedding table in the per-step bytes."""
     from engine.config import ModelLoadConfig
     from engine.loader import load_model_and_tokenizer
+    from kernels.cpu_linear import PanelWeight
 
+    fp32, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="float32"))  # nothing packed
+    dense = sum(p.numel() for p in fp32.parameters()) * 2  # the same weights in bf16
     bf16, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="bfloat16"))
-    dense = sum(p.numel() * p.element_size() for p in bf16.parameters())
+    if isinstance(bf16.layers[0].mlp.gate_up_weight, PanelWeight):  # AVX512-BF16 panels
+        assert sum(p.numel() * 2 for p in bf16.parameters()) < 0.25 * dense  # kept outside parameters()
     assert weight_bytes_per_step(bf16, 1) == pytest.approx(dense, rel=1e-3)
     int8, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="bfloat16", weights_dtype="int8"))
     # int8 halves every projection and the head; norms and one embedding row stay bf16

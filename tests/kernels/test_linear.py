@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.linear import can_pack, dense_linear, pack_weight
+from kernels.linear import can_pack, dense_linear, pack_onednn
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -14,7 +14,7 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 def test_packed_bf16_weight_is_bit_identical_to_f_linear(rows: int) -> None:
     torch.manual_seed(rows)
     w = torch.randn(96, 80).to(torch.bfloat16)
-    packed = pack_weight(w)
+    packed = pack_onednn(w)
     assert packed.is_mkldnn and tuple(packed.shape) == (96, 80)
     x = torch.randn(rows, 80).to(torch.bfloat16)
     got = dense_linear(x, packed)
@@ -26,7 +26,7 @@ def test_packed_bf16_weight_is_bit_identical_to_f_linear(rows: int) -> None:
 def test_non_contiguous_and_mixed_dtype_inputs() -> None:
     torch.manual_seed(0)
     w = torch.randn(64, 48).to(torch.bfloat16)
-    packed = pack_weight(w)
+    packed = pack_onednn(w)
     x = torch.randn(7, 100).to(torch.bfloat16)[:, 10:58]  # a strided slice, as qkv splits give
     assert torch.equal(dense_linear(x, packed), F.linear(x.contiguous(), w))
     xf = torch.randn(3, 48)  # float32 activations over bf16 storage: cast in and back out
@@ -37,8 +37,8 @@ def test_non_contiguous_and_mixed_dtype_inputs() -> None:
 
 def test_weights_that_cannot_be_packed_pass_through_unchanged() -> None:
     w32 = torch.randn(8, 4)
-    assert not can_pack(w32) and pack_weight(w32) is w32  # float32 stays dense
-    assert pack_weight(torch.randn(2, 3, 4).to(torch.bfloat16)).dim() == 3  # not a matrix
+    assert not can_pack(w32) and pack_onednn(w32) is w32  # float32 stays dense
+    assert pack_onednn(torch.randn(2, 3, 4).to(torch.bfloat16)).dim() == 3  # not a matrix
     x = torch.randn(2, 4)
     assert torch.equal(dense_linear(x, w32), F.linear(x, w32))
 

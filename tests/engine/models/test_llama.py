@@ -9,6 +9,7 @@ import torch
 from engine.chat_template import render_chat
 from engine.models.llama import LlamaForCausalLM
 from kernels.attention import kv_cache_shape
+from kernels.cpu_linear import PanelWeight
 from kernels.metadata import AttentionMetadata
 
 PROMPTS = [
@@ -136,8 +137,13 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
     assert outs[0].dtype == torch.float32
     assert int(outs[0].argmax()) == int(outs[1].argmax())
     if torch.backends.mkldnn.is_available():  # bf16 projections and the tied head run packed
-        assert bf16.layers[0].mlp.gate_up_weight.is_mkldnn and bf16.output_weight is not None
-        assert not ours.layers[0].mlp.gate_up_weight.is_mkldnn  # float32 stays dense
+        assert _is_packed(bf16.layers[0].mlp.gate_up_weight) and _is_packed(bf16.output_weight)
+        assert not _is_packed(ours.layers[0].mlp.gate_up_weight)  # float32 stays dense
+
+
+def _is_packed(weight) -> bool:
+    """In one of ``kernels.linear.pack_weight``'s forms: AVX512-BF16 panels or oneDNN's layout."""
+    return isinstance(weight, PanelWeight) or (isinstance(weight, torch.Tensor) and weight.is_mkldnn)
 
 
 def test_int8_weights_agree_with_float32_on_the_top_tokens(smollm2_checkpoint, ours, smollm2_tokenizer) -> None:
@@ -202,7 +208,7 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
     # bf16: an untied head is packed into ``output_weight`` and its dense copy freed
     bf16 = LlamaForCausalLM.from_checkpoint(ckpt, torch.bfloat16, "auto", "cpu")
     if torch.backends.mkldnn.is_available():
-        assert bf16.lm_head is None and bf16.output_weight is not None and bf16.output_weight.is_mkldnn
+        assert bf16.lm_head is None and _is_packed(bf16.output_weight)
         assert not any(n.startswith("lm_head") for n, _ in bf16.named_parameters())
     kv16 = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 2, 16), dtype=torch.bfloat16) for _ in range(bf16.num_layers)]
     with torch.no_grad():

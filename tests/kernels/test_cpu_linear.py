@@ -1,0 +1,76 @@
+"""The AVX512-BF16 projection kernel against its twin, ``F.linear`` on the unpacked weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import cpu_linear, linear
+
+needs_kernel = pytest.mark.skipif(not cpu_linear.supports_weight(torch.zeros(32, 2, dtype=torch.bfloat16)),
+                                  reason="this CPU has no AVX512-BF16 (the oneDNN path is used instead)")
+
+
+def weight_and_input(rows: int, out_features: int, in_features: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(out_features, in_features, generator=g) / in_features**0.5).bfloat16()
+    x = torch.randn(rows, in_features, generator=g).bfloat16()
+    return w, x
+
+
+def test_packing_round_trips():
+    w, _ = weight_and_input(1, 64, 10)
+    packed = cpu_linear.pack(w)
+    assert packed.packed.shape == (4, 5, 16, 2) and packed.shape == w.shape and packed.nbytes() == w.numel() * 2
+    assert torch.equal(packed.unpack(), w)
+    assert torch.equal(packed.packed[1, 2, 3], w[16 + 3, 4:6])  # panel 1, pair 2, column 3
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 16, 33])  # whole and partial 8-row tiles
+def test_matches_f_linear(rows):
+    w, x = weight_and_input(rows, 96, 576, seed=rows)
+    got = cpu_linear.linear(x, cpu_linear.pack(w))
+    expected = F.linear(x.float(), w.float())  # exact sums: the kernel differs by its bf16 rounding
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 96)
+    torch.testing.assert_close(got.float(), expected, atol=1e-2, rtol=8e-3)
+    assert (got == expected.bfloat16()).float().mean() > 0.97
+
+
+@needs_kernel
+def test_leading_dims_strided_rows_and_threads():
+    w, x = weight_and_input(12, 64, 130, seed=4)
+    packed = cpu_linear.pack(w)
+    wide = torch.cat((x, x), dim=1)[:, :130]  # rows with stride 260
+    assert not wide.is_contiguous()
+    before = torch.get_num_threads()
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            results.append(cpu_linear.linear(wide.view(3, 4, 130), packed))
+        finally:
+            torch.set_num_threads(before)
+    assert results[0].shape == (3, 4, 64) and torch.equal(results[0], results[1])
+    torch.testing.assert_close(results[0].reshape(12, 64).float(), F.linear(x.float(), w.float()), atol=1e-2, rtol=8e-3)
+
+
+@needs_kernel
+def test_dense_linear_and_pack_weight_choose_it():
+    w, x = weight_and_input(5, 64, 32)
+    packed = linear.pack_weight(w)
+    assert isinstance(packed, cpu_linear.PanelWeight)
+    torch.testing.assert_close(linear.dense_linear(x, packed), cpu_linear.linear(x, packed))
+    # float32 activations are cast in and back, as for the other weight forms
+    assert linear.dense_linear(x.float(), packed).dtype == torch.float32
+
+
+def test_other_weights_keep_the_other_paths():
+    for w in (torch.randn(64, 32),  # float32
+              torch.randn(48, 32).bfloat16(),  # 48 outputs: not a multiple of 32
+              torch.randn(64, 31).bfloat16()):  # odd input features
+        assert not cpu_linear.supports_weight(w)
+        assert not isinstance(linear.pack_weight(w), cpu_linear.PanelWeight)
+    with pytest.raises(ValueError, match="bf16 CPU activations"):
+        cpu_linear.linear(torch.randn(2, 32), cpu_linear.pack(torch.randn(64, 32).bfloat16()))
