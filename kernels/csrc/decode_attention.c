@@ -123,6 +123,15 @@ static inline f32x4 sum16x4(f32x16 a0, f32x16 a1, f32x16 a2, f32x16 a3) {
     return __builtin_shufflevector(w, w, 0, 2, 4, 6) + __builtin_shufflevector(w, w, 1, 3, 5, 7);
 }
 
+/* Blocks of a row are scattered through the pool, so the hardware prefetcher loses the stream at
+   every block boundary. Asking for the block PREFETCH_BLOCKS ahead, into L2 (into L1 ran out of
+   miss buffers), keeps DRAM busy: on cold KV, as in a real step where the weights have flushed the
+   caches, 2,048 tokens went from about 130 to 95 us per layer (two threads). */
+#define PREFETCH_BLOCKS 2
+static inline void prefetch_block(const void *p, int64_t bytes) {
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off, 0, 2);
+}
+
 static inline int64_t chunks_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
 
 /* scale, soft-cap and softmax one (row, query head)'s scores in place; in bf16 mode the q.k sums

@@ -21,6 +21,7 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
     for (int64_t t = t0; t < t1;) {
         const T *k = pool + (table[t / bs] * s->kv_heads + h) * bs * dim;
         const int64_t n = t1 - t < bs ? t1 - t : bs;
+        if (t + PREFETCH_BLOCKS * bs < t1) prefetch_block(pool + (table[t / bs + PREFETCH_BLOCKS] * s->kv_heads + h) * bs * dim, bs * dim * sizeof(T));
         int64_t r = 0;
         if (paired) /* four tokens at a time, so that their sums share the shuffles (sum16x4) */
             for (; r + 4 <= n; r += 4, t += 4, k += 4 * dim) {
@@ -87,6 +88,8 @@ static inline __attribute__((always_inline)) void CAT(NAME, _values_dim)(
             for (int64_t t = t0; t < t1;) {
                 const T *v = values + (table[t / bs] * s->kv_heads + h) * bs * dim;
                 const int64_t n = t1 - t < bs ? t1 - t : bs;
+                if (g == 0 && t + PREFETCH_BLOCKS * bs < t1)
+                    prefetch_block(values + (table[t / bs + PREFETCH_BLOCKS] * s->kv_heads + h) * bs * dim, bs * dim * sizeof(T));
                 for (int64_t r = 0; r < n; r++, t++, v += dim) {
                     for (int64_t c = 0; c < vecs; c += 2) {
                         f32x16 x0, x1;
