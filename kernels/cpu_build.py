@@ -36,7 +36,7 @@ import torch
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("decode_attention.c", "linear_bf16.c", "rms_norm.c")
+SOURCES = ("decode_attention.c", "linear_bf16.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
 
@@ -146,6 +146,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes, fn.restype = [p, p, p, p, Shape, p, i32], i32
     lib.grokd_linear_bf16_available.argtypes, lib.grokd_linear_bf16_available.restype = [], i32
     lib.grokd_linear_bf16.argtypes, lib.grokd_linear_bf16.restype = [p, i64, i64, p, i64, i64, p, i32], i32
+    for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [p, i64, i64, i64, i64, i64, p, p, p, i64, i64, p, i32], i32
     for name in ("grokd_rms_norm_bf16", "grokd_rms_norm_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, p, f32, p, i32], None

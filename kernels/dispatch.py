@@ -21,6 +21,7 @@ from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import norm as _norm
 from kernels import quant as _quant
+from kernels import rope as _rope
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Kernels:
 
     attention: Callable = _batched_attention.paged_attention_batched
     write_kv: Callable = _attention.write_kv
+    rope_write_kv: Callable = _rope.rope_write_kv
     moe: Callable = _moe.moe_forward
     linear: Callable = _quant.int8_linear
     dense_linear: Callable = _linear.dense_linear
@@ -38,9 +40,10 @@ class Kernels:
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
-    CPU, decode attention and RMSNorm go through the C kernels when they could be built."""
+    CPU, decode attention, RMSNorm and RoPE with the KV write go through the C kernels when they
+    could be built."""
     if torch.device(device).type == "cpu" and _cpu_build.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
                                          decode=_cpu_decode.decode_attention_or_batched),
-                       rms_norm=_norm.rms_norm_cpu)
+                       rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu)
     return Kernels()

@@ -93,14 +93,6 @@ class RotaryEmbedding(nn.Module):
         return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [T, heads, head_dim]`` in the half-split layout, in ``x``'s dtype (HF's order:
-    ``x * cos + rotate_half(x) * sin``). Queries and keys go through in one call."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return torch.addcmul(x * cos, rotated, sin)
-
-
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
@@ -126,14 +118,9 @@ class LlamaAttention(nn.Module):
         qkv = self.kernels.dense_linear(x, self.qkv_weight)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias.to(qkv.dtype)
-        t = x.shape[0]
-        qk = qkv[:, : self.q_size + self.kv_size].view(t, self.num_heads + self.num_kv_heads, self.head_dim)
-        qk = apply_rope(qk, *rope)
-        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        v = qkv[:, self.q_size + self.kv_size :].view(t, self.num_kv_heads, self.head_dim)
-        self.kernels.write_kv(kv_cache, k, v, meta)
+        q = self.kernels.rope_write_kv(qkv, self.num_heads, self.num_kv_heads, *rope, kv_cache, meta)
         out = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=None)
-        return self.kernels.dense_linear(out.reshape(t, self.q_size), self.o_weight)
+        return self.kernels.dense_linear(out.reshape(x.shape[0], self.q_size), self.o_weight)
 
 
 class LlamaMLP(nn.Module):

@@ -1,0 +1,64 @@
+/* RoPE on the new tokens' queries and keys (HF's half-split layout, in place), then their keys
+ * and values copied into the paged KV pool: one call per layer where the PyTorch path takes a
+ * dozen small ops (slices, negation, cat, multiply, addcmul, stack, index_copy_). Twin:
+ * kernels.rope.rope_write_kv. Built by kernels/cpu_build.py.
+ *
+ * Numerics follow torch's bf16 ops exactly: x * cos is rounded to bf16 (a bf16 multiply), then
+ * rotate_half(x) * sin (exact in float32) is added in float32 and the sum rounded once (addcmul).
+ */
+#include <stdint.h>
+#include <string.h>
+
+static inline float bf16_as_f32(uint16_t bits) {
+    uint32_t u = (uint32_t)bits << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_as_bf16(float x) { /* nearest, ties to even; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if (x != x) return (uint16_t)((u | 0x00400000u) >> 16);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float round_bf16(float x) { return bf16_as_f32(f32_as_bf16(x)); }
+
+#define MAX_DIM 512
+
+/* qkv [tokens, row_stride]: heads query heads, then kv_heads keys, then kv_heads values, each dim
+   wide; cos, sin [tokens, dim]; pool [2, num_blocks, kv_heads, block_size, dim]; slots [tokens]
+   (block * block_size + offset). Returns 1 when dim is odd or over MAX_DIM (nothing written). */
+#define DEFINE_ROPE_WRITE(NAME, T, LOAD, STORE, ROUND)                                                 \
+    int NAME(T *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads, int64_t dim, \
+             const T *cos, const T *sin, T *pool, int64_t num_blocks, int64_t block_size,              \
+             const int64_t *slots, int num_threads) {                                                 \
+        if (dim % 2 || dim > MAX_DIM) return 1;                                                       \
+        const int64_t half = dim / 2;                                                                 \
+        _Pragma("omp parallel for num_threads(num_threads) if (tokens >= 16) schedule(static)")      \
+        for (int64_t t = 0; t < tokens; t++) {                                                        \
+            T *row = qkv + t * row_stride;                                                            \
+            const T *c = cos + t * dim, *s = sin + t * dim;                                           \
+            for (int64_t h = 0; h < heads + kv_heads; h++) {                                          \
+                T *x = row + h * dim;                                                                 \
+                float rotated[MAX_DIM];                                                               \
+                for (int64_t d = 0; d < half; d++) rotated[d] = -LOAD(x[d + half]);                   \
+                for (int64_t d = half; d < dim; d++) rotated[d] = LOAD(x[d - half]);                  \
+                for (int64_t d = 0; d < dim; d++)                                                     \
+                    x[d] = STORE(ROUND(LOAD(x[d]) * LOAD(c[d])) + rotated[d] * LOAD(s[d]));           \
+            }                                                                                         \
+            const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;              \
+            for (int64_t h = 0; h < kv_heads; h++) {                                                  \
+                const int64_t at = ((block * kv_heads + h) * block_size + offset) * dim;              \
+                memcpy(pool + at, row + (heads + h) * dim, dim * sizeof(T));                          \
+                memcpy(pool + num_blocks * kv_heads * block_size * dim + at,                         \
+                       row + (heads + kv_heads + h) * dim, dim * sizeof(T));                          \
+            }                                                                                         \
+        }                                                                                             \
+        return 0;                                                                                     \
+    }
+
+#define F32_ID(x) (x)
+DEFINE_ROPE_WRITE(grokd_rope_write_kv_bf16, uint16_t, bf16_as_f32, f32_as_bf16, round_bf16)
+DEFINE_ROPE_WRITE(grokd_rope_write_kv_f32, float, F32_ID, F32_ID, F32_ID)
