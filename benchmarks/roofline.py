@@ -109,11 +109,12 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
 
 def _packed_weights(model: Any) -> list[Any]:
     """Projections kept outside ``parameters()``: weight-only int8 (``kernels.linear.Int8Weight``)
-    and AVX512-BF16 panels (``kernels.cpu_linear.PanelWeight``)."""
-    from kernels.cpu_linear import PanelWeight
+    and the CPU kernels' panels (``kernels.cpu_linear``)."""
+    from kernels.cpu_linear import Int8PanelWeight, PanelWeight
     from kernels.linear import Int8Weight
 
-    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, Int8Weight | PanelWeight)]
+    kinds = Int8Weight | PanelWeight | Int8PanelWeight
+    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, kinds)]
 
 
 def prefill_flops(model: Any, tokens: int, seqs: int, prompt_len: int) -> float:

@@ -45,8 +45,9 @@ class Sampler:
         self.generator = generator  # for unseeded rows; owned by the engine
 
     def process(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        """Apply every row's processors in its order; returns new logits ``[b, V]``."""
-        logits = logits.clone()
+        """Apply every row's processors in its order; returns new logits ``[b, V]``, or ``logits``
+        itself (never modified) when no processor is active: plain greedy rows cost no copy."""
+        out: torch.Tensor | None = None
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, row in enumerate(rows):
             groups.setdefault(self.registry.order_for(row.params), []).append(i)
@@ -56,10 +57,12 @@ class Sampler:
                 active = [i for i in members if proc.is_active(rows[i])]
                 if not active:
                     continue
+                if out is None:
+                    out = logits.clone()
                 idx = torch.tensor(active, dtype=torch.int64, device=logits.device)
-                sub = proc.apply(logits.index_select(0, idx), [rows[i] for i in active])
-                logits.index_copy_(0, idx, sub)
-        return logits
+                sub = proc.apply(out.index_select(0, idx), [rows[i] for i in active])
+                out.index_copy_(0, idx, sub)
+        return logits if out is None else out
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         if not rows:

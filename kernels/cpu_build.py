@@ -36,7 +36,7 @@ import torch
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("decode_attention.c", "linear_bf16.c", "rms_norm.c", "rope_write_kv.c")
+SOURCES = ("decode_attention.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
 
@@ -102,8 +102,17 @@ def resolved_openmp_file(lib: ctypes.CDLL) -> str | None:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "grokd" / "kernels"
+    """``$GROKD_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME/grokd/kernels``, else
+    ``~/.cache/grokd/kernels`` (the convention of ``weights.load_cache``); a temporary directory
+    when that cannot be created (a read-only home)."""
+    explicit = os.environ.get("GROKD_CACHE_DIR")
+    base = Path(explicit) if explicit else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grokd"
+    root = base / "kernels"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        root = Path(tempfile.gettempdir()) / f"grokd-kernels-{os.getuid()}"
+    return root
 
 
 def _cpu_flags() -> str:
@@ -146,6 +155,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes, fn.restype = [p, p, p, p, Shape, p, i32], i32
     lib.grokd_linear_bf16_available.argtypes, lib.grokd_linear_bf16_available.restype = [], i32
     lib.grokd_linear_bf16.argtypes, lib.grokd_linear_bf16.restype = [p, i64, i64, p, i64, i64, p, i32], i32
+    lib.grokd_linear_int8_available.argtypes, lib.grokd_linear_int8_available.restype = [], i32
+    lib.grokd_linear_int8.argtypes, lib.grokd_linear_int8.restype = [p, i64, i64, p, p, i64, i64, p, i32], i32
     for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, i64, i64, p, p, p, i64, i64, p, i32], i32
@@ -169,8 +180,8 @@ def library() -> CpuLibrary | None:
         key = hashlib.sha256()
         for part in (version, _cpu_flags(), " ".join(CFLAGS), str(runtime), platform.machine()):
             key.update(part.encode())
-        for name in SOURCES + ("decode_attention_impl.h",):
-            key.update((SOURCE_DIR / name).read_bytes())
+        for source in sorted(SOURCE_DIR.glob("*.[ch]")):  # the sources and the headers they include
+            key.update(source.name.encode() + source.read_bytes())
         out_dir = cache_root() / key.hexdigest()[:16]
         path = out_dir / "libgrokd_cpu.so"
         if not path.exists():

@@ -1,5 +1,5 @@
-"""bf16 projections on CPUs with AVX512-BF16, through the C micro-kernel in
-``kernels/csrc/linear_bf16.c`` (built by ``kernels.cpu_build``).
+"""bf16 projections on CPUs with AVX512-BF16, and weight-only int8 ones on CPUs with AVX-512,
+through the C micro-kernels in ``kernels/csrc/linear.c`` (built by ``kernels.cpu_build``).
 
 Why: at decode batch sizes oneDNN's packed bf16 GEMM (``kernels.linear``) reaches about a third of
 this machine's bf16 peak (benchmarks/RESULTS.md, session 4). The weights are packed once, at load,
@@ -8,6 +8,12 @@ of ``vdpbf16ps``; the kernel keeps a 32-column by 8-row tile of float32 sums in 
 splits column groups across torch's OpenMP threads. Its twin is ``F.linear`` on the unpacked
 weight (tests/kernels/test_cpu_linear.py): float32 sums of exact products, rounded once to bf16,
 so the two differ only in summation order.
+
+``Int8PanelWeight`` is the same idea for ``--weights-dtype int8``: int8 panels ``[out / 16, in, 16]``
+widened to float32 in registers, one scale per output applied to each finished sum. A decode step
+then reads one byte per weight; ``aten._weight_int8pack_mm``, which it replaces, ran no faster than
+the bf16 kernel at batch 1 (benchmarks/RESULTS.md, session 4). Twin:
+``kernels.linear.int8_linear_reference``.
 """
 
 from __future__ import annotations
@@ -47,9 +53,27 @@ class PanelWeight:
         return self.packed.permute(0, 2, 1, 3).reshape(out_features, in_features)
 
 
-def _has_kernel() -> bool:
+@dataclass(frozen=True)
+class Int8PanelWeight:
+    """Weight-only int8 ``[out, in]`` as ``packed [out / 16, in, 16]`` (``packed[p, k, i] =
+    qweight[16 p + i, k]``) and float32 ``scales [out]``: ``weight ≈ qweight * scales[:, None]``."""
+
+    packed: torch.Tensor
+    scales: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype = torch.bfloat16  # the activations it takes and returns
+
+    @property
+    def device(self) -> torch.device:
+        return self.packed.device
+
+    def nbytes(self) -> int:
+        return self.packed.numel() + self.scales.numel() * self.scales.element_size()
+
+
+def _has_kernel(name: str = "grokd_linear_bf16_available") -> bool:
     library = cpu_build.library()
-    return library is not None and bool(library.lib.grokd_linear_bf16_available())
+    return library is not None and bool(getattr(library.lib, name)())
 
 
 def supports_weight(weight: torch.Tensor) -> bool:
@@ -67,6 +91,31 @@ def supports_weight(weight: torch.Tensor) -> bool:
     )
 
 
+def supports_int8(qweight: torch.Tensor, scales: torch.Tensor) -> bool:
+    """Whether ``pack_int8`` takes a weight-only int8 weight: a 2-D CPU int8 tensor with a
+    multiple of 32 outputs and bf16 scales (bf16 activations), on a machine with AVX-512."""
+    return (
+        qweight.device.type == "cpu"
+        and qweight.dim() == 2
+        and qweight.dtype == torch.int8
+        and qweight.shape[0] % GROUP == 0
+        and scales.dtype == torch.bfloat16
+        and scales.shape == qweight.shape[:1]
+        and _has_kernel("grokd_linear_int8_available")
+    )
+
+
+def pack_int8(qweight: torch.Tensor, scales: torch.Tensor) -> Int8PanelWeight:
+    out_features, in_features = qweight.shape
+    panels = qweight.contiguous().view(out_features // PANEL, PANEL, in_features).transpose(1, 2).contiguous()
+    return Int8PanelWeight(panels, scales.float().contiguous(), qweight.shape)
+
+
+def linear_int8(x: torch.Tensor, weight: Int8PanelWeight) -> torch.Tensor:
+    """``x @ (qweight * scales[:, None]).T`` for bf16 ``x [..., in]`` -> ``[..., out]`` in bf16."""
+    return _call(x, weight.shape, "grokd_linear_int8", weight.packed.data_ptr(), weight.scales.data_ptr())
+
+
 def pack(weight: torch.Tensor) -> PanelWeight:
     out_features, in_features = weight.shape
     panels = weight.contiguous().view(out_features // PANEL, PANEL, in_features // 2, 2)
@@ -75,9 +124,13 @@ def pack(weight: torch.Tensor) -> PanelWeight:
 
 def linear(x: torch.Tensor, weight: PanelWeight) -> torch.Tensor:
     """``x @ weight.T`` for bf16 ``x [..., in]`` -> ``[..., out]`` in bf16."""
+    return _call(x, weight.shape, "grokd_linear_bf16", weight.packed.data_ptr())
+
+
+def _call(x: torch.Tensor, shape: torch.Size, function: str, *weight_pointers: int) -> torch.Tensor:
     if x.dtype != torch.bfloat16 or x.device.type != "cpu":
-        raise ValueError(f"PanelWeight needs bf16 CPU activations, got {x.dtype} on {x.device}")
-    out_features, in_features = weight.shape
+        raise ValueError(f"packed CPU weights need bf16 CPU activations, got {x.dtype} on {x.device}")
+    out_features, in_features = shape
     lead = x.shape[:-1]
     rows = x.reshape(-1, in_features)
     if rows.stride(-1) != 1:
@@ -85,8 +138,8 @@ def linear(x: torch.Tensor, weight: PanelWeight) -> torch.Tensor:
     out = torch.empty((rows.shape[0], out_features), dtype=torch.bfloat16)
     if rows.shape[0]:
         library = cpu_build.library()
-        status = library.lib.grokd_linear_bf16(rows.data_ptr(), rows.shape[0], rows.stride(0), weight.packed.data_ptr(),
-                                               out_features, in_features, out.data_ptr(), library.threads())
+        status = getattr(library.lib, function)(rows.data_ptr(), rows.shape[0], rows.stride(0), *weight_pointers,
+                                                out_features, in_features, out.data_ptr(), library.threads())
         if status != 0:
-            raise RuntimeError("grokd_linear_bf16: this build has no AVX512-BF16 kernel")
+            raise RuntimeError(f"{function}: this build has no kernel for this CPU")
     return out.view(*lead, out_features)

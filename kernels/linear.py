@@ -40,9 +40,14 @@ def can_pack(weight: torch.Tensor) -> bool:
     )
 
 
-def pack_weight(weight: torch.Tensor) -> torch.Tensor | cpu_linear.PanelWeight:
-    """``weight [out, in]`` in the fastest form for this machine: ``kernels.cpu_linear`` panels
-    where that kernel takes it, else oneDNN's layout, else unchanged."""
+def pack_weight(weight: torch.Tensor | Int8Weight) -> torch.Tensor | Int8Weight | cpu_linear.PanelWeight | cpu_linear.Int8PanelWeight:
+    """``weight [out, in]`` (dense, or ``Int8Weight``) in the fastest form for this machine:
+    ``kernels.cpu_linear`` panels where those kernels take it, else oneDNN's layout for dense
+    weights, else unchanged."""
+    if isinstance(weight, Int8Weight):
+        if cpu_linear.supports_int8(weight.qweight, weight.scales):
+            return cpu_linear.pack_int8(weight.qweight, weight.scales)
+        return weight
     if cpu_linear.supports_weight(weight):
         return cpu_linear.pack(weight)
     return pack_onednn(weight)
@@ -89,17 +94,22 @@ def int8_linear_reference(x: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
     return F.linear(x.float(), w).to(x.dtype)
 
 
-def dense_linear(x: torch.Tensor, weight: torch.Tensor | Int8Weight | cpu_linear.PanelWeight) -> torch.Tensor:
+def dense_linear(
+    x: torch.Tensor, weight: torch.Tensor | Int8Weight | cpu_linear.PanelWeight | cpu_linear.Int8PanelWeight
+) -> torch.Tensor:
     """``x @ weight.T`` in ``x``'s dtype; ``weight`` is dense, packed by ``pack_weight`` or an
     ``Int8Weight``, and may be stored in another dtype than the activations (cast in and back)."""
-    if isinstance(weight, cpu_linear.PanelWeight):
+    if isinstance(weight, cpu_linear.PanelWeight | cpu_linear.Int8PanelWeight):
+        run = cpu_linear.linear if isinstance(weight, cpu_linear.PanelWeight) else cpu_linear.linear_int8
         if x.dtype != weight.dtype:
-            return cpu_linear.linear(x.to(weight.dtype), weight).to(x.dtype)
-        return cpu_linear.linear(x, weight)
+            return run(x.to(weight.dtype), weight).to(x.dtype)
+        return run(x, weight)
     if isinstance(weight, Int8Weight):
         if x.dtype != weight.dtype:
             return dense_linear(x.to(weight.dtype), weight).to(x.dtype)
-        if x.device.type != "cpu":  # the int8-pack kernel is CPU-only: convert the weight per call
+        # torch's int8-pack kernel is CPU-only, and returns NaN or crashes when the input features
+        # are not a multiple of 16 (torch 2.13): convert the weight per call there instead
+        if x.device.type != "cpu" or weight.shape[1] % 16:
             return F.linear(x, weight.qweight.to(x.dtype)) * weight.scales
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), weight.qweight, weight.scales)
     if x.dtype != weight.dtype:

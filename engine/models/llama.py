@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.cpu_linear import PanelWeight
+from kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from kernels.dispatch import Kernels, select_kernels
 from kernels.linear import Int8Weight, quantize_int8
 from kernels.metadata import AttentionMetadata
@@ -198,7 +198,7 @@ class LlamaForCausalLM(nn.Module):
         self.kernels = kernels
         # the output head in its packed form (``pack_weights``); not a parameter, so weight
         # accounting still counts a shared embedding table once
-        self.output_weight: torch.Tensor | Int8Weight | PanelWeight | None = None
+        self.output_weight: torch.Tensor | Int8Weight | PanelWeight | Int8PanelWeight | None = None
 
     # ---- step interface -------------------------------------------------------------------
     def forward(
@@ -235,14 +235,14 @@ class LlamaForCausalLM(nn.Module):
                 (layer.mlp, "down_weight"),
             ):
                 weight = getattr(module, name)
-                packed = quantize_int8(weight, self.dtype) if int8 else self.kernels.pack_weight(weight)
+                packed = self.kernels.pack_weight(quantize_int8(weight, self.dtype) if int8 else weight)
                 if isinstance(packed, torch.Tensor):  # dense or oneDNN-packed: still a parameter
                     setattr(module, name, nn.Parameter(packed, requires_grad=False))
-                else:  # Int8Weight, PanelWeight: plain attributes, outside parameters()
+                else:  # int8 and panel forms: plain attributes, outside parameters()
                     delattr(module, name)
                     setattr(module, name, packed)
         head = self.embed_tokens if self.lm_head is None else self.lm_head
-        packed = quantize_int8(head, self.dtype) if int8 else self.kernels.pack_weight(head)
+        packed = self.kernels.pack_weight(quantize_int8(head, self.dtype) if int8 else head)
         if packed is not head:
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it

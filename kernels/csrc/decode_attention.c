@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -51,31 +53,6 @@ typedef struct {
     float scale, softcap;
     int32_t bf16;
 } Shape;
-
-static inline float bf16_bits_to_f32(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* round to the nearest bf16, ties to even (NaN stays NaN), as float32 */
-static inline float round_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    if (x != x) r = u | 0x00400000u;
-    float f;
-    memcpy(&f, &r, sizeof f);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16_bits(float x) {
-    uint32_t u;
-    x = round_bf16(x);
-    memcpy(&u, &x, sizeof u);
-    return (uint16_t)(u >> 16);
-}
 
 /* 32 bf16 -> two float32 vectors, the even-indexed elements and the odd-indexed ones: a mask and a
    shift of each 32-bit lane, where widening in order would take shuffles (the slow part). Dot
@@ -168,10 +145,10 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 
 #define T uint16_t
 #define NAME grokd_decode_attention_bf16
-#define WIDEN1 bf16_bits_to_f32
+#define WIDEN1 bf16_to_f32
 #define WIDEN32 widen32_bf16
 #define UNPAIR32 unpair32_bf16
-#define NARROW1 f32_to_bf16_bits
+#define NARROW1 f32_to_bf16
 #include "decode_attention_impl.h"
 #undef T
 #undef NAME

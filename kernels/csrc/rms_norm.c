@@ -3,30 +3,8 @@
  * kernels/cpu_build.py (see decode_attention.c for the OpenMP runtime it shares with torch). */
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
-static inline float bf16_to_f32(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline float round_to_bf16(float x) { /* nearest, ties to even; NaN stays NaN */
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    if (x != x) r = u | 0x00400000u;
-    memcpy(&x, &r, sizeof x);
-    return x;
-}
-
-static inline uint16_t to_bf16_bits(float x) {
-    uint32_t u;
-    x = round_to_bf16(x);
-    memcpy(&u, &x, sizeof u);
-    return (uint16_t)(u >> 16);
-}
+#include "bf16.h"
 
 /* x [rows, dim] with row stride x_stride (elements); weight [dim]; out [rows, dim] contiguous */
 void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride,
@@ -40,7 +18,7 @@ void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x
         const float inv = 1.0f / sqrtf(total / (float)dim + eps);
 #pragma omp simd
         for (int64_t d = 0; d < dim; d++)
-            out[t * dim + d] = to_bf16_bits(bf16_to_f32(weight[d]) * round_to_bf16(bf16_to_f32(xr[d]) * inv));
+            out[t * dim + d] = f32_to_bf16(bf16_to_f32(weight[d]) * round_bf16(bf16_to_f32(xr[d]) * inv));
     }
 }
 

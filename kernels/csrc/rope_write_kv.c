@@ -9,21 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float bf16_as_f32(uint16_t bits) {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t f32_as_bf16(float x) { /* nearest, ties to even; NaN stays NaN */
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if (x != x) return (uint16_t)((u | 0x00400000u) >> 16);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline float round_bf16(float x) { return bf16_as_f32(f32_as_bf16(x)); }
+#include "bf16.h"
 
 #define MAX_DIM 512
 
@@ -60,5 +46,5 @@ static inline float round_bf16(float x) { return bf16_as_f32(f32_as_bf16(x)); }
     }
 
 #define F32_ID(x) (x)
-DEFINE_ROPE_WRITE(grokd_rope_write_kv_bf16, uint16_t, bf16_as_f32, f32_as_bf16, round_bf16)
+DEFINE_ROPE_WRITE(grokd_rope_write_kv_bf16, uint16_t, bf16_to_f32, f32_to_bf16, round_bf16)
 DEFINE_ROPE_WRITE(grokd_rope_write_kv_f32, float, F32_ID, F32_ID, F32_ID)

@@ -234,3 +234,12 @@ def test_samplers_are_discovered_from_entry_points(monkeypatch):
     reg = ProcessorRegistry()
     assert seen == ["grokd.samplers"] and "ban_even" in reg
     assert reg.order_for(SamplingParams(extra={"ban_even": {"above": 1}}))[-1] == "ban_even"
+
+
+def test_plain_rows_cost_no_copy_and_the_input_is_never_modified(smp):
+    logits = torch.randn(2, V)
+    before = logits.clone()
+    assert smp.process(logits, [row(), row()]) is logits  # greedy, nothing active: no copy
+    out = smp.process(logits, [row(logit_bias={3: 5.0}), row()])
+    assert out is not logits and torch.equal(logits, before)
+    assert out[0, 3] == before[0, 3] + 5.0 and torch.equal(out[1], before[1])

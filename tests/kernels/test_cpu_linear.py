@@ -74,3 +74,29 @@ def test_other_weights_keep_the_other_paths():
         assert not isinstance(linear.pack_weight(w), cpu_linear.PanelWeight)
     with pytest.raises(ValueError, match="bf16 CPU activations"):
         cpu_linear.linear(torch.randn(2, 32), cpu_linear.pack(torch.randn(64, 32).bfloat16()))
+
+
+needs_int8_kernel = pytest.mark.skipif(
+    not cpu_linear.supports_int8(torch.zeros(32, 2, dtype=torch.int8), torch.ones(32, dtype=torch.bfloat16)),
+    reason="this CPU has no AVX-512 (torch's int8 kernel is used instead)")
+
+
+@needs_int8_kernel
+@pytest.mark.parametrize("rows", [1, 5, 8, 17])
+def test_int8_matches_its_reference(rows):
+    w, x = weight_and_input(rows, 64, 100, seed=rows)
+    q = linear.quantize_int8(w, torch.bfloat16)
+    packed = linear.pack_weight(q)
+    assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.nbytes() == 64 * 100 + 64 * 4
+    assert torch.equal(packed.packed.transpose(1, 2).reshape(64, 100), q.qweight)
+    got = linear.dense_linear(x, packed)
+    expected = linear.int8_linear_reference(x, q)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
+    torch.testing.assert_close(got.float(), expected.float(), atol=1e-2, rtol=8e-3)
+    torch.testing.assert_close(got.float(), linear.dense_linear(x, q).float(), atol=1e-2, rtol=8e-3)  # unpacked
+
+
+def test_int8_weights_it_does_not_take_stay_as_they_are():
+    for q in (linear.quantize_int8(torch.randn(48, 32), torch.bfloat16),  # 48 outputs
+              linear.quantize_int8(torch.randn(64, 32), torch.float32)):  # float32 activations
+        assert linear.pack_weight(q) is q

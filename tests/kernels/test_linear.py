@@ -63,3 +63,17 @@ def test_int8_weight_only_matches_its_reference_and_the_float_weight(dtype: torc
     exact = F.linear(x.float(), w)
     assert ((got.float() - exact).norm() / exact.norm()).item() < 0.02
     assert dense_linear(x[:0], q).shape == (0, 64)
+
+
+def test_int8_inputs_torchs_kernel_gets_wrong_take_the_dequantising_path() -> None:
+    """torch 2.13's ``_weight_int8pack_mm`` returns NaN (or crashes) when the input features are
+    not a multiple of 16; the unpacked ``Int8Weight`` path must not call it then."""
+    from kernels.linear import int8_linear_reference, quantize_int8
+
+    for in_features in (8, 24, 100):
+        g = torch.Generator().manual_seed(in_features)
+        q = quantize_int8(torch.randn(64, in_features, generator=g), torch.bfloat16)
+        x = torch.randn(3, in_features, generator=g).bfloat16()
+        got = dense_linear(x, q)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), int8_linear_reference(x, q).float(), atol=3e-2, rtol=3e-2)

@@ -9,7 +9,7 @@ import torch
 from engine.chat_template import render_chat
 from engine.models.llama import LlamaForCausalLM
 from kernels.attention import kv_cache_shape
-from kernels.cpu_linear import PanelWeight
+from kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from kernels.metadata import AttentionMetadata
 
 PROMPTS = [
@@ -152,8 +152,9 @@ def test_int8_weights_agree_with_float32_on_the_top_tokens(smollm2_checkpoint, o
     from kernels.linear import Int8Weight
 
     int8 = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "int8", "cpu")
-    assert isinstance(int8.layers[0].mlp.down_weight, Int8Weight)
-    assert isinstance(int8.output_weight, Int8Weight)
+    int8_forms = (Int8Weight, Int8PanelWeight)  # as quantised, or packed for the CPU kernel
+    assert isinstance(int8.layers[0].mlp.down_weight, int8_forms)
+    assert isinstance(int8.output_weight, int8_forms)
     outs = [_chat_prompt_logits(model, smollm2_tokenizer, 3) for model in (int8, ours)]
     assert outs[0].argmax(-1).tolist() == outs[1].argmax(-1).tolist()
     cos = torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=-1)

@@ -1,0 +1,204 @@
+/* y = x . W^T for bf16 activations on the CPU, on torch's OpenMP team: bf16 weights on CPUs with
+ * AVX512-BF16 (below), and weight-only int8 on CPUs with AVX-512 (the second half of this file).
+ *
+ * Twin: torch.nn.functional.linear (kernels/cpu_linear.py packs the weights and calls this; its
+ * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's bf16 GEMM reaches 180-380
+ * GFLOP/s on this machine's two cores, about a third of the bf16 peak (benchmarks/RESULTS.md,
+ * session 4); a weight-stationary micro-kernel built on vdpbf16ps, which multiplies pairs of bf16
+ * and adds them into float32, does better there.
+ *
+ * Weights are packed once (kernels/cpu_linear.py) into panels of 16 output columns, each a run of
+ * k-pairs: packed[p][kp][i][j] = W[16 p + i][2 kp + j], so that one 64-byte load gives the 16
+ * columns' weights for two input features, the operand vdpbf16ps wants. A tile is 2 panels (32
+ * columns) by up to 8 rows: 16 float32 accumulators stay in registers while the k loop streams the
+ * two panels once per 8 rows. Threads split the tiles' column groups.
+ *
+ * Numerics: the products are exact in float32 and summed in float32 two at a time (vdpbf16ps, with
+ * denormal inputs read as zero, as oneDNN's bf16 kernels on the same instruction do), then rounded
+ * once to bf16 (nearest even).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define GROKD_DPBF16 1
+#endif
+
+#define PANEL 16
+#define MAX_ROWS 8
+
+/* 1 when this build has the kernel (the CPU has AVX512-BF16), else 0 and callers keep oneDNN */
+int grokd_linear_bf16_available(void) {
+#ifdef GROKD_DPBF16
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef GROKD_DPBF16
+/* `rows` (1..MAX_ROWS, a constant in each caller) rows of x times two panels: out[rows, 32] */
+static inline __attribute__((always_inline)) void tile(const uint16_t *x, int64_t x_stride, const uint16_t *w0,
+                                                       const uint16_t *w1, int64_t pairs, uint16_t *out,
+                                                       int64_t out_stride, const int rows) {
+    __m512 acc0[MAX_ROWS], acc1[MAX_ROWS];
+    for (int m = 0; m < rows; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();
+    for (int64_t kp = 0; kp < pairs; kp++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(w0 + kp * 2 * PANEL);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(w1 + kp * 2 * PANEL);
+        for (int m = 0; m < rows; m++) {
+            int32_t pair;
+            memcpy(&pair, x + m * x_stride + 2 * kp, sizeof pair);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+            acc0[m] = _mm512_dpbf16_ps(acc0[m], a, b0);
+            acc1[m] = _mm512_dpbf16_ps(acc1[m], a, b1);
+        }
+    }
+    for (int m = 0; m < rows; m++) {
+        const __m256bh lo = _mm512_cvtneps_pbh(acc0[m]), hi = _mm512_cvtneps_pbh(acc1[m]);
+        memcpy(out + m * out_stride, &lo, sizeof lo);
+        memcpy(out + m * out_stride + PANEL, &hi, sizeof hi);
+    }
+}
+
+static void tile_rows(const uint16_t *x, int64_t x_stride, const uint16_t *w0, const uint16_t *w1, int64_t pairs,
+                      uint16_t *out, int64_t out_stride, int rows) {
+    switch (rows) { /* one specialisation per row count, so the accumulators are registers */
+    case 1: tile(x, x_stride, w0, w1, pairs, out, out_stride, 1); break;
+    case 2: tile(x, x_stride, w0, w1, pairs, out, out_stride, 2); break;
+    case 3: tile(x, x_stride, w0, w1, pairs, out, out_stride, 3); break;
+    case 4: tile(x, x_stride, w0, w1, pairs, out, out_stride, 4); break;
+    case 5: tile(x, x_stride, w0, w1, pairs, out, out_stride, 5); break;
+    case 6: tile(x, x_stride, w0, w1, pairs, out, out_stride, 6); break;
+    case 7: tile(x, x_stride, w0, w1, pairs, out, out_stride, 7); break;
+    default: tile(x, x_stride, w0, w1, pairs, out, out_stride, 8); break;
+    }
+}
+#endif
+
+/* x [m, k] (row stride x_stride), packed [n / 16, k / 2, 16, 2], out [m, n] contiguous; n a multiple
+   of 32 and k of 2 (the caller checks). Returns 0, or 1 when this build has no kernel. */
+int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint16_t *packed, int64_t n,
+                      int64_t k, uint16_t *out, int num_threads) {
+#ifdef GROKD_DPBF16
+    const int64_t pairs = k / 2, groups = n / (2 * PANEL), panel_elems = pairs * 2 * PANEL;
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+        const uint16_t *w0 = packed + 2 * g * panel_elems, *w1 = w0 + panel_elems;
+        for (int64_t r = 0; r < m; r += MAX_ROWS) {
+            const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
+            tile_rows(x + r * x_stride, x_stride, w0, w1, pairs, out + r * n + g * 2 * PANEL, n, rows);
+        }
+    }
+    return 0;
+#else
+    (void)x, (void)m, (void)x_stride, (void)packed, (void)n, (void)k, (void)out, (void)num_threads;
+    return 1;
+#endif
+}
+
+/* ---- weight-only int8: y = (x . Q^T) * scales, for bf16 x and int8 Q with one float32 scale per
+ * output column. Q is packed as [n / 16][k][16] (one 16-byte load holds a k's 16 columns); each is
+ * widened to float32 in registers and multiplied into float32 sums with fused multiply-adds, so a
+ * step reads one byte per weight. Twin: kernels.linear.int8_linear_reference (dequantise, then
+ * F.linear); the sums differ only in order, and the scale is applied once to each sum. */
+
+int grokd_linear_int8_available(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef __AVX512F__
+/* xf: the tile's rows of x already widened to float32 ([rows, k]), so each multiply-add takes its
+   activation as a broadcast memory operand; the k loop is unrolled by two with separate sums, so
+   one row still has four independent chains in flight */
+static inline __attribute__((always_inline)) void tile_int8(const float *xf, const int8_t *q0, const int8_t *q1,
+                                                            const float *scales, int64_t k, uint16_t *out,
+                                                            int64_t out_stride, const int rows) {
+    __m512 acc0[MAX_ROWS], acc1[MAX_ROWS], odd0[MAX_ROWS], odd1[MAX_ROWS];
+    for (int m = 0; m < rows; m++) acc0[m] = acc1[m] = odd0[m] = odd1[m] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= k; i += 2) {
+        const __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i * PANEL))));
+        const __m512 a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i * PANEL))));
+        const __m512 b0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q0 + (i + 1) * PANEL))));
+        const __m512 b1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q1 + (i + 1) * PANEL))));
+        for (int m = 0; m < rows; m++) {
+            const __m512 xa = _mm512_set1_ps(xf[m * k + i]), xb = _mm512_set1_ps(xf[m * k + i + 1]);
+            acc0[m] = _mm512_fmadd_ps(xa, a0, acc0[m]);
+            acc1[m] = _mm512_fmadd_ps(xa, a1, acc1[m]);
+            odd0[m] = _mm512_fmadd_ps(xb, b0, odd0[m]);
+            odd1[m] = _mm512_fmadd_ps(xb, b1, odd1[m]);
+        }
+    }
+    for (; i < k; i++) {
+        const __m512 a0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i * PANEL))));
+        const __m512 a1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i * PANEL))));
+        for (int m = 0; m < rows; m++) {
+            const __m512 xa = _mm512_set1_ps(xf[m * k + i]);
+            acc0[m] = _mm512_fmadd_ps(xa, a0, acc0[m]);
+            acc1[m] = _mm512_fmadd_ps(xa, a1, acc1[m]);
+        }
+    }
+    const __m512 s0 = _mm512_loadu_ps(scales), s1 = _mm512_loadu_ps(scales + PANEL);
+    for (int m = 0; m < rows; m++) {
+        uint16_t lo[PANEL], hi[PANEL];
+        float f0[PANEL], f1[PANEL];
+        _mm512_storeu_ps(f0, _mm512_mul_ps(_mm512_add_ps(acc0[m], odd0[m]), s0));
+        _mm512_storeu_ps(f1, _mm512_mul_ps(_mm512_add_ps(acc1[m], odd1[m]), s1));
+        for (int j = 0; j < PANEL; j++) lo[j] = f32_to_bf16(f0[j]), hi[j] = f32_to_bf16(f1[j]);
+        memcpy(out + m * out_stride, lo, sizeof lo);
+        memcpy(out + m * out_stride + PANEL, hi, sizeof hi);
+    }
+}
+
+static void tile_int8_rows(const float *xf, const int8_t *q0, const int8_t *q1, const float *scales, int64_t k,
+                           uint16_t *out, int64_t out_stride, int rows) {
+    switch (rows) {
+    case 1: tile_int8(xf, q0, q1, scales, k, out, out_stride, 1); break;
+    case 2: tile_int8(xf, q0, q1, scales, k, out, out_stride, 2); break;
+    case 3: tile_int8(xf, q0, q1, scales, k, out, out_stride, 3); break;
+    case 4: tile_int8(xf, q0, q1, scales, k, out, out_stride, 4); break;
+    case 5: tile_int8(xf, q0, q1, scales, k, out, out_stride, 5); break;
+    case 6: tile_int8(xf, q0, q1, scales, k, out, out_stride, 6); break;
+    case 7: tile_int8(xf, q0, q1, scales, k, out, out_stride, 7); break;
+    default: tile_int8(xf, q0, q1, scales, k, out, out_stride, 8); break;
+    }
+}
+#endif
+
+/* x [m, k] bf16 (row stride x_stride), packed [n / 16, k, 16] int8, scales [n] float32, out [m, n]
+   bf16 contiguous; n a multiple of 32 (the caller checks). Returns 0, 1 without AVX-512, or 2 when
+   scratch memory could not be allocated (nothing written). */
+int grokd_linear_int8(const uint16_t *x, int64_t m, int64_t x_stride, const int8_t *packed, const float *scales,
+                      int64_t n, int64_t k, uint16_t *out, int num_threads) {
+#ifdef __AVX512F__
+    const int64_t groups = n / (2 * PANEL), panel_elems = k * PANEL;
+    float *xf = malloc(sizeof(float) * (m * k + 1)); /* x widened once, not once per column group */
+    if (!xf) return 2;
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t i = 0; i < k; i++) xf[r * k + i] = bf16_to_f32(x[r * x_stride + i]);
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+        const int8_t *q0 = packed + 2 * g * panel_elems, *q1 = q0 + panel_elems;
+        for (int64_t r = 0; r < m; r += MAX_ROWS) {
+            const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
+            tile_int8_rows(xf + r * k, q0, q1, scales + g * 2 * PANEL, k, out + r * n + g * 2 * PANEL, n, rows);
+        }
+    }
+    free(xf);
+    return 0;
+#else
+    (void)x, (void)m, (void)x_stride, (void)packed, (void)scales, (void)n, (void)k, (void)out, (void)num_threads;
+    return 1;
+#endif
+}
