@@ -154,7 +154,12 @@ class ModelRunner:
         if not keep_rows:
             vocab = self.model.vocab_size
             return RunnerOutput(torch.empty(0, vocab, dtype=torch.float32, device=dev), {})
-        logits = self.model.compute_logits(hidden[torch.tensor(keep_rows, device=dev)]).float()
-        sample_logits = logits[torch.tensor(sample_rows, dtype=torch.int64, device=dev)]
+        # decode-only steps keep and sample every row in order: no gathers (a [rows, vocab] copy)
+        if keep_rows != list(range(hidden.shape[0])):
+            hidden = hidden[torch.tensor(keep_rows, device=dev)]
+        logits = self.model.compute_logits(hidden).float()
+        sample_logits = logits
+        if sample_rows != list(range(logits.shape[0])):
+            sample_logits = logits[torch.tensor(sample_rows, dtype=torch.int64, device=dev)]
         prompt_logits = {i: logits[a:b] for i, (a, b) in prompt_spans.items()}
         return RunnerOutput(sample_logits, prompt_logits)
