@@ -1,10 +1,12 @@
 """Builds the C kernels in ``kernels/csrc`` into one shared library, once per machine, and loads it.
 
-Why plain C through the system compiler: PyTorch has no fused paged-decode op or cheap small-batch
-norm on the CPU (benchmarks/RESULTS.md, sessions 3 and 4). A torch C++ extension would compile for
-a minute against torch's headers; these files compile in under a second with gcc, which every
-machine that installs Python packages from source has. They use gcc's vector extensions, so one
-source serves AVX-512 and older x86 alike (``-march=native``: the build is cached per machine).
+Why plain C through the system compiler: PyTorch has no fused paged-decode op, no cheap small-batch
+norm and no bf16 GEMM that reaches this machine's peak at decode batch sizes on the CPU
+(benchmarks/RESULTS.md, sessions 3 and 4). A torch C++ extension would compile for a minute
+against torch's headers; these files compile in about a second with gcc, which every machine that
+installs Python packages from source has. Attention, norm and RoPE use gcc's vector extensions,
+so they serve any x86 (``-march=native``: the build is cached per machine); the projection kernels
+use AVX-512 intrinsics and report themselves unavailable without them.
 
 Why OpenMP linked to torch's runtime: the library's ``omp parallel`` regions must run on the thread
 team torch already keeps spinning for its own ops. A second runtime would start a second team,
@@ -112,6 +114,9 @@ def cache_root() -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError:
         root = Path(tempfile.gettempdir()) / f"grokd-kernels-{os.getuid()}"
+        root.mkdir(mode=0o700, exist_ok=True)
+        if root.stat().st_uid != os.getuid():  # never load a library someone else could have put there
+            raise PermissionError(f"{root} belongs to another user")
     return root
 
 
@@ -182,7 +187,7 @@ def library() -> CpuLibrary | None:
             key.update(part.encode())
         for source in sorted(SOURCE_DIR.glob("*.[ch]")):  # the sources and the headers they include
             key.update(source.name.encode() + source.read_bytes())
-        out_dir = cache_root() / key.hexdigest()[:16]
+        out_dir = cache_root() / key.hexdigest()[:16]  # may raise OSError: caught below
         path = out_dir / "libgrokd_cpu.so"
         if not path.exists():
             try:

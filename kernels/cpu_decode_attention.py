@@ -29,7 +29,7 @@ _FUNCTIONS = {torch.bfloat16: "grokd_decode_attention_bf16", torch.float32: "gro
 
 def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
     """Whether this kernel takes the step: CPU tensors of one dtype it reads (bf16, float32), a
-    head dimension of unit stride, and the library built."""
+    head dimension and table rows of unit stride, and the library built."""
     return (
         q.device.type == "cpu"
         and q.dtype == kv_cache.dtype
@@ -37,6 +37,7 @@ def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
         and q.stride(-1) == 1
         and kv_cache.is_contiguous()
         and rows.block_tables.dtype == rows.seq_lens.dtype == torch.int64
+        and rows.block_tables.stride(-1) == 1
         and cpu_build.available()
     )
 

@@ -1,8 +1,10 @@
 """bf16 projections on CPUs with AVX512-BF16, and weight-only int8 ones on CPUs with AVX-512,
 through the C micro-kernels in ``kernels/csrc/linear.c`` (built by ``kernels.cpu_build``).
 
-Why: at decode batch sizes oneDNN's packed bf16 GEMM (``kernels.linear``) reaches about a third of
-this machine's bf16 peak (benchmarks/RESULTS.md, session 4). The weights are packed once, at load,
+Why: at decode batch sizes oneDNN's packed bf16 GEMM (``kernels.linear``) leaves speed behind: at
+one row it streamed the weights at 22 GB/s where this kernel reaches the 31 GB/s the machine's two
+threads can read, and at 16 rows it was 12% slower (benchmarks/RESULTS.md, session 4; both are at
+the ~195 GFLOP/s-per-thread compute roof from 256 rows on). The weights are packed once, at load,
 into panels of 16 output columns by pairs of input features (``PanelWeight``), the operand layout
 of ``vdpbf16ps``; the kernel keeps a 32-column by 8-row tile of float32 sums in registers and
 splits column groups across torch's OpenMP threads. Its twin is ``F.linear`` on the unpacked
@@ -11,9 +13,9 @@ so the two differ only in summation order.
 
 ``Int8PanelWeight`` is the same idea for ``--weights-dtype int8``: int8 panels ``[out / 16, in, 16]``
 widened to float32 in registers, one scale per output applied to each finished sum. A decode step
-then reads one byte per weight; ``aten._weight_int8pack_mm``, which it replaces, ran no faster than
-the bf16 kernel at batch 1 (benchmarks/RESULTS.md, session 4). Twin:
-``kernels.linear.int8_linear_reference``.
+then reads one byte per weight. ``aten._weight_int8pack_mm``, which it replaces, was slower than the
+bf16 kernel (10.1 against 8.0 ms per pass over the weights at one row; this one: 7.0) and gets
+``in_features % 16 != 0`` wrong. Twin: ``kernels.linear.int8_linear_reference``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
  * AVX512-BF16 (below), and weight-only int8 on CPUs with AVX-512 (the second half of this file).
  *
  * Twin: torch.nn.functional.linear (kernels/cpu_linear.py packs the weights and calls this; its
- * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's bf16 GEMM reaches 180-380
- * GFLOP/s on this machine's two cores, about a third of the bf16 peak (benchmarks/RESULTS.md,
- * session 4); a weight-stationary micro-kernel built on vdpbf16ps, which multiplies pairs of bf16
- * and adds them into float32, does better there.
+ * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's packed bf16 GEMM streams
+ * the weights slower than the machine can read them at one row (22 against 31 GB/s) and is 5-12%
+ * slower at 16-32 rows (benchmarks/RESULTS.md, session 4); a weight-stationary micro-kernel built on
+ * vdpbf16ps, which multiplies pairs of bf16 and adds them into float32, does better there.
  *
  * Weights are packed once (kernels/cpu_linear.py) into panels of 16 output columns, each a run of
  * k-pairs: packed[p][kp][i][j] = W[16 p + i][2 kp + j], so that one 64-byte load gives the 16
