@@ -116,7 +116,7 @@ def cache_root() -> Path:
         root = Path(tempfile.gettempdir()) / f"grokd-kernels-{os.getuid()}"
         root.mkdir(mode=0o700, exist_ok=True)
         if root.stat().st_uid != os.getuid():  # never load a library someone else could have put there
-            raise PermissionError(f"{root} belongs to another user")
+            raise PermissionError(f"{root} belongs to another user") from None
     return root
 
 

@@ -26,11 +26,18 @@ def _probe(**env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[2])
 
 
-def test_built_under_the_grokd_cache_dir():
-    library = cpu_build.library()
-    assert library is not None
-    assert library.path.is_relative_to(Path(os.environ["GROKD_CACHE_DIR"]) / "kernels")  # tests/conftest.py
-    assert library.path.name == "libgrokd_cpu.so" and library.path.stat().st_size > 0
+def test_cache_location_follows_the_grokd_convention(monkeypatch, tmp_path):
+    monkeypatch.setenv("GROKD_CACHE_DIR", str(tmp_path / "grokd"))
+    assert cpu_build.cache_root() == tmp_path / "grokd" / "kernels" and cpu_build.cache_root().is_dir()
+    monkeypatch.delenv("GROKD_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cpu_build.cache_root() == tmp_path / "xdg" / "grokd" / "kernels"
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GROKD_CACHE_DIR", str(tmp_path / "a-file"))  # cannot hold a directory
+    fallback = cpu_build.cache_root()
+    assert fallback.name == f"grokd-kernels-{os.getuid()}" and fallback.stat().st_uid == os.getuid()
+    library = cpu_build.library()  # built once per process, wherever the cache was then
+    assert library is not None and library.path.name == "libgrokd_cpu.so" and library.path.stat().st_size > 0
 
 
 def test_switched_off_or_no_compiler_means_the_pytorch_paths():
