@@ -1,5 +1,6 @@
 /* One storage type's decode attention (see decode_attention.c), included with T (the pool's and
- * q's element type), NAME, WIDEN1/WIDEN16 (one / 16 elements to float32) and NARROW1 defined. */
+ * q's element type), NAME, WIDEN1 (one element to float32), WIDEN32 / UNPAIR32 (32 elements to two
+ * float32 vectors in the kernel's lane order, and back) and NARROW1 (float32 to T) defined. */
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 
