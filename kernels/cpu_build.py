@@ -38,7 +38,7 @@ import torch
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("decode_attention.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
+SOURCES = ("decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
 
@@ -165,6 +165,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, i64, i64, p, p, p, i64, i64, p, i32], i32
+    from kernels.decoder_layer import _StepKV, _Weights  # the layer's argument structs
+
+    fn = lib.grokd_decoder_layer_bf16
+    fn.argtypes, fn.restype = [p, i64, _Weights, _StepKV, i32], i32
     for name in ("grokd_rms_norm_bf16", "grokd_rms_norm_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, p, f32, p, i32], None

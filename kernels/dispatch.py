@@ -17,6 +17,7 @@ from kernels import attention as _attention
 from kernels import batched_attention as _batched_attention
 from kernels import cpu_build as _cpu_build
 from kernels import cpu_decode_attention as _cpu_decode
+from kernels import decoder_layer as _decoder_layer
 from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import norm as _norm
@@ -36,6 +37,8 @@ class Kernels:
     dense_linear: Callable = _linear.dense_linear
     pack_weight: Callable = _linear.pack_weight
     rms_norm: Callable = _norm.rms_norm
+    # a whole decoder layer in one call for the steps it takes (returns None for the others)
+    decoder_layer: Callable | None = None
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
@@ -45,5 +48,6 @@ def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     if torch.device(device).type == "cpu" and _cpu_build.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
                                          decode=_cpu_decode.decode_attention_or_batched),
-                       rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu)
+                       rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
+                       decoder_layer=_decoder_layer.decoder_layer_cpu)
     return Kernels()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.cpu_linear import Int8PanelWeight, PanelWeight
+from kernels.decoder_layer import DenseLayerWeights
 from kernels.dispatch import Kernels, select_kernels
 from kernels.linear import Int8Weight, quantize_int8
 from kernels.metadata import AttentionMetadata
@@ -144,6 +145,7 @@ class LlamaDecoderLayer(nn.Module):
     def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
+        self.kernels = kernels
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
         self.self_attn = LlamaAttention(cfg, dtype, kernels)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
@@ -153,8 +155,20 @@ class LlamaDecoderLayer(nn.Module):
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
+        if self.kernels.decoder_layer is not None and self.self_attn.qkv_bias is None:
+            fused = self.kernels.decoder_layer(self.fused_weights(), x, *rope, kv_cache, meta)
+            if fused is not None:
+                return fused
         x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+    def fused_weights(self) -> DenseLayerWeights:
+        """This layer's weights as ``Kernels.decoder_layer`` reads them."""
+        attn, mlp = self.self_attn, self.mlp
+        return DenseLayerWeights(
+            self.input_layernorm.weight, self.post_attention_layernorm.weight, attn.qkv_weight, attn.o_weight,
+            mlp.gate_up_weight, mlp.down_weight, attn.num_heads, attn.num_kv_heads, attn.head_dim,
+            mlp.intermediate, self.input_layernorm.eps, attn.scale)
 
 
 class LlamaForCausalLM(nn.Module):

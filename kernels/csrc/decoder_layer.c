@@ -1,0 +1,85 @@
+/* One pre-norm SwiGLU decoder layer (Llama's) for a decode-only step, in one call: RMSNorm, the
+ * qkv projection, RoPE and the KV write, paged decode attention, the output projection and the
+ * residual add, then RMSNorm, gate/up, silu(gate) * up, down and the second residual add. Each
+ * stage is the kernel the PyTorch-side path already calls (this file only chains them), so a
+ * batch-1 step stops paying about a hundred microseconds of Python and op dispatch per layer.
+ * Twin: the model's own layer (engine/models/llama.py), which tests/kernels/test_decoder_layer.py
+ * compares it to. Built by kernels/cpu_build.py; bf16 only, with AVX512-BF16 projections. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16.h"
+
+#if defined(__x86_64__) && defined(GROKD_LIBMVEC)
+#pragma omp declare simd notinbranch
+#endif
+extern float expf(float);
+
+typedef struct { /* decode_attention.c's Shape */
+    int64_t rows, q_heads, kv_heads, block_size, head_dim, num_blocks;
+    int64_t q_row_stride, q_head_stride, table_stride, len_stride;
+    float scale, softcap;
+    int32_t bf16;
+} Shape;
+
+int grokd_decode_attention_bf16(const uint16_t *q, const uint16_t *pool, const int64_t *tables,
+                                const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
+int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint16_t *packed, int64_t n, int64_t k,
+                      uint16_t *out, int num_threads);
+void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride, const uint16_t *weight,
+                         float eps, uint16_t *out, int num_threads);
+int grokd_rope_write_kv_bf16(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                             int64_t dim, const uint16_t *cos, const uint16_t *sin, uint16_t *pool,
+                             int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
+
+typedef struct {
+    const uint16_t *norm1, *norm2, *qkv, *o, *gate_up, *down; /* norms [hidden]; projections packed */
+    int64_t hidden, heads, kv_heads, head_dim, intermediate;
+    float eps, scale;
+} LayerWeights;
+
+typedef struct {
+    const uint16_t *cos, *sin; /* [rows, head_dim] */
+    uint16_t *pool;            /* [2, num_blocks, kv_heads, block_size, head_dim] */
+    int64_t num_blocks, block_size;
+    const int64_t *slots, *tables, *seq_lens;
+    int64_t table_stride, len_stride;
+} StepKV;
+
+/* x [rows, hidden] (the residual stream, updated in place). Returns 0, or nonzero when a stage
+   refused its inputs or scratch memory ran out (x is then unspecified: the caller passes a copy). */
+int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV kv, int num_threads) {
+    const int64_t hidden = w.hidden, qkv_n = (w.heads + 2 * w.kv_heads) * w.head_dim;
+    const int64_t q_n = w.heads * w.head_dim, inter = w.intermediate;
+    uint16_t *h = malloc(sizeof(uint16_t) * rows * (hidden + qkv_n + q_n + hidden + 3 * inter));
+    if (!h) return 1;
+    uint16_t *qkv = h + rows * hidden, *att = qkv + rows * qkv_n, *proj = att + rows * q_n;
+    uint16_t *gate_up = proj + rows * hidden, *act = gate_up + rows * 2 * inter;
+    int status = 0;
+    grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm1, w.eps, h, num_threads);
+    status |= grokd_linear_bf16(h, rows, hidden, w.qkv, qkv_n, hidden, qkv, num_threads);
+    status |= grokd_rope_write_kv_bf16(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin, kv.pool,
+                                       kv.num_blocks, kv.block_size, kv.slots, num_threads);
+    const Shape s = {rows, w.heads, w.kv_heads, kv.block_size, w.head_dim, kv.num_blocks, qkv_n, w.head_dim,
+                     kv.table_stride, kv.len_stride, w.scale, 0.0f, 1};
+    status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
+    status |= grokd_linear_bf16(att, rows, q_n, w.o, hidden, q_n, proj, num_threads);
+    for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm2, w.eps, h, num_threads);
+    status |= grokd_linear_bf16(h, rows, hidden, w.gate_up, 2 * inter, hidden, gate_up, num_threads);
+#pragma omp parallel for num_threads(num_threads) if (rows * inter >= 65536) schedule(static)
+    for (int64_t r = 0; r < rows; r++) { /* silu(gate) rounded to bf16, times up, rounded (torch's order) */
+        const uint16_t *gate = gate_up + r * 2 * inter, *up = gate + inter;
+#pragma omp simd
+        for (int64_t i = 0; i < inter; i++) {
+            const float g = bf16_to_f32(gate[i]);
+            act[r * inter + i] = f32_to_bf16(round_bf16(g / (1.0f + expf(-g))) * bf16_to_f32(up[i]));
+        }
+    }
+    status |= grokd_linear_bf16(act, rows, inter, w.down, hidden, inter, proj, num_threads);
+    for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    free(h);
+    return status;
+}

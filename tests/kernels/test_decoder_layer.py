@@ -1,0 +1,95 @@
+"""The fused decode layer (one C call) against its twin, the Llama model's own ops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from engine.models.llama import LlamaForCausalLM
+from kernels.attention import kv_cache_shape
+from kernels.cpu_linear import PanelWeight
+from kernels.dispatch import select_kernels
+from kernels.metadata import AttentionMetadata
+
+CONFIG = {"hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "vocab_size": 96, "rms_norm_eps": 1e-5, "max_position_embeddings": 512,
+          "tie_word_embeddings": True}
+
+
+def model_pair():
+    """The same random bf16 model twice: with the CPU kernels (fused layer) and without the layer."""
+    torch.manual_seed(0)
+    fused = LlamaForCausalLM(CONFIG, dtype=torch.bfloat16, kernels=select_kernels("cpu"))
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn(p.shape) * (0.05 if p.dim() > 1 else 1.0) + (1.0 if p.dim() == 1 else 0.0))
+    fused.pack_weights()
+    plain = LlamaForCausalLM(CONFIG, dtype=torch.bfloat16, kernels=select_kernels("cpu"))
+    plain.load_state_dict(fused.state_dict(), strict=False)
+    for src, dst in zip(fused.layers, plain.layers, strict=True):  # packed forms live outside the state dict
+        for mod, name in ((src.self_attn, "qkv_weight"), (src.self_attn, "o_weight"), (src.mlp, "gate_up_weight"),
+                          (src.mlp, "down_weight")):
+            other = dst.self_attn if mod is src.self_attn else dst.mlp
+            delattr(other, name)
+            setattr(other, name, getattr(mod, name))
+    no_layer = dataclasses.replace(select_kernels("cpu"), decoder_layer=None)
+    for m in plain.modules():
+        if hasattr(m, "kernels"):
+            m.kernels = no_layer
+    return fused, plain
+
+
+def decode_step(rows: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    seq_lens = [int(n) for n in torch.randint(1, 300, (rows,), generator=g)]
+    need = [-(-n // 16) for n in seq_lens]
+    num_blocks = sum(need) + 2
+    perm = torch.randperm(num_blocks, generator=g).tolist()
+    tables, at = [], 0
+    for n in need:
+        tables.append(perm[at:at + n])
+        at += n
+    meta = AttentionMetadata.build([1] * rows, seq_lens, tables, 16)
+    caches = [torch.randn(kv_cache_shape(num_blocks, 16, 2, 32), generator=g).bfloat16() for _ in range(2)]
+    ids = torch.randint(0, 96, (rows,), generator=g)
+    return ids, torch.tensor([n - 1 for n in seq_lens]), caches, meta
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_fused_layer_matches_the_models_ops(rows):
+    fused, plain = model_pair()
+    if not isinstance(fused.layers[0].mlp.down_weight, PanelWeight):
+        pytest.skip("this CPU has no AVX512-BF16: the fused layer never takes a step")
+    ids, positions, caches, meta = decode_step(rows, seed=rows)
+    plain_caches = [c.clone() for c in caches]
+    calls = []
+    kernel = fused.layers[0].kernels.decoder_layer
+
+    def counting(*args):
+        out = kernel(*args)
+        calls.append(out is not None)
+        return out
+
+    for m in fused.modules():
+        if hasattr(m, "kernels"):
+            m.kernels = dataclasses.replace(m.kernels, decoder_layer=counting)
+    with torch.no_grad():
+        got = fused(ids, positions, caches, meta)
+        expected = plain(ids, positions, plain_caches, meta)
+    assert calls == [True, True]  # both layers took the fused path
+    torch.testing.assert_close(got.float(), expected.float(), atol=3e-2, rtol=3e-2)
+    assert (got == expected).float().mean() > 0.9  # the same kernels; only silu's expf may differ
+    for a, b in zip(caches, plain_caches, strict=True):  # the same keys and values written
+        torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_prefill_steps_take_the_models_ops():
+    fused, _ = model_pair()
+    meta = AttentionMetadata.build([3], [3], [[0]], 16)
+    layer = fused.layers[0]
+    x = torch.randn(3, 128).bfloat16()
+    rope = fused.rope.tables(torch.arange(3), torch.bfloat16)
+    cache = torch.zeros(kv_cache_shape(2, 16, 2, 32), dtype=torch.bfloat16)
+    assert layer.kernels.decoder_layer(layer.fused_weights(), x, *rope, cache, meta) is None
