@@ -33,6 +33,20 @@
 #define PANEL 16
 #define MAX_ROWS 8
 
+/* TILE(R) with R a constant 1..MAX_ROWS, one specialisation per row count, so that each keeps its
+   float32 sums in registers */
+#define FOR_ROW_COUNT(rows, TILE)                                                                      \
+    switch (rows) {                                                                                    \
+    case 1: TILE(1); break;                                                                            \
+    case 2: TILE(2); break;                                                                            \
+    case 3: TILE(3); break;                                                                            \
+    case 4: TILE(4); break;                                                                            \
+    case 5: TILE(5); break;                                                                            \
+    case 6: TILE(6); break;                                                                            \
+    case 7: TILE(7); break;                                                                            \
+    default: TILE(8); break;                                                                           \
+    }
+
 /* 1 when this build has the kernel (the CPU has AVX512-BF16), else 0 and callers keep oneDNN */
 int grokd_linear_bf16_available(void) {
 #ifdef GROKD_DPBF16
@@ -69,16 +83,9 @@ static inline __attribute__((always_inline)) void tile(const uint16_t *x, int64_
 
 static void tile_rows(const uint16_t *x, int64_t x_stride, const uint16_t *w0, const uint16_t *w1, int64_t pairs,
                       uint16_t *out, int64_t out_stride, int rows) {
-    switch (rows) { /* one specialisation per row count, so the accumulators are registers */
-    case 1: tile(x, x_stride, w0, w1, pairs, out, out_stride, 1); break;
-    case 2: tile(x, x_stride, w0, w1, pairs, out, out_stride, 2); break;
-    case 3: tile(x, x_stride, w0, w1, pairs, out, out_stride, 3); break;
-    case 4: tile(x, x_stride, w0, w1, pairs, out, out_stride, 4); break;
-    case 5: tile(x, x_stride, w0, w1, pairs, out, out_stride, 5); break;
-    case 6: tile(x, x_stride, w0, w1, pairs, out, out_stride, 6); break;
-    case 7: tile(x, x_stride, w0, w1, pairs, out, out_stride, 7); break;
-    default: tile(x, x_stride, w0, w1, pairs, out, out_stride, 8); break;
-    }
+#define BF16_TILE(R) tile(x, x_stride, w0, w1, pairs, out, out_stride, R)
+    FOR_ROW_COUNT(rows, BF16_TILE);
+#undef BF16_TILE
 }
 #endif
 
@@ -163,16 +170,9 @@ static inline __attribute__((always_inline)) void tile_int8(const float *xf, con
 
 static void tile_int8_rows(const float *xf, const int8_t *q0, const int8_t *q1, const float *scales, int64_t k,
                            uint16_t *out, int64_t out_stride, int rows) {
-    switch (rows) {
-    case 1: tile_int8(xf, q0, q1, scales, k, out, out_stride, 1); break;
-    case 2: tile_int8(xf, q0, q1, scales, k, out, out_stride, 2); break;
-    case 3: tile_int8(xf, q0, q1, scales, k, out, out_stride, 3); break;
-    case 4: tile_int8(xf, q0, q1, scales, k, out, out_stride, 4); break;
-    case 5: tile_int8(xf, q0, q1, scales, k, out, out_stride, 5); break;
-    case 6: tile_int8(xf, q0, q1, scales, k, out, out_stride, 6); break;
-    case 7: tile_int8(xf, q0, q1, scales, k, out, out_stride, 7); break;
-    default: tile_int8(xf, q0, q1, scales, k, out, out_stride, 8); break;
-    }
+#define INT8_TILE(R) tile_int8(xf, q0, q1, scales, k, out, out_stride, R)
+    FOR_ROW_COUNT(rows, INT8_TILE);
+#undef INT8_TILE
 }
 #endif
 

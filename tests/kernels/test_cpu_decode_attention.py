@@ -11,6 +11,7 @@ from kernels.attention import kv_cache_shape, paged_attention
 from kernels.batched_attention import paged_attention_batched
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
+from tests.kernels.paged_step import scattered_tables
 
 
 def test_kernel_is_built_and_shares_torchs_threads():
@@ -25,14 +26,8 @@ def test_kernel_is_built_and_shares_torchs_threads():
 def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0):
     """A pool full of random (stale) values, scattered block tables, queries for ``q_lens``."""
     g = torch.Generator().manual_seed(seed)
-    need = [-(-n // block_size) for n in seq_lens]
-    num_blocks = sum(need) + 5
+    tables, num_blocks = scattered_tables(seq_lens, block_size, g, spare=5)
     cache = torch.randn(kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), generator=g).to(dtype)
-    perm = torch.randperm(num_blocks, generator=g).tolist()
-    tables, at = [], 0
-    for n in need:
-        tables.append(perm[at:at + n])
-        at += n
     meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
     q = (torch.randn(sum(q_lens), q_heads, head_dim, generator=g) * 2).to(dtype)
     return q, cache, meta

@@ -12,6 +12,7 @@ from kernels.attention import kv_cache_shape
 from kernels.cpu_linear import PanelWeight
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
+from tests.kernels.paged_step import scattered_tables
 
 CONFIG = {"hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
           "num_key_value_heads": 2, "vocab_size": 96, "rms_norm_eps": 1e-5, "max_position_embeddings": 512,
@@ -44,13 +45,7 @@ def model_pair():
 def decode_step(rows: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     seq_lens = [int(n) for n in torch.randint(1, 300, (rows,), generator=g)]
-    need = [-(-n // 16) for n in seq_lens]
-    num_blocks = sum(need) + 2
-    perm = torch.randperm(num_blocks, generator=g).tolist()
-    tables, at = [], 0
-    for n in need:
-        tables.append(perm[at:at + n])
-        at += n
+    tables, num_blocks = scattered_tables(seq_lens, 16, g, spare=2)
     meta = AttentionMetadata.build([1] * rows, seq_lens, tables, 16)
     caches = [torch.randn(kv_cache_shape(num_blocks, 16, 2, 32), generator=g).bfloat16() for _ in range(2)]
     ids = torch.randint(0, 96, (rows,), generator=g)

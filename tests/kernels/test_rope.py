@@ -9,18 +9,13 @@ from kernels import rope
 from kernels.attention import kv_cache_shape
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
+from tests.kernels.paged_step import scattered_tables
 
 
 def step(dtype, q_lens, seq_lens, heads=9, kv_heads=3, head_dim=64, block_size=16, seed=0):
     """A qkv projection output, RoPE tables at the tokens' positions, a stale pool, metadata."""
     g = torch.Generator().manual_seed(seed)
-    need = [-(-n // block_size) for n in seq_lens]
-    num_blocks = sum(need) + 3
-    perm = torch.randperm(num_blocks, generator=g).tolist()
-    tables, at = [], 0
-    for n in need:
-        tables.append(perm[at:at + n])
-        at += n
+    tables, num_blocks = scattered_tables(seq_lens, block_size, g, spare=3)
     meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
     t = sum(q_lens)
     qkv = (torch.randn(t, (heads + 2 * kv_heads) * head_dim, generator=g) * 3).to(dtype)
