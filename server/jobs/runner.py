@@ -28,6 +28,21 @@ log = logging.getLogger("grokd.jobs")
 ACTIVE_STATUSES = ("validating", "in_progress", "cancelling", "finalizing")
 
 
+async def _cancel_until_done(tasks: set[asyncio.Task]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again while any is still running: on Python
+    3.11 ``asyncio.wait_for`` loses a cancellation that races with its inner wait finishing (fixed
+    in 3.12), and the runner waits in ``wait_for`` often, so a single ``cancel()`` could leave
+    ``stop()`` waiting forever (tests/server/jobs/test_jobs_runner.py hung that way)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:  # collect outcomes, so none is reported as never retrieved
+        if not task.cancelled():
+            task.exception()
+
+
 class BatchRunner:
     """Drives every active batch in the store; ``notify()`` wakes it after a create or cancel."""
 
@@ -54,6 +69,7 @@ class BatchRunner:
         self._last_interactive = float("-inf")
         self._in_flight: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._stopping = False  # set while stop() runs
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lines_started = 0  # observability + tests: how many executes were issued
         self.lines_preempted = 0  # aborted back to pending to make room for interactive traffic
@@ -67,14 +83,14 @@ class BatchRunner:
 
     async def stop(self) -> None:
         """Stop issuing lines and abandon in-flight ones (they stay pending and rerun later)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for task in list(self._in_flight):
-            task.cancel()
-        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._stopping = True  # a cancel lost in wait_for (see _cancel_until_done) lands at the next slot
+        try:
+            if self._task is not None:
+                await _cancel_until_done({self._task})
+                self._task = None
+            await _cancel_until_done(set(self._in_flight))
+        finally:
+            self._stopping = False
 
     def notify(self) -> None:
         """Wake the runner now; safe from any thread (sync handlers run in a pool)."""
@@ -83,6 +99,8 @@ class BatchRunner:
 
     async def _serve(self) -> None:
         while True:
+            if self._stopping:
+                raise asyncio.CancelledError
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -123,6 +141,8 @@ class BatchRunner:
         return self._running
 
     async def _acquire_slot(self) -> None:
+        if self._stopping:  # no new line once stop() began, even if its cancel was lost
+            raise asyncio.CancelledError
         while self._running >= self.current_cap():
             self._freed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
