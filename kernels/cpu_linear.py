@@ -142,6 +142,8 @@ def _call(x: torch.Tensor, shape: torch.Size, function: str, *weight_pointers: i
         library = cpu_build.library()
         status = getattr(library.lib, function)(rows.data_ptr(), rows.shape[0], rows.stride(0), *weight_pointers,
                                                 out_features, in_features, out.data_ptr(), library.threads())
+        if status == 2:  # the int8 kernel's scratch copy of x could not be allocated
+            raise MemoryError(f"{function}: could not allocate {rows.shape[0]} x {in_features} float32 scratch")
         if status != 0:
             raise RuntimeError(f"{function}: this build has no kernel for this CPU")
     return out.view(*lead, out_features)
