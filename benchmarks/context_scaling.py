@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="checkpoint path, 'default' (SmolLM2) or 'fixture' (grok1-tiny)")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--weights-dtype", default="auto")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "int8"],
+                   help="KV cache storage: the activation dtype, or int8 with a float32 scale per token and head")
     p.add_argument("--contexts", type=int, nargs="+", default=[128, 256, 512, 1024, 2048],
                    help="prompt lengths; the first is the baseline the ratios refer to")
     p.add_argument("--batch", type=int, default=1, help="sequences decoding together, each at the same context")
@@ -44,17 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def kv_bytes_per_token(engine: Any) -> dict[str, int]:
     """KV bytes per token three ways: the tensors the runner allocated, its own block accounting,
-    and ``2 × layers × kv_heads × head_dim × dtype bytes`` from the model's shape."""
+    and ``2 × layers × kv_heads × (head_dim × dtype bytes + scale bytes)`` from the model's shape
+    (an int8 pool keeps a 4-byte float32 scale per token and head)."""
     runner, model = engine.runner, engine.runner.model
     allocated = sum(t.numel() * t.element_size() for t in runner.kv_caches)
     slots = runner.kv_caches[0].shape[1] * runner.block_size  # the pool's blocks (a CUDA-graph sink too)
     elem = runner.kv_caches[0].element_size() if runner.kv_caches else 0
+    scale = 4 if str(runner.kv_dtype) == "torch.int8" else 0
     return {
         "allocated": allocated // slots,
         "runner": runner.bytes_per_block // runner.block_size,
-        "formula": 2 * model.num_layers * model.num_kv_heads * model.head_dim * elem,
+        "formula": 2 * model.num_layers * model.num_kv_heads * (model.head_dim * elem + scale),
         "num_layers": model.num_layers, "num_kv_heads": model.num_kv_heads, "head_dim": model.head_dim,
-        "dtype_bytes": elem,
+        "dtype_bytes": elem, "scale_bytes": scale, "kv_cache_dtype": str(runner.kv_dtype).removeprefix("torch."),
     }
 
 
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     per_seq = max(args.contexts) + args.warmup + args.steps + 3
-    engine, load_s = build_engine(model_path(args.model), args.dtype, args.batch, per_seq, 0, args.weights_dtype)
+    engine, load_s = build_engine(model_path(args.model), args.dtype, args.batch, per_seq, 0, args.weights_dtype,
+                                  kv_cache_dtype=args.kv_cache_dtype)
     kv = kv_bytes_per_token(engine)
     assert kv["allocated"] == kv["runner"] == kv["formula"], f"KV bytes per token disagree: {kv}"
     measure_context(engine, min(args.contexts), args.batch, 1, 2, seed=-1)  # first-call costs, untimed
@@ -118,6 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for ctx in args.contexts:
         rows.append(summarize(ctx, times[ctx], rows[0]["tpot_ms"] if rows else None))
     meta = {"model": args.model, "checkpoint": str(engine.checkpoint.path), "dtype": args.dtype,
+            "kv_cache_dtype": args.kv_cache_dtype,
             "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
             "load_s": round(load_s, 2),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "loadavg": list(os.getloadavg()),

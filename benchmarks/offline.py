@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint path, 'default' (SmolLM2) or 'fixture' (grok1-tiny)")
     p.add_argument("--dtype", nargs="+", default=["bfloat16"], choices=["float32", "bfloat16"])
     p.add_argument("--weights-dtype", default="auto")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "int8"], help="grokd's KV cache storage")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32])
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
@@ -47,7 +48,8 @@ def model_path(name: str) -> str | None:
 
 
 def build_engine(model: str | None, dtype: str, max_batch: int, prompt_len: int, max_tokens: int,
-                 weights_dtype: str = "auto", device: str = "cpu", enforce_eager: bool = False) -> tuple[Any, float]:
+                 weights_dtype: str = "auto", device: str = "cpu", enforce_eager: bool = False,
+                 kv_cache_dtype: str = "auto") -> tuple[Any, float]:
     """An LLMEngine sized for ``max_batch`` full sequences; returns (engine, load seconds)."""
     from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
     from engine.llm_engine import LLMEngine
@@ -61,7 +63,8 @@ def build_engine(model: str | None, dtype: str, max_batch: int, prompt_len: int,
     need = max_batch * (prompt_len + max_tokens)
     config = EngineConfig(
         model=load,
-        cache=CacheConfig(num_blocks=need // 16 + 2 * max_batch + 8, enable_prefix_caching=False),
+        cache=CacheConfig(num_blocks=need // 16 + 2 * max_batch + 8, enable_prefix_caching=False,
+                          dtype=kv_cache_dtype),
         scheduler=SchedulerConfig(max_num_seqs=max_batch, max_num_batched_tokens=max(2048, max_batch * prompt_len)),
     )
     return LLMEngine(config, mdl, tok, checkpoint=ckpt), load_s
@@ -123,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     mb = max(args.batch_sizes)
     for dtype in args.dtype:
         engine, load_s = build_engine(path, dtype, mb, args.prompt_len, args.max_tokens, args.weights_dtype,
-                                      args.device, args.enforce_eager)
+                                      args.device, args.enforce_eager, args.kv_cache_dtype)
         run: dict[str, Any] = {"dtype": dtype, "grokd_load_s": round(load_s, 2),
                                "grokd": grokd_rounds(engine, args.batch_sizes, args.prompt_len, args.max_tokens)}
         checkpoint = str(engine.checkpoint.path)

@@ -29,6 +29,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--kv-cache-memory", type=int, default=None, help="KV cache bytes")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "int8"], help="KV cache storage")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = EngineConfig(
         model=ModelLoadConfig.from_namespace(args),
-        cache=CacheConfig(kv_cache_memory=args.kv_cache_memory),
+        cache=CacheConfig(kv_cache_memory=args.kv_cache_memory, dtype=args.kv_cache_dtype),
     )
     params = SamplingParams(
         n=args.n,

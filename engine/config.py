@@ -46,15 +46,28 @@ class ModelLoadConfig:
         return cls(**{k: v for k, v in given.items() if v is not None})
 
 
+KV_CACHE_DTYPES = ("auto", "int8")
+
+
 @dataclass
 class CacheConfig:
-    """Paged KV cache: fixed-size blocks in one pool sized from a memory budget."""
+    """Paged KV cache: fixed-size blocks in one pool sized from a memory budget.
+
+    ``dtype``: ``auto`` stores keys and values in the activation dtype; ``int8`` quantizes each
+    token's head with its own float32 scale (``kernels.attention.quantize_kv``), about half the
+    bytes: twice the tokens in the same budget, and less to read per decode step at long contexts.
+    """
 
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes; None = kv_cache_fraction of free memory
     kv_cache_fraction: float = 0.2
     num_blocks: int | None = None  # explicit override (tests)
     enable_prefix_caching: bool = True
+    dtype: str = "auto"  # auto | int8
+
+    def __post_init__(self) -> None:
+        if self.dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from engine.config import CacheConfig
 from engine.decode_graphs import DecodeGraphs
 from engine.scheduler import ScheduledSeq
-from kernels.attention import kv_cache_shape
+from kernels.attention import kv_cache_shape, kv_row_width
 from kernels.metadata import AttentionMetadata
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -37,9 +37,16 @@ def available_memory(device: torch.device) -> int:
     return 4 << 30
 
 
-def kv_bytes_per_block(model: torch.nn.Module, block_size: int, dtype: torch.dtype) -> int:
-    elem = torch.empty((), dtype=dtype).element_size()
-    return 2 * model.num_layers * block_size * model.num_kv_heads * model.head_dim * elem
+def kv_cache_dtype(cache: CacheConfig, dtype: torch.dtype) -> torch.dtype:
+    """The pool's element type: the activation dtype, or int8 (``--kv-cache-dtype int8``)."""
+    return torch.int8 if cache.dtype == "int8" else dtype
+
+
+def kv_bytes_per_block(model: torch.nn.Module, block_size: int, kv_dtype: torch.dtype) -> int:
+    """Keys and values of ``block_size`` tokens over all layers (int8 rows carry a 4-byte scale)."""
+    elem = torch.empty((), dtype=kv_dtype).element_size()
+    width = kv_row_width(model.head_dim, kv_dtype)
+    return 2 * model.num_layers * block_size * model.num_kv_heads * width * elem
 
 
 def plan_num_blocks(
@@ -98,15 +105,16 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.block_size = cache.block_size
-        self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, dtype)
+        self.kv_dtype = kv_cache_dtype(cache, dtype)
+        self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, self.kv_dtype)
         self.num_blocks = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
         capture = (decode_graphs == "auto" and self.device.type == "cuda"
                    and bool(getattr(model, "supports_cuda_graphs", False)))
         use_graphs = capture or decode_graphs == "eager"
         # graphs pad into one spare "sink" block past those the block manager hands out
         pool_blocks = self.num_blocks + int(use_graphs)
-        shape = kv_cache_shape(pool_blocks, cache.block_size, model.num_kv_heads, model.head_dim)
-        self.kv_caches = [zeros_lazy(shape, dtype, self.device) for _ in range(model.num_layers)]
+        shape = kv_cache_shape(pool_blocks, cache.block_size, model.num_kv_heads, model.head_dim, self.kv_dtype)
+        self.kv_caches = [zeros_lazy(shape, self.kv_dtype, self.device) for _ in range(model.num_layers)]
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
             max_blocks = max_blocks_per_seq or -(-model.max_position_embeddings // cache.block_size)

@@ -8,7 +8,8 @@ through the block tables (``DecodeRows.gather_index``): thanks to the head-major
 Rows are padded to the longest context and masked with an additive bias built once per step.
 Rows with several query tokens (prefill chunks) go through the reference. The numerics are the
 reference's: ``q·k`` in the activation dtype, then float32 scale, soft-cap, mask and softmax,
-probabilities cast to the value dtype before the weighted sum.
+probabilities cast to the value dtype before the weighted sum; an int8 pool's rows are dequantized
+to the activation dtype after the gather.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.attention import paged_attention
+from kernels.attention import dequantize_kv, paged_attention
 from kernels.metadata import AttentionMetadata, DecodeRows
 
 
@@ -31,9 +32,11 @@ def batched_decode_attention(
     """Attention of one query token per decode row: ``q [B, q_heads, head_dim]`` over each row's
     context read through ``rows.block_tables`` -> ``[B, q_heads, head_dim]``."""
     b, q_heads, head_dim = q.shape
-    _, num_blocks, kv_heads, block_size, _ = kv_cache.shape
-    pool = kv_cache.view(2 * num_blocks * kv_heads, block_size * head_dim)
-    kv = pool.index_select(0, rows.gather_index(kv_heads, num_blocks)).view(2, b, kv_heads, -1, head_dim)
+    _, num_blocks, kv_heads, block_size, width = kv_cache.shape
+    pool = kv_cache.view(2 * num_blocks * kv_heads, block_size * width)
+    kv = pool.index_select(0, rows.gather_index(kv_heads, num_blocks)).view(2, b, kv_heads, -1, width)
+    if kv_cache.dtype == torch.int8:
+        kv = dequantize_kv(kv, q.dtype)
     keys, values = kv[0], kv[1]
     qg = q.view(b, kv_heads, q_heads // kv_heads, head_dim).to(keys.dtype)
     scores = torch.matmul(qg, keys.transpose(-1, -2)).float().mul_(scale)  # [B, kv, group, span]

@@ -155,14 +155,16 @@ def build(cc: str, out_dir: Path, runtime: str | None, libmvec: bool) -> Path:
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     lib.grokd_omp_function.argtypes, lib.grokd_omp_function.restype = [], p
-    for name in ("grokd_decode_attention_bf16", "grokd_decode_attention_f32"):
+    for name in ("grokd_decode_attention_bf16", "grokd_decode_attention_f32", "grokd_decode_attention_bf16_i8",
+                 "grokd_decode_attention_f32_i8"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, p, p, p, Shape, p, i32], i32
     lib.grokd_linear_bf16_available.argtypes, lib.grokd_linear_bf16_available.restype = [], i32
     lib.grokd_linear_bf16.argtypes, lib.grokd_linear_bf16.restype = [p, i64, i64, p, i64, i64, p, i32], i32
     lib.grokd_linear_int8_available.argtypes, lib.grokd_linear_int8_available.restype = [], i32
     lib.grokd_linear_int8.argtypes, lib.grokd_linear_int8.restype = [p, i64, i64, p, p, i64, i64, p, i32], i32
-    for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32"):
+    for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32", "grokd_rope_write_kv_bf16_i8",
+                 "grokd_rope_write_kv_f32_i8"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, i64, i64, p, p, p, i64, i64, p, i32], i32
     from kernels.decoder_layer import _StepKV, _Weights  # the layer's argument structs

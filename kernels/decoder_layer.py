@@ -5,7 +5,8 @@ Why: with every stage already a C kernel, a batch-1 decode step still spent abou
 microseconds per layer between them, in Python and op dispatch (benchmarks/RESULTS.md, session 4).
 This chains the same kernels (RMSNorm, the AVX512-BF16 projections, RoPE with the KV write, paged
 decode attention, SwiGLU, the residual adds) without coming back to Python. It takes a step only
-when all of them would: bf16, panel-packed projections without biases, decode rows only;
+when all of them would: bf16 activations over a bf16 or int8 KV pool, panel-packed projections
+without biases, decode rows only;
 otherwise ``decoder_layer_cpu`` returns ``None`` and the model runs its own ops, which are the twin
 (tests/kernels/test_decoder_layer.py).
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels import cpu_build
+from kernels.attention import kv_head_dim
 from kernels.cpu_linear import PanelWeight
 from kernels.metadata import AttentionMetadata
 
@@ -52,7 +54,7 @@ class _StepKV(ctypes.Structure):
     _fields_ = [("cos", ctypes.c_void_p), ("sin", ctypes.c_void_p), ("pool", ctypes.c_void_p),
                 ("num_blocks", ctypes.c_int64), ("block_size", ctypes.c_int64),
                 ("slots", ctypes.c_void_p), ("tables", ctypes.c_void_p), ("seq_lens", ctypes.c_void_p),
-                ("table_stride", ctypes.c_int64), ("len_stride", ctypes.c_int64)]
+                ("table_stride", ctypes.c_int64), ("len_stride", ctypes.c_int64), ("pool_int8", ctypes.c_int32)]
 
 
 def decoder_layer_cpu(
@@ -64,8 +66,8 @@ def decoder_layer_cpu(
     library = cpu_build.library()
     rows = x.shape[0]
     if (library is None or x.dtype != torch.bfloat16 or x.dim() != 2 or not x.is_contiguous()
-            or x.device.type != "cpu" or kv_cache.dtype != torch.bfloat16 or not kv_cache.is_contiguous()
-            or kv_cache.shape[2] != w.kv_heads or kv_cache.shape[4] != w.head_dim
+            or x.device.type != "cpu" or kv_cache.dtype not in (torch.bfloat16, torch.int8)
+            or not kv_cache.is_contiguous() or kv_cache.shape[2] != w.kv_heads or kv_head_dim(kv_cache) != w.head_dim
             or not all(isinstance(p, PanelWeight) for p in (w.qkv, w.o, w.gate_up, w.down))
             or not (w.norm1.dtype == w.norm2.dtype == torch.bfloat16 and w.norm1.is_contiguous()
                     and w.norm2.is_contiguous())
@@ -83,7 +85,7 @@ def decoder_layer_cpu(
                        w.head_dim, w.intermediate, w.eps, w.scale)
     step = _StepKV(cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), kv_cache.shape[1], kv_cache.shape[3],
                    meta.slot_mapping.data_ptr(), decode.block_tables.data_ptr(), decode.seq_lens.data_ptr(),
-                   decode.block_tables.stride(0), decode.seq_lens.stride(0))
+                   decode.block_tables.stride(0), decode.seq_lens.stride(0), kv_cache.dtype == torch.int8)
     if library.lib.grokd_decoder_layer_bf16(out.data_ptr(), rows, weights, step, library.threads()) != 0:
         return None  # a stage refused: the model's ops run instead (and rewrite the same KV slots)
     return out

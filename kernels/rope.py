@@ -12,10 +12,15 @@ from __future__ import annotations
 import torch
 
 from kernels import cpu_build
-from kernels.attention import write_kv
+from kernels.attention import kv_head_dim, write_kv
 from kernels.metadata import AttentionMetadata
 
-_FUNCTIONS = {torch.bfloat16: "grokd_rope_write_kv_bf16", torch.float32: "grokd_rope_write_kv_f32"}
+_FUNCTIONS = {  # (activation dtype, pool dtype) -> C function
+    (torch.bfloat16, torch.bfloat16): "grokd_rope_write_kv_bf16",
+    (torch.float32, torch.float32): "grokd_rope_write_kv_f32",
+    (torch.bfloat16, torch.int8): "grokd_rope_write_kv_bf16_i8",
+    (torch.float32, torch.int8): "grokd_rope_write_kv_f32_i8",
+}
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -34,7 +39,7 @@ def rope_write_kv(
     ``[T, heads, head_dim]``; the rotated keys and the values go to the tokens' KV slots. ``cos``
     and ``sin`` are ``[T, 1, head_dim]`` in the activation dtype. ``qkv`` may be overwritten."""
     t = qkv.shape[0]
-    head_dim = kv_cache.shape[-1]
+    head_dim = kv_head_dim(kv_cache)
     qk = apply_rope(qkv[:, : (num_heads + num_kv_heads) * head_dim].view(t, num_heads + num_kv_heads, head_dim),
                     cos, sin)
     q, k = qk.split([num_heads, num_kv_heads], dim=1)
@@ -47,18 +52,21 @@ def rope_write_kv_cpu(
     qkv: torch.Tensor, num_heads: int, num_kv_heads: int, cos: torch.Tensor, sin: torch.Tensor,
     kv_cache: torch.Tensor, meta: AttentionMetadata,
 ) -> torch.Tensor:
-    """``rope_write_kv`` through the C kernel when it takes the inputs (CPU, one dtype throughout,
-    bf16 or float32, unit-stride rows, contiguous tables and pool), else the reference."""
+    """``rope_write_kv`` through the C kernel when it takes the inputs (CPU, bf16 or float32
+    activations, a pool of that dtype or int8, unit-stride rows, contiguous tables and pool), else
+    the reference."""
     library = cpu_build.library()
     t = qkv.shape[0]
-    _, num_blocks, kv_heads, block_size, head_dim = kv_cache.shape
-    if (library is None or qkv.device.type != "cpu" or qkv.dtype not in _FUNCTIONS or kv_heads != num_kv_heads
-            or not all(a.dtype == qkv.dtype for a in (cos, sin, kv_cache)) or qkv.stride(-1) != 1
+    _, num_blocks, kv_heads, block_size, _ = kv_cache.shape
+    head_dim = kv_head_dim(kv_cache)
+    function = _FUNCTIONS.get((qkv.dtype, kv_cache.dtype))
+    if (library is None or qkv.device.type != "cpu" or function is None or kv_heads != num_kv_heads
+            or not all(a.dtype == qkv.dtype for a in (cos, sin)) or qkv.stride(-1) != 1
             or not (cos.is_contiguous() and sin.is_contiguous() and kv_cache.is_contiguous())
             or meta.slot_mapping.dtype != torch.int64 or not meta.slot_mapping.is_contiguous()
             or meta.slot_mapping.shape[0] != t):
         return rope_write_kv(qkv, num_heads, num_kv_heads, cos, sin, kv_cache, meta)
-    status = getattr(library.lib, _FUNCTIONS[qkv.dtype])(
+    status = getattr(library.lib, function)(
         qkv.data_ptr(), t, qkv.stride(0), num_heads, num_kv_heads, head_dim, cos.data_ptr(), sin.data_ptr(),
         kv_cache.data_ptr(), num_blocks, block_size, meta.slot_mapping.data_ptr(), library.threads())
     if status != 0:  # a head size the kernel does not take: nothing was written

@@ -122,6 +122,11 @@ async def _load_in_background(state: ServerState) -> None:
         state.attach_engine(engine)
         engine.start()
         log.info("model loaded: serving %s", state.registry.default.id if state.registry else "?")
+        runner = getattr(getattr(engine, "engine", None), "runner", None)
+        if runner is not None:
+            log.info("KV cache: %d blocks of %d tokens in %s (%.0f MiB, %d tokens)", runner.num_blocks,
+                     runner.block_size, str(runner.kv_dtype).removeprefix("torch."),
+                     runner.num_blocks * runner.bytes_per_block / 2**20, runner.num_blocks * runner.block_size)
     except BaseException as exc:  # noqa: BLE001 - reported to serve, which exits non-zero
         log.exception("loading the model failed")
         if state.on_load_error is not None:

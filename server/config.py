@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig, check_device
+from engine.config import (
+    KV_CACHE_DTYPES,
+    CacheConfig,
+    EngineConfig,
+    ModelLoadConfig,
+    SchedulerConfig,
+    check_device,
+)
 
 ENV_PREFIX = "GROKD_"
 
@@ -41,6 +48,7 @@ class ServerConfig:
     kv_cache_memory: int | None = None
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
+    kv_cache_dtype: str = "auto"
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
@@ -65,6 +73,9 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device)  # fail at start-up, before the server listens
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, "
+                             f"got {self.kv_cache_dtype!r}")
 
     def jobs_config(self, state_dir: str | Path) -> Any:
         """The :class:`server.jobs.JobsConfig` for these settings (imported lazily: optional)."""
@@ -86,6 +97,7 @@ class ServerConfig:
                 kv_cache_memory=self.kv_cache_memory,
                 num_blocks=self.num_kv_blocks,
                 enable_prefix_caching=self.enable_prefix_caching,
+                dtype=self.kv_cache_dtype,
             ),
             scheduler=SchedulerConfig(
                 max_num_batched_tokens=self.max_num_batched_tokens,

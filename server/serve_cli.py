@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--kv-cache-memory", type=_size, help="KV cache budget in bytes (8G, 512M, ...)")
     c.add_argument("--num-kv-blocks", type=int)
     c.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
+    c.add_argument("--kv-cache-dtype", metavar="{auto,int8}",
+                   help="KV cache storage: auto (the activation dtype) or int8 (per-token scales, about half the bytes)")
     c.add_argument("--max-num-batched-tokens", type=int)
     c.add_argument("--max-num-seqs", type=int)
     c.add_argument("--max-queued-requests", type=int, help="waiting-queue bound; beyond it requests get 429")

@@ -1,34 +1,53 @@
-/* One storage type's decode attention (see decode_attention.c), included with T (the pool's and
- * q's element type), NAME, WIDEN1 (one element to float32), WIDEN32 / UNPAIR32 (32 elements to two
- * float32 vectors in the kernel's lane order, and back) and NARROW1 (float32 to T) defined. */
+/* One (query type, pool type) pair's decode attention (see decode_attention.c), included with these
+ * defined:
+ *   Q_T, KV_T      q's (and out's) element type, the pool's
+ *   NAME           the exported function
+ *   ROW_WIDTH(d)   elements of KV_T per (token, head) row of a pool of head dim d
+ *   KV_SCALED      1 when each row carries a float32 scale (int8 pools), else 0
+ *   ROW_SCALE(r,d) row r's scale (the constant 1.0f for unscaled pools, which the compiler drops)
+ *   PREFETCH_AHEAD how many blocks ahead the loops ask for
+ *   WIDEN_Q1, WIDEN_KV1   one element to float32
+ *   WIDEN_Q32, WIDEN_KV32 32 elements to two float32 vectors, both in the kernel's lane order
+ *   UNPAIR32       two vectors in that lane order back to 32 floats in order
+ *   NARROW_Q1      float32 to Q_T
+ */
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 
-/* q . k for the `group` query heads of kv head h, tokens [t0, t1) (t0 on a block boundary);
-   always inlined so that the callers below can fix `dim` and the compiler unroll over it */
+/* q . k for the `group` query heads of kv head h, tokens [t0, t1) (t0 on a block boundary), asking
+   for the same tokens' values too when prefetch_values (see the caller); always inlined so that
+   the callers below can fix `dim` and the compiler unroll over it */
 static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
-    const T *q, const T *pool, const int64_t *table, int64_t len, const Shape *s, int64_t b, int64_t h,
-    int64_t t0, int64_t t1, float *scores, const int64_t dim) {
-    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES;
+    const Q_T *q, const KV_T *pool, const int64_t *table, int64_t len, const Shape *s, int64_t b, int64_t h,
+    int64_t t0, int64_t t1, float *scores, int prefetch_values, const int64_t dim) {
+    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES, w = ROW_WIDTH(dim);
     const int paired = dim % (2 * LANES) == 0;
     f32x16 qv[group * (paired ? vecs : 1)];
     float qf[group * dim];
     for (int64_t g = 0; g < group; g++) {
-        const T *qr = q + b * s->q_row_stride + (h * group + g) * s->q_head_stride;
-        for (int64_t d = 0; d < dim; d++) qf[g * dim + d] = WIDEN1(qr[d]);
+        const Q_T *qr = q + b * s->q_row_stride + (h * group + g) * s->q_head_stride;
+        for (int64_t d = 0; d < dim; d++) qf[g * dim + d] = WIDEN_Q1(qr[d]);
         if (paired)
-            for (int64_t v = 0; v < vecs; v += 2) WIDEN32(qr + v * LANES, &qv[g * vecs + v], &qv[g * vecs + v + 1]);
+            for (int64_t v = 0; v < vecs; v += 2) WIDEN_Q32(qr + v * LANES, &qv[g * vecs + v], &qv[g * vecs + v + 1]);
     }
+    for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs) /* the loop's first blocks */
+        prefetch_block(pool + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
     for (int64_t t = t0; t < t1;) {
-        const T *k = pool + (table[t / bs] * s->kv_heads + h) * bs * dim;
+        const KV_T *k = pool + (table[t / bs] * s->kv_heads + h) * bs * w;
         const int64_t n = t1 - t < bs ? t1 - t : bs;
-        if (t + PREFETCH_BLOCKS * bs < t1) prefetch_block(pool + (table[t / bs + PREFETCH_BLOCKS] * s->kv_heads + h) * bs * dim, bs * dim * sizeof(T));
+        if (t + PREFETCH_AHEAD * bs < t1) prefetch_block(pool + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+        if (prefetch_values)
+            prefetch_block(pool + ((s->num_blocks + table[t / bs]) * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
         int64_t r = 0;
         if (paired) /* four tokens at a time, so that their sums share the shuffles (sum16x4) */
-            for (; r + 4 <= n; r += 4, t += 4, k += 4 * dim) {
+            for (; r + 4 <= n; r += 4, t += 4, k += 4 * w) {
                 f32x16 kv[4][vecs];
                 for (int j = 0; j < 4; j++)
-                    for (int64_t v = 0; v < vecs; v += 2) WIDEN32(k + j * dim + v * LANES, &kv[j][v], &kv[j][v + 1]);
+                    for (int64_t v = 0; v < vecs; v += 2) WIDEN_KV32(k + j * w + v * LANES, &kv[j][v], &kv[j][v + 1]);
+                f32x4 row_scales = {1.0f, 1.0f, 1.0f, 1.0f};
+                if (KV_SCALED)
+                    row_scales = (f32x4){ROW_SCALE(k, dim), ROW_SCALE(k + w, dim), ROW_SCALE(k + 2 * w, dim),
+                                         ROW_SCALE(k + 3 * w, dim)};
                 for (int64_t g = 0; g < group; g++) {
                     const f32x16 *qg = qv + g * vecs;
                     f32x16 a0 = qg[0] * kv[0][0], a1 = qg[0] * kv[1][0], a2 = qg[0] * kv[2][0], a3 = qg[0] * kv[3][0];
@@ -38,103 +57,134 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
                         a2 += qg[v] * kv[2][v];
                         a3 += qg[v] * kv[3][v];
                     }
-                    const f32x4 dots = sum16x4(a0, a1, a2, a3);
+                    f32x4 dots = sum16x4(a0, a1, a2, a3);
+                    if (KV_SCALED) dots *= row_scales;
                     memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
                 }
             }
-        for (; r < n; r++, t++, k += dim) {
+        for (; r < n; r++, t++, k += w) {
             float *out = scores + h * group * len + t;
+            const float row_scale = ROW_SCALE(k, dim);
             if (paired) {
                 f32x16 kv[vecs];
-                for (int64_t v = 0; v < vecs; v += 2) WIDEN32(k + v * LANES, &kv[v], &kv[v + 1]);
+                for (int64_t v = 0; v < vecs; v += 2) WIDEN_KV32(k + v * LANES, &kv[v], &kv[v + 1]);
                 for (int64_t g = 0; g < group; g++) {
                     f32x16 acc = qv[g * vecs] * kv[0];
                     for (int64_t v = 1; v < vecs; v++) acc += qv[g * vecs + v] * kv[v];
-                    out[g * len] = sum16(acc);
+                    out[g * len] = sum16(acc) * row_scale;
                 }
             } else {
                 for (int64_t g = 0; g < group; g++) {
                     float dot = 0.0f;
-                    for (int64_t d = 0; d < dim; d++) dot += qf[g * dim + d] * WIDEN1(k[d]);
-                    out[g * len] = dot;
+                    for (int64_t d = 0; d < dim; d++) dot += qf[g * dim + d] * WIDEN_KV1(k[d]);
+                    out[g * len] = dot * row_scale;
                 }
             }
         }
     }
 }
 
-static void CAT(NAME, _scores)(const T *q, const T *pool, const int64_t *table, int64_t len, const Shape *s,
-                               int64_t b, int64_t h, int64_t t0, int64_t t1, float *scores) {
+static void CAT(NAME, _scores)(const Q_T *q, const KV_T *pool, const int64_t *table, int64_t len, const Shape *s,
+                               int64_t b, int64_t h, int64_t t0, int64_t t1, float *scores, int prefetch_values) {
     if (s->head_dim == 64)
-        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, 64);
+        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, prefetch_values, 64);
     else if (s->head_dim == 128)
-        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, 128);
+        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, prefetch_values, 128);
     else
-        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, s->head_dim);
+        CAT(NAME, _scores_dim)(q, pool, table, len, s, b, h, t0, t1, scores, prefetch_values, s->head_dim);
 }
 
-/* acc[group, dim] = sum over tokens [t0, t1) of probs . v, for kv head h; one query head at a time
-   so that its accumulators stay in registers */
-static inline __attribute__((always_inline)) void CAT(NAME, _values_dim)(
-    const T *pool, const int64_t *table, int64_t len, const Shape *s, int64_t h, int64_t t0, int64_t t1,
-    const float *probs, float *acc, const int64_t dim) {
-    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES;
-    const T *values = pool + s->num_blocks * s->kv_heads * bs * dim;
-    for (int64_t g = 0; g < group; g += 2) { /* two query heads per pass: each v load serves both */
+/* acc[group, dim] = sum over tokens [t0, t1) of probs . v, for kv head h, when dim is a multiple
+   of 32 and at most 128: passes of `hp` query heads (a compile-time constant, at most 4), so that
+   each v load serves all of them while their hp * dim / 16 accumulators stay in registers; a last
+   pass short of heads repeats a head's probabilities and drops its sums. A scaled row's scale
+   multiplies the probabilities, once per token. Always inlined, so that the callers below fix
+   `dim` and `hp`. */
+static inline __attribute__((always_inline)) void CAT(NAME, _values_vec)(
+    const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h, int64_t t0, int64_t t1,
+    const float *probs, float *acc, const int64_t dim, const int hp) {
+    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES, w = ROW_WIDTH(dim);
+    for (int64_t g = 0; g < group; g += hp) {
+        const float *p[4];
+        for (int j = 0; j < hp; j++) p[j] = probs + (h * group + (g + j < group ? g + j : g)) * len;
+        f32x16 sum[4][8] = {{{0}}};
+        if (g == 0) /* the loop's first blocks */
+            for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs)
+                prefetch_block(values + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+        for (int64_t t = t0; t < t1;) {
+            const KV_T *v = values + (table[t / bs] * s->kv_heads + h) * bs * w;
+            const int64_t n = t1 - t < bs ? t1 - t : bs;
+            if (g == 0 && t + PREFETCH_AHEAD * bs < t1)
+                prefetch_block(values + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+            for (int64_t r = 0; r < n; r++, t++, v += w) {
+                const float row_scale = ROW_SCALE(v, dim);
+                float pv[4];
+                for (int j = 0; j < hp; j++) pv[j] = p[j][t] * row_scale;
+                for (int64_t c = 0; c < vecs; c += 2) {
+                    f32x16 x0, x1;
+                    WIDEN_KV32(v + c * LANES, &x0, &x1);
+                    for (int j = 0; j < hp; j++) {
+                        sum[j][c] += pv[j] * x0;
+                        sum[j][c + 1] += pv[j] * x1;
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < hp; j++)
+            if (g + j < group)
+                for (int64_t c = 0; c < vecs; c += 2) UNPAIR32(acc + (g + j) * dim + c * LANES, sum[j][c], sum[j][c + 1]);
+    }
+}
+
+/* the same for any dim: two query heads per pass, scalar loops */
+static void CAT(NAME, _values_any)(const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h,
+                                   int64_t t0, int64_t t1, const float *probs, float *acc) {
+    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, dim = s->head_dim, w = ROW_WIDTH(dim);
+    for (int64_t g = 0; g < group; g += 2) {
         const int two = g + 1 < group;
         const float *p0 = probs + (h * group + g) * len, *p1 = two ? p0 + len : p0;
         float *a0 = acc + g * dim, *a1 = a0 + dim;
-        if (dim % (2 * LANES) == 0 && vecs <= 8) {
-            f32x16 sum0[8] = {{0}}, sum1[8] = {{0}};
-            for (int64_t t = t0; t < t1;) {
-                const T *v = values + (table[t / bs] * s->kv_heads + h) * bs * dim;
-                const int64_t n = t1 - t < bs ? t1 - t : bs;
-                if (g == 0 && t + PREFETCH_BLOCKS * bs < t1)
-                    prefetch_block(values + (table[t / bs + PREFETCH_BLOCKS] * s->kv_heads + h) * bs * dim, bs * dim * sizeof(T));
-                for (int64_t r = 0; r < n; r++, t++, v += dim) {
-                    for (int64_t c = 0; c < vecs; c += 2) {
-                        f32x16 x0, x1;
-                        WIDEN32(v + c * LANES, &x0, &x1);
-                        sum0[c] += p0[t] * x0;
-                        sum0[c + 1] += p0[t] * x1;
-                        sum1[c] += p1[t] * x0;
-                        sum1[c + 1] += p1[t] * x1;
-                    }
+        for (int64_t d = 0; d < dim; d++) a0[d] = 0.0f;
+        if (two)
+            for (int64_t d = 0; d < dim; d++) a1[d] = 0.0f;
+        for (int64_t t = t0; t < t1;) {
+            const KV_T *v = values + (table[t / bs] * s->kv_heads + h) * bs * w;
+            const int64_t n = t1 - t < bs ? t1 - t : bs;
+            for (int64_t r = 0; r < n; r++, t++, v += w) {
+                const float row_scale = ROW_SCALE(v, dim), pv0 = p0[t] * row_scale, pv1 = p1[t] * row_scale;
+                for (int64_t d = 0; d < dim; d++) {
+                    a0[d] += pv0 * WIDEN_KV1(v[d]);
+                    if (two) a1[d] += pv1 * WIDEN_KV1(v[d]);
                 }
-            }
-            for (int64_t c = 0; c < vecs; c += 2) {
-                UNPAIR32(a0 + c * LANES, sum0[c], sum0[c + 1]);
-                if (two) UNPAIR32(a1 + c * LANES, sum1[c], sum1[c + 1]);
-            }
-        } else {
-            for (int64_t d = 0; d < dim; d++) a0[d] = 0.0f;
-            if (two)
-                for (int64_t d = 0; d < dim; d++) a1[d] = 0.0f;
-            for (int64_t t = t0; t < t1;) {
-                const T *v = values + (table[t / bs] * s->kv_heads + h) * bs * dim;
-                const int64_t n = t1 - t < bs ? t1 - t : bs;
-                for (int64_t r = 0; r < n; r++, t++, v += dim)
-                    for (int64_t d = 0; d < dim; d++) {
-                        a0[d] += p0[t] * WIDEN1(v[d]);
-                        if (two) a1[d] += p1[t] * WIDEN1(v[d]);
-                    }
             }
         }
     }
 }
 
-static void CAT(NAME, _values)(const T *pool, const int64_t *table, int64_t len, const Shape *s, int64_t h,
+/* heads per pass, within the 16 accumulators a pass may keep (dim 64: 4 vectors a head; dim 128: 8):
+   at dim 64, 4 or 3 when that divides the group (SmolLM2's 3 heads in one pass, where two passes of
+   two widened every value twice: 2,048 tokens took 88 instead of 83 us on one thread, warm, bf16,
+   and 97 instead of 84 for int8), else 2 (1 for a group of one) */
+static void CAT(NAME, _values)(const KV_T *pool, const int64_t *table, int64_t len, const Shape *s, int64_t h,
                                int64_t t0, int64_t t1, const float *probs, float *acc) {
-    if (s->head_dim == 64)
-        CAT(NAME, _values_dim)(pool, table, len, s, h, t0, t1, probs, acc, 64);
-    else if (s->head_dim == 128)
-        CAT(NAME, _values_dim)(pool, table, len, s, h, t0, t1, probs, acc, 128);
+    const int64_t group = s->q_heads / s->kv_heads, dim = s->head_dim;
+    const KV_T *values = pool + s->num_blocks * s->kv_heads * s->block_size * ROW_WIDTH(dim);
+    if (dim == 64 && group % 4 == 0)
+        CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, 64, 4);
+    else if (dim == 64 && group % 3 == 0)
+        CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, 64, 3);
+    else if (dim == 64)
+        CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, 64, group == 1 ? 1 : 2);
+    else if (dim == 128)
+        CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, 128, group == 1 ? 1 : 2);
+    else if (dim % (2 * LANES) == 0 && dim <= 8 * LANES)
+        CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, dim, 2);
     else
-        CAT(NAME, _values_dim)(pool, table, len, s, h, t0, t1, probs, acc, s->head_dim);
+        CAT(NAME, _values_any)(values, table, len, s, h, t0, t1, probs, acc);
 }
 
 /* Returns 0, or 1 when scratch memory could not be allocated (nothing was written). */
-int NAME(const T *q, const T *pool, const int64_t *tables, const int64_t *seq_lens, Shape s, T *out,
+int NAME(const Q_T *q, const KV_T *pool, const int64_t *tables, const int64_t *seq_lens, Shape s, Q_T *out,
          int num_threads) {
     const int64_t group = s.q_heads / s.kv_heads, dim = s.head_dim;
     const int64_t chunk = CHUNK_TOKENS > s.block_size ? CHUNK_TOKENS / s.block_size * s.block_size : s.block_size;
@@ -156,6 +206,8 @@ int NAME(const T *q, const T *pool, const int64_t *tables, const int64_t *seq_le
         return 1;
     }
     const int64_t items = item_start[s.rows];
+    const int64_t value_bytes = score_start[s.rows] / s.q_heads * s.kv_heads * ROW_WIDTH(dim) * (int64_t)sizeof(KV_T);
+    const int prefetch_values = value_bytes <= PREFETCH_VALUES_BYTES;
 #pragma omp parallel num_threads(num_threads)
     {
         int64_t b = 0; /* items of a thread's static share are in row order */
@@ -166,7 +218,7 @@ int NAME(const T *q, const T *pool, const int64_t *tables, const int64_t *seq_le
             const int64_t h = (i - item_start[b]) / per, c = (i - item_start[b]) % per;
             const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
             CAT(NAME, _scores)(q, pool, tables + b * s.table_stride, len, &s, b, h, c * chunk, t1,
-                               scores + score_start[b]);
+                               scores + score_start[b], prefetch_values);
         }
 #pragma omp for schedule(static)
         for (int64_t rh = 0; rh < s.rows * s.q_heads; rh++) { /* 2: one (row, query head)'s softmax */
@@ -188,11 +240,11 @@ int NAME(const T *q, const T *pool, const int64_t *tables, const int64_t *seq_le
             const int64_t row = bh / s.kv_heads, h = bh % s.kv_heads;
             const int64_t per = chunks_of(seq_lens[row * s.len_stride], chunk);
             const float *first = partial + (item_start[row] + h * per) * group * dim;
-            T *o = out + (row * s.q_heads + h * group) * dim;
+            Q_T *o = out + (row * s.q_heads + h * group) * dim;
             for (int64_t e = 0; e < group * dim; e++) {
                 float sum = first[e];
                 for (int64_t c = 1; c < per; c++) sum += first[c * group * dim + e];
-                o[e] = NARROW1(sum);
+                o[e] = NARROW_Q1(sum);
             }
         }
     }

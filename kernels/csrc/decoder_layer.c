@@ -4,7 +4,8 @@
  * stage is the kernel the PyTorch-side path already calls (this file only chains them), so a
  * batch-1 step stops paying about a hundred microseconds of Python and op dispatch per layer.
  * Twin: the model's own layer (engine/models/llama.py), which tests/kernels/test_decoder_layer.py
- * compares it to. Built by kernels/cpu_build.py; bf16 only, with AVX512-BF16 projections. */
+ * compares it to. Built by kernels/cpu_build.py; bf16 activations with AVX512-BF16 projections, over
+ * a bf16 or an int8 KV pool. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ typedef struct { /* decode_attention.c's Shape */
 
 int grokd_decode_attention_bf16(const uint16_t *q, const uint16_t *pool, const int64_t *tables,
                                 const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
+int grokd_decode_attention_bf16_i8(const uint16_t *q, const int8_t *pool, const int64_t *tables,
+                                   const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
 int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint16_t *packed, int64_t n, int64_t k,
                       uint16_t *out, int num_threads);
 void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride, const uint16_t *weight,
@@ -33,6 +36,9 @@ void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x
 int grokd_rope_write_kv_bf16(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
                              int64_t dim, const uint16_t *cos, const uint16_t *sin, uint16_t *pool,
                              int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
+int grokd_rope_write_kv_bf16_i8(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                                int64_t dim, const uint16_t *cos, const uint16_t *sin, int8_t *pool,
+                                int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
 
 typedef struct {
     const uint16_t *norm1, *norm2, *qkv, *o, *gate_up, *down; /* norms [hidden]; projections packed */
@@ -42,10 +48,11 @@ typedef struct {
 
 typedef struct {
     const uint16_t *cos, *sin; /* [rows, head_dim] */
-    uint16_t *pool;            /* [2, num_blocks, kv_heads, block_size, head_dim] */
+    void *pool;                /* [2, num_blocks, kv_heads, block_size, head_dim (+ 4 when int8)] */
     int64_t num_blocks, block_size;
     const int64_t *slots, *tables, *seq_lens;
     int64_t table_stride, len_stride;
+    int32_t pool_int8; /* the pool holds int8 rows with their scales (kernels.attention.quantize_kv) */
 } StepKV;
 
 /* x [rows, hidden] (the residual stream, updated in place). Returns 0, or nonzero when a stage
@@ -60,11 +67,17 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
     int status = 0;
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm1, w.eps, h, num_threads);
     status |= grokd_linear_bf16(h, rows, hidden, w.qkv, qkv_n, hidden, qkv, num_threads);
-    status |= grokd_rope_write_kv_bf16(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin, kv.pool,
-                                       kv.num_blocks, kv.block_size, kv.slots, num_threads);
     const Shape s = {rows, w.heads, w.kv_heads, kv.block_size, w.head_dim, kv.num_blocks, qkv_n, w.head_dim,
                      kv.table_stride, kv.len_stride, w.scale, 0.0f, 1};
-    status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
+    if (kv.pool_int8) {
+        status |= grokd_rope_write_kv_bf16_i8(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin,
+                                              kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
+        status |= grokd_decode_attention_bf16_i8(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
+    } else {
+        status |= grokd_rope_write_kv_bf16(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin,
+                                           kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
+        status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
+    }
     status |= grokd_linear_bf16(att, rows, q_n, w.o, hidden, q_n, proj, num_threads);
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm2, w.eps, h, num_threads);

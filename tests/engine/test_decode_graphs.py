@@ -6,6 +6,8 @@ tests/engine/test_cuda.py checks the captured graphs on a GPU."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from engine_helpers import assert_idle, run_all
@@ -15,11 +17,12 @@ from engine.model_runner import ModelRunner
 from engine.sampling_params import SamplingParams
 
 
-def with_graph_runner(engine, mode: str = "eager"):
-    """Swap in a runner that sends decode-only steps through ``DecodeGraphs``."""
+def with_graph_runner(engine, mode: str = "eager", kv_cache_dtype: str = "auto"):
+    """Swap in a runner that sends decode-only steps through ``DecodeGraphs`` (``mode="off"``: one
+    that does not), with a pool of ``kv_cache_dtype``."""
     cfg = engine.config
     engine.runner = ModelRunner(
-        engine.model, cfg.cache, torch.float32, "cpu", engine.runner.num_blocks, decode_graphs=mode,
+        engine.model, dataclasses.replace(cfg.cache, dtype=kv_cache_dtype), torch.float32, "cpu", engine.runner.num_blocks, decode_graphs=mode,
         max_batch=cfg.scheduler.max_num_seqs, max_blocks_per_seq=-(-engine.max_model_len // cfg.cache.block_size),
     )
     return engine
@@ -57,16 +60,19 @@ def test_padded_decode_matches_reference(make_engine, grok1_tiny_reference):
     assert_idle(eng)
 
 
-def test_padded_and_plain_steps_agree_row_for_row(make_engine, grok1_tiny_reference):
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "int8"])
+def test_padded_and_plain_steps_agree_row_for_row(make_engine, grok1_tiny_reference, kv_cache_dtype):
     """Same requests, one engine with the padded path and one without: identical greedy tokens
-    and logprobs to float32 rounding, for a batch size that is not a bucket (3 -> 4)."""
+    and logprobs to float32 rounding, for a batch size that is not a bucket (3 -> 4); an int8
+    pool's padding reads the zeroed sink block (scale 0) like a float one."""
     prompts = [c["prompt"] for c in grok1_tiny_reference["fp32"]["single"]]
     params = SamplingParams(temperature=0.0, max_tokens=12, logprobs=5)
     outs = []
     for graphs in (False, True):
         eng = make_engine(num_blocks=64, max_seqs=4)
-        if graphs:
-            with_graph_runner(eng)
+        with_graph_runner(eng, "eager" if graphs else "off", kv_cache_dtype)
+        expected = torch.int8 if kv_cache_dtype == "int8" else torch.float32
+        assert eng.runner.kv_caches[0].dtype == expected
         for i, p in enumerate(prompts):
             eng.add_request(f"r{i}", p, params)
         outs.append(run_all(eng))
@@ -76,7 +82,8 @@ def test_padded_and_plain_steps_agree_row_for_row(make_engine, grok1_tiny_refere
         plain, padded = outs[0][f"r{i}"].outputs[0], outs[1][f"r{i}"].outputs[0]
         assert plain.token_ids == padded.token_ids
         for a, b in zip(plain.logprobs, padded.logprobs, strict=True):
-            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            # int8: the C kernel scales q·k once per token, the padded path dequantizes each value
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4 if kv_cache_dtype == "auto" else 1e-3)
 
 
 def test_prefill_and_mixed_steps_stay_on_the_plain_path(make_engine, grok1_tiny_reference):

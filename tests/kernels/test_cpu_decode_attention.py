@@ -7,7 +7,7 @@ import torch
 
 from kernels import cpu_build
 from kernels import cpu_decode_attention as cda
-from kernels.attention import kv_cache_shape, paged_attention
+from kernels.attention import dequantize_kv, kv_cache_shape, paged_attention, quantize_kv
 from kernels.batched_attention import paged_attention_batched
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
@@ -23,13 +23,17 @@ def test_kernel_is_built_and_shares_torchs_threads():
     assert cpu_build.resolved_openmp_file(library.lib) == cpu_build.torch_openmp_runtime()
 
 
-def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0):
-    """A pool full of random (stale) values, scattered block tables, queries for ``q_lens``."""
+def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0, kv_dtype=None,
+                q_std=2.0):
+    """A pool full of random (stale) values, scattered block tables, queries for ``q_lens``; the pool
+    in ``kv_dtype`` (default: ``dtype``), an int8 one holding quantized random rows (never random
+    bytes: their scale bytes could be a NaN)."""
     g = torch.Generator().manual_seed(seed)
     tables, num_blocks = scattered_tables(seq_lens, block_size, g, spare=5)
-    cache = torch.randn(kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), generator=g).to(dtype)
+    raw = torch.randn(kv_cache_shape(num_blocks, block_size, kv_heads, head_dim), generator=g)
+    cache = quantize_kv(raw) if kv_dtype == torch.int8 else raw.to(kv_dtype or dtype)
     meta = AttentionMetadata.build(q_lens, seq_lens, tables, block_size)
-    q = (torch.randn(sum(q_lens), q_heads, head_dim, generator=g) * 2).to(dtype)
+    q = (torch.randn(sum(q_lens), q_heads, head_dim, generator=g) * q_std).to(dtype)
     return q, cache, meta
 
 
@@ -114,3 +118,104 @@ def test_cpu_dispatch_uses_it():
     assert kernels.attention.keywords["decode"] is cda.decode_attention_or_batched
     torch.testing.assert_close(kernels.attention(q, cache, meta, 0.125).float(),
                                paged_attention(q, cache, meta, 0.125).float(), atol=2e-2, rtol=2e-2)
+
+
+# int8 pools: rows of head_dim int8 values and their float32 scale, read as they lie
+
+INT8_LAYOUTS = [(3, 9, 64), (2, 4, 128), (2, 6, 20)]  # SmolLM2's (GQA 3), a wide head, the scalar loops
+
+
+def int8_step(dtype, seq_lens, layout=(3, 9, 64), seed=0, q_lens=None):
+    """A step on an int8 pool, with queries of unit variance (as after a norm and projection):
+    with the softmax scale 1/sqrt(head_dim), the scores' spread of a real model."""
+    kv_heads, q_heads, head_dim = layout
+    return random_step(dtype, q_lens or [1] * len(seq_lens), seq_lens, kv_heads, q_heads, head_dim, seed=seed,
+                       kv_dtype=torch.int8, q_std=1.0)
+
+
+def assert_int8_close(got, q, cache, meta, scale, softcap):
+    """Against the reference; in bf16 mode also against the reference in float32 (values int8 *
+    scale exactly, as the kernel takes them; the bf16 reference rounds them to bf16 first, so it
+    differs from the kernel by more than the kernel's own roundings)."""
+    assert got.dtype == q.dtype and got.shape == q.shape
+    expected = paged_attention(q, cache, meta, scale, softcap)
+    if q.dtype == torch.float32:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    else:
+        torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
+        exact = paged_attention(q.float(), cache, meta, scale, softcap)
+        torch.testing.assert_close(got.float(), exact, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [None, 30.0])
+@pytest.mark.parametrize("layout", INT8_LAYOUTS, ids=lambda layout: f"kv{layout[0]}-q{layout[1]}-d{layout[2]}")
+def test_int8_pool_matches_reference(dtype, softcap, layout):
+    seq_lens = [1, 16, 37, 129, 300, 700]  # one token, exact blocks, partial blocks, several chunks
+    q, cache, meta = int8_step(dtype, seq_lens, layout, seed=layout[2])
+    assert cache.dtype == torch.int8 and cache.shape[-1] == layout[2] + 4
+    assert cda.supports(q, cache, meta.decode_rows)
+    scale = layout[2] ** -0.5
+    got = cda.decode_attention(q, cache, meta.decode_rows, scale, softcap)
+    assert_int8_close(got, q, cache, meta, scale, softcap)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 20])
+def test_int8_pool_one_token_returns_its_dequantized_value(head_dim):
+    """Over a single token the probability is exactly 1, so the output is that token's value row,
+    int8 times its scale, exactly: the scale is read at the right offset and the values in order."""
+    q, cache, meta = random_step(torch.float32, [1, 1], [1, 1], 2, 4, head_dim, seed=7, kv_dtype=torch.int8)
+    got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, None)
+    for row in range(2):
+        block = meta.decode_rows.block_tables[row, 0]
+        value = dequantize_kv(cache[1, block, :, 0], torch.float32)  # [kv_heads, head_dim], token 0
+        assert torch.equal(got[row], value.repeat_interleave(2, dim=0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_pool_long_contexts_do_not_depend_on_threads(dtype):
+    """Contexts over one chunk (256 tokens) are split across threads and their partial sums added
+    in chunk order: one thread and two give the same bits, both close to the reference."""
+    seq_lens = [255, 256, 257, 1000, 2100, 3]
+    q, cache, meta = int8_step(dtype, seq_lens, seed=11)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(cda.decode_attention(q, cache, meta.decode_rows, 0.125, 30.0))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0], results[1])
+    assert_int8_close(results[0], q, cache, meta, 0.125, 30.0)
+
+
+def test_int8_pool_takes_the_kernel(monkeypatch):
+    """``decode_attention_or_batched`` sends an int8 pool with bf16 or float32 q to the C kernel
+    (the batched path is stubbed to fail), and what it cannot read to the batched path."""
+    def no_batched(*args, **kwargs):
+        raise AssertionError("an int8 pool the kernel reads went to the batched path")
+
+    for dtype in (torch.bfloat16, torch.float32):
+        q, cache, meta = int8_step(dtype, [40, 300], seed=2)
+        assert cda.supports(q, cache, meta.decode_rows)
+        with monkeypatch.context() as m:
+            m.setattr(cda, "batched_decode_attention", no_batched)
+            got = cda.decode_attention_or_batched(q, cache, meta.decode_rows, 0.125, None)
+        assert_int8_close(got, q, cache, meta, 0.125, None)
+    q16, cache, meta = random_step(torch.float16, [1], [10], kv_dtype=torch.int8)
+    assert not cda.supports(q16, cache, meta.decode_rows)  # no float16 kernel: the batched path
+    wide = torch.randn(2, 9, 128)[:, :, ::2]  # a head dimension with stride 2
+    _, cache, meta = random_step(torch.float32, [1, 1], [40, 7], kv_dtype=torch.int8)
+    assert not cda.supports(wide, cache, meta.decode_rows)
+    torch.testing.assert_close(cda.decode_attention_or_batched(wide, cache, meta.decode_rows, 0.125, None),
+                               paged_attention(wide.contiguous(), cache, meta, 0.125), atol=1e-5, rtol=1e-5)
+
+
+def test_int8_pool_mixed_step_through_cpu_dispatch():
+    """Through the CPU kernels a model gets: decode rows to this kernel, the prefill chunk to the
+    reference, one int8 pool."""
+    q, cache, meta = int8_step(torch.bfloat16, [40, 12, 300], seed=3, q_lens=[1, 4, 1])
+    got = select_kernels("cpu").attention(q, cache, meta, 0.125, 30.0)
+    torch.testing.assert_close(got.float(), paged_attention(q, cache, meta, 0.125, 30.0).float(),
+                               atol=2e-2, rtol=2e-2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.models.llama import LlamaForCausalLM
-from kernels.attention import kv_cache_shape
+from kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
 from kernels.cpu_linear import PanelWeight
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
@@ -42,22 +42,24 @@ def model_pair():
     return fused, plain
 
 
-def decode_step(rows: int, seed: int):
+def decode_step(rows: int, seed: int, kv_dtype: torch.dtype = torch.bfloat16):
     g = torch.Generator().manual_seed(seed)
     seq_lens = [int(n) for n in torch.randint(1, 300, (rows,), generator=g)]
     tables, num_blocks = scattered_tables(seq_lens, 16, g, spare=2)
     meta = AttentionMetadata.build([1] * rows, seq_lens, tables, 16)
-    caches = [torch.randn(kv_cache_shape(num_blocks, 16, 2, 32), generator=g).bfloat16() for _ in range(2)]
+    caches = [torch.randn(kv_cache_shape(num_blocks, 16, 2, 32), generator=g) for _ in range(2)]
+    caches = [quantize_kv(c) if kv_dtype == torch.int8 else c.to(kv_dtype) for c in caches]
     ids = torch.randint(0, 96, (rows,), generator=g)
     return ids, torch.tensor([n - 1 for n in seq_lens]), caches, meta
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("rows", [1, 5, 16])
-def test_fused_layer_matches_the_models_ops(rows):
+def test_fused_layer_matches_the_models_ops(rows, kv_dtype):
     fused, plain = model_pair()
     if not isinstance(fused.layers[0].mlp.down_weight, PanelWeight):
         pytest.skip("this CPU has no AVX512-BF16: the fused layer never takes a step")
-    ids, positions, caches, meta = decode_step(rows, seed=rows)
+    ids, positions, caches, meta = decode_step(rows, seed=rows, kv_dtype=kv_dtype)
     plain_caches = [c.clone() for c in caches]
     calls = []
     kernel = fused.layers[0].kernels.decoder_layer
@@ -77,6 +79,8 @@ def test_fused_layer_matches_the_models_ops(rows):
     torch.testing.assert_close(got.float(), expected.float(), atol=3e-2, rtol=3e-2)
     assert (got == expected).float().mean() > 0.9  # the same kernels; only silu's expf may differ
     for a, b in zip(caches, plain_caches, strict=True):  # the same keys and values written
+        if kv_dtype == torch.int8:
+            a, b = dequantize_kv(a, torch.float32), dequantize_kv(b, torch.float32)
         torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels import rope
-from kernels.attention import kv_cache_shape
+from kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
 from tests.kernels.paged_step import scattered_tables
@@ -46,6 +46,43 @@ def test_matches_reference(dtype, q_lens):
     written[meta.slot_mapping] = True
     untouched = ~written.view(cache.shape[1], 1, cache.shape[3], 1).expand(cache.shape[1:])
     assert torch.equal(fast_cache[:, untouched], cache[:, untouched])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("q_lens", [[1, 1, 1], [40, 1, 7]])
+def test_int8_pool_is_quantized_exactly_as_the_reference_does(dtype, q_lens):
+    """Into an int8 pool the C kernel writes the same bytes as ``quantize_kv`` (values and scale)."""
+    qkv, cos, sin, cache, meta = step(dtype, q_lens, [45, 70, 33])
+    pool = quantize_kv(cache.float())  # stale but valid rows
+    assert pool.dtype == torch.int8 and pool.shape[-1] == 64 + 4
+    ref_pool, fast_pool = pool.clone(), pool.clone()
+    expected = rope.rope_write_kv(qkv.clone(), 9, 3, cos, sin, ref_pool, meta)
+    got = rope.rope_write_kv_cpu(qkv.clone(), 9, 3, cos, sin, fast_pool, meta)
+    if dtype == torch.bfloat16:
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    written = torch.zeros(pool.shape[1] * pool.shape[3], dtype=torch.bool)
+    written[meta.slot_mapping] = True
+    mask = written.view(pool.shape[1], 1, pool.shape[3]).expand(pool.shape[1:4])
+    assert not torch.equal(fast_pool[:, mask], pool[:, mask])
+    assert torch.equal(fast_pool[:, ~mask], pool[:, ~mask])  # only the tokens' slots changed
+    if dtype == torch.bfloat16:  # bf16 keys are exact in float32: the very same bytes
+        assert torch.equal(fast_pool, ref_pool)
+    else:  # float32 RoPE may differ in the last bit, so a value may round to the next integer
+        diff = (fast_pool[..., :64].int() - ref_pool[..., :64].int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    # and what it wrote dequantizes to the rotated keys and the values, within a quantization step
+    t = sum(q_lens)
+    keys = qkv[:, 9 * 64 : 12 * 64].view(t, 3, 64)
+    slots = meta.slot_mapping
+    values = qkv.float()[:, 12 * 64 :].view(t, 3, 64)
+    stored_v = dequantize_kv(fast_pool[1].transpose(1, 2).reshape(-1, 3, 68)[slots], torch.float32)
+    half_step = values.abs().amax(-1, keepdim=True) / 254
+    assert ((stored_v - values).abs() <= half_step * 1.001).all()
+    stored_k = dequantize_kv(fast_pool[0].transpose(1, 2).reshape(-1, 3, 68)[slots], torch.float32)
+    rotated = rope.apply_rope(keys.to(dtype), cos, sin).float()
+    assert ((stored_k - rotated).abs() <= rotated.abs().amax(-1, keepdim=True) / 254 * 1.001 + 1e-6).all()
 
 
 def test_inputs_it_does_not_take_go_to_the_reference():

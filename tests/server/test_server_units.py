@@ -185,6 +185,14 @@ def test_bad_device_is_refused_when_the_config_is_built():
     assert load_config({"device": "cuda:1"}, env={}).engine_config().model.device == "cuda:1"
 
 
+def test_kv_cache_dtype_reaches_the_engine_config():
+    assert load_config({"kv_cache_dtype": "int8"}, env={}).engine_config().cache.dtype == "int8"
+    assert load_config({}, env={"GROKD_KV_CACHE_DTYPE": "int8"}).engine_config().cache.dtype == "int8"
+    assert load_config({}, env={}).engine_config().cache.dtype == "auto"
+    with pytest.raises(ValueError, match="kv_cache_dtype: expected one of auto, int8, got 'fp8'"):
+        load_config({"kv_cache_dtype": "fp8"}, env={})
+
+
 def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
     """`grokd serve` with a bad value (flag or GROKD_* variable): exit 2, the setting named on one
     stderr line, no traceback, and nothing started."""
@@ -193,7 +201,9 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
     import sys
 
     cases = ((["--device", "nonsense"], {}, "device: expected 'cpu', 'cuda' or 'cuda:N', got 'nonsense'"),
-             ([], {"GROKD_MAX_NUM_SEQS": "abc"}, "max_num_seqs"))
+             ([], {"GROKD_MAX_NUM_SEQS": "abc"}, "max_num_seqs"),
+             (["--kv-cache-dtype", "fp4"], {}, "kv_cache_dtype: expected one of auto, int8, got 'fp4'"),
+             ([], {"GROKD_KV_CACHE_DTYPE": "fp8"}, "kv_cache_dtype: expected one of auto, int8, got 'fp8'"))
     for extra, env, named in cases:
         proc = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", "1", *extra],
                               capture_output=True, text=True, timeout=120, env={**os.environ, **env})
