@@ -137,7 +137,8 @@ def _print(result: dict[str, Any]) -> None:
     print(f"model={m['model']} dtype={m['dtype']} batch={m['batch']} steps={m['steps']}×{m['rounds']} threads={m['threads']} "
           f"loadavg={m['loadavg']}")
     print(f"KV bytes/token: allocated {kv['allocated']} = runner {kv['runner']} = formula {kv['formula']} "
-          f"(2 × {kv['num_layers']} layers × {kv['num_kv_heads']} kv heads × {kv['head_dim']} × {kv['dtype_bytes']} B)")
+          f"(2 × {kv['num_layers']} layers × {kv['num_kv_heads']} kv heads × ({kv['head_dim']} × {kv['dtype_bytes']} B"
+          f" + {kv['scale_bytes']} B scale), {kv['kv_cache_dtype']}")
     print(f"{'context':>8} {'TPOT p50 ms':>12} {'mean ms':>9} {'ratio p50':>10} {'ratio mean':>11} {'±15%':>5}")
     for r in result["contexts"]:
         t = r["tpot_ms"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The HTTP path on the lent GPU: `grokd serve --device cuda` on a SmolLM2-shaped model (random
 # weights, see device_check.sh), loaded by `grokd bench serve` with CUDA-graph decode and with
-# --enforce-eager; the GPU-marked tests first. Run from the repository root on the device machine,
+# --enforce-eager (RUNS picks; graphs-kv-int8 adds --kv-cache-dtype int8); the GPU-marked tests first. Run from the repository root on the device machine,
 # carrying .gpu (inputs) and .whl (the server's dependencies missing from the machine's image:
 # benchmarks/gpu/fetch_wheels.sh). DEVICE=cpu and CONC/PROMPTS shrink it for a dry run here.
 set -uo pipefail
@@ -68,7 +68,13 @@ PY
     --json "$OUT/serve_$label.json" 2>&1 | tr '\r' '\n' | grep "concurrency=" | tee "$OUT/serve_$label.txt"
   kill $pid 2>/dev/null; wait $pid 2>/dev/null
 }
-echo "== grokd serve, CUDA-graph decode"
-serve_and_bench graphs 8031
-echo "== grokd serve --enforce-eager"
-serve_and_bench eager 8032 --enforce-eager
+RUNS=${RUNS:-graphs eager}  # which servers to load: graphs, eager, graphs-kv-int8
+for run in $RUNS; do
+  case $run in
+    graphs) echo "== grokd serve, CUDA-graph decode"; serve_and_bench graphs 8031 ;;
+    eager) echo "== grokd serve --enforce-eager"; serve_and_bench eager 8032 --enforce-eager ;;
+    graphs-kv-int8) echo "== grokd serve --kv-cache-dtype int8, CUDA-graph decode"
+      serve_and_bench graphs-kv-int8 8033 --kv-cache-dtype int8 ;;
+    *) echo "unknown run: $run"; exit 2 ;;
+  esac
+done

@@ -93,9 +93,11 @@ def tiny_llama_dir(tmp_path):
     return tmp_path
 
 
-def test_cuda_graph_decode_matches_eager(tmp_path):
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "int8"])
+def test_cuda_graph_decode_matches_eager(tmp_path, kv_cache_dtype):
     """Decode steps replayed from captured graphs give the eager engine's tokens and logprobs,
-    over batch sizes that need padding (5 rows -> 8) and contexts crossing block buckets."""
+    over batch sizes that need padding (5 rows -> 8) and contexts crossing block buckets, over a
+    float32 pool and an int8 one (dequantized inside the graph)."""
     from engine.models.llama import LlamaForCausalLM
 
     path = tiny_llama_dir(tmp_path)
@@ -107,11 +109,12 @@ def test_cuda_graph_decode_matches_eager(tmp_path):
         model = LlamaForCausalLM.from_checkpoint(ckpt, torch.float32, "auto", "cuda")
         cfg = EngineConfig(
             model=ModelLoadConfig(model=str(path), dtype="float32", device="cuda", enforce_eager=eager),
-            cache=CacheConfig(block_size=16, num_blocks=64),
+            cache=CacheConfig(block_size=16, num_blocks=64, dtype=kv_cache_dtype),
             scheduler=SchedulerConfig(max_num_seqs=8),
         )
         eng = LLMEngine(cfg, model, None, checkpoint=ckpt)
         assert (eng.runner.graphs is None) == eager
+        assert eng.runner.kv_caches[0].dtype == (torch.int8 if kv_cache_dtype == "int8" else torch.float32)
         for i, p in enumerate(prompts):
             eng.add_request(f"r{i}", p, params)
         outs.append(run_all(eng))
