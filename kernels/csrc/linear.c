@@ -23,6 +23,9 @@
 
 #include "bf16.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -60,10 +63,14 @@ int grokd_linear_bf16_available(void) {
 /* `rows` (1..MAX_ROWS, a constant in each caller) rows of x times two panels: out[rows, 32] */
 static inline __attribute__((always_inline)) void tile(const uint16_t *x, int64_t x_stride, const uint16_t *w0,
                                                        const uint16_t *w1, int64_t pairs, uint16_t *out,
-                                                       int64_t out_stride, const int rows) {
+                                                       int64_t out_stride, const uint16_t *next, const int rows) {
     __m512 acc0[MAX_ROWS], acc1[MAX_ROWS];
     for (int m = 0; m < rows; m++) acc0[m] = acc1[m] = _mm512_setzero_ps();
     for (int64_t kp = 0; kp < pairs; kp++) {
+        if (next) { /* the thread's next two panels, one cache line each per k-pair, into L2 */
+            _mm_prefetch((const char *)(next + kp * 2 * PANEL), _MM_HINT_T1);
+            _mm_prefetch((const char *)(next + (pairs + kp) * 2 * PANEL), _MM_HINT_T1);
+        }
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(w0 + kp * 2 * PANEL);
         const __m512bh b1 = (__m512bh)_mm512_loadu_si512(w1 + kp * 2 * PANEL);
         for (int m = 0; m < rows; m++) {
@@ -82,8 +89,8 @@ static inline __attribute__((always_inline)) void tile(const uint16_t *x, int64_
 }
 
 static void tile_rows(const uint16_t *x, int64_t x_stride, const uint16_t *w0, const uint16_t *w1, int64_t pairs,
-                      uint16_t *out, int64_t out_stride, int rows) {
-#define BF16_TILE(R) tile(x, x_stride, w0, w1, pairs, out, out_stride, R)
+                      uint16_t *out, int64_t out_stride, const uint16_t *next, int rows) {
+#define BF16_TILE(R) tile(x, x_stride, w0, w1, pairs, out, out_stride, next, R)
     FOR_ROW_COUNT(rows, BF16_TILE);
 #undef BF16_TILE
 }
@@ -95,12 +102,23 @@ int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint
                       int64_t k, uint16_t *out, int num_threads) {
 #ifdef GROKD_DPBF16
     const int64_t pairs = k / 2, groups = n / (2 * PANEL), panel_elems = pairs * 2 * PANEL;
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-    for (int64_t g = 0; g < groups; g++) {
-        const uint16_t *w0 = packed + 2 * g * panel_elems, *w1 = w0 + panel_elems;
-        for (int64_t r = 0; r < m; r += MAX_ROWS) {
-            const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
-            tile_rows(x + r * x_stride, x_stride, w0, w1, pairs, out + r * n + g * 2 * PANEL, n, rows);
+#pragma omp parallel num_threads(num_threads)
+    {
+#ifdef _OPENMP
+        const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+        const int64_t threads = 1, t = 0;
+#endif
+        /* the static split, written out so that each thread knows where its share ends */
+        const int64_t first = groups * t / threads, last = groups * (t + 1) / threads;
+        for (int64_t g = first; g < last; g++) {
+            const uint16_t *w0 = packed + 2 * g * panel_elems, *w1 = w0 + panel_elems;
+            const uint16_t *next = m > 1 && g + 1 < last ? w0 + 2 * panel_elems : NULL; /* one row: the hardware prefetcher keeps up */
+            for (int64_t r = 0; r < m; r += MAX_ROWS) {
+                const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
+                tile_rows(x + r * x_stride, x_stride, w0, w1, pairs, out + r * n + g * 2 * PANEL, n,
+                          r == 0 ? next : NULL, rows);
+            }
         }
     }
     return 0;
