@@ -29,6 +29,7 @@ from engine.sampler import Sampler, top_logprobs
 from engine.sampling_params import SamplingParams
 from engine.scheduler import ScheduledSeq, Scheduler
 from engine.tokenizer import Tokenizer
+from kernels.dispatch import select_kernels
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class LLMEngine:
         self.registry = ProcessorRegistry(extra_samplers)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(config.seed)
-        self.sampler = Sampler(self.registry, gen)
+        self.sampler = Sampler(self.registry, gen, argmax=select_kernels(self.device).argmax)
         self.eos_ids = list(tokenizer.eos_token_ids) if tokenizer is not None else []
         self.requests: dict[str, Request] = {}
         self._seq_ids = SeqIdCounter()

@@ -11,12 +11,14 @@ logprobs"): they describe what the model thinks, not the sampling filter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from engine.logits_processors import ProcessorRegistry, SamplingRow
 from engine.outputs import TokenLogprob
+from kernels.argmax import argmax as kernel_argmax
 
 
 @dataclass
@@ -40,9 +42,17 @@ def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, ks: list[int]) ->
 
 
 class Sampler:
-    def __init__(self, registry: ProcessorRegistry, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        registry: ProcessorRegistry,
+        generator: torch.Generator | None = None,
+        argmax: Callable[[torch.Tensor], torch.Tensor] = kernel_argmax,
+    ) -> None:
+        """``argmax``: the device's kernel (``kernels.dispatch.Kernels.argmax``), for greedy rows and
+        the exponential race alike."""
         self.registry = registry
         self.generator = generator  # for unseeded rows; owned by the engine
+        self.argmax = argmax
 
     def process(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """Apply every row's processors in its order; returns new logits ``[b, V]``, or ``logits``
@@ -69,7 +79,7 @@ class Sampler:
             return SamplerOutput([], [])
         logits = logits.float()
         processed = self.process(logits, rows)
-        chosen = processed.argmax(dim=-1)
+        chosen = self.argmax(processed)
         sampled = [i for i, r in enumerate(rows) if not r.greedy]
         if sampled:
             idx = torch.tensor(sampled, dtype=torch.int64, device=logits.device)
@@ -87,7 +97,7 @@ class Sampler:
                 noise[u] = torch.empty(len(unseeded), probs.shape[1], device=logits.device).exponential_(
                     generator=self.generator
                 )
-            chosen[idx] = (probs / noise).argmax(dim=-1)
+            chosen[idx] = self.argmax(probs / noise).to(chosen.device)
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
         want = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
         if want:

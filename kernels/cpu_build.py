@@ -38,7 +38,7 @@ import torch
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
+SOURCES = ("argmax.c", "decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
 
@@ -155,6 +155,7 @@ def build(cc: str, out_dir: Path, runtime: str | None, libmvec: bool) -> Path:
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     lib.grokd_omp_function.argtypes, lib.grokd_omp_function.restype = [], p
+    lib.grokd_argmax_f32.argtypes, lib.grokd_argmax_f32.restype = [p, i64, i64, i64, p, i32], None
     for name in ("grokd_decode_attention_bf16", "grokd_decode_attention_f32", "grokd_decode_attention_bf16_i8",
                  "grokd_decode_attention_f32_i8"):
         fn = getattr(lib, name)

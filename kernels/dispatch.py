@@ -13,6 +13,7 @@ from functools import partial
 
 import torch
 
+from kernels import argmax as _argmax
 from kernels import attention as _attention
 from kernels import batched_attention as _batched_attention
 from kernels import cpu_build as _cpu_build
@@ -37,17 +38,18 @@ class Kernels:
     dense_linear: Callable = _linear.dense_linear
     pack_weight: Callable = _linear.pack_weight
     rms_norm: Callable = _norm.rms_norm
+    argmax: Callable = _argmax.argmax  # greedy decoding, per row of the logits
     # a whole decoder layer in one call for the steps it takes (returns None for the others)
     decoder_layer: Callable | None = None
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
-    CPU, decode attention, RMSNorm and RoPE with the KV write go through the C kernels when they
-    could be built."""
+    CPU, decode attention, RMSNorm, RoPE with the KV write, the decode layer and the greedy argmax
+    go through the C kernels when they could be built."""
     if torch.device(device).type == "cpu" and _cpu_build.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
                                          decode=_cpu_decode.decode_attention_or_batched),
                        rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
-                       decoder_layer=_decoder_layer.decoder_layer_cpu)
+                       decoder_layer=_decoder_layer.decoder_layer_cpu, argmax=_argmax.argmax_cpu)
     return Kernels()
