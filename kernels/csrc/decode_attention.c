@@ -20,6 +20,15 @@
  * rounds int8 * scale to q's dtype first, so in bf16 mode the two agree to bf16 precision, not to
  * the bit. Shape.head_dim is the real head dimension, not the row width.
  *
+ * A bf16 q against a bf16 pool, on a CPU with AVX512-BF16, multiplies bf16 pairs with vdpbf16ps
+ * instead of widening them (HAVE_DPBF16): q.k against the keys as they lie, and the weighted sum two
+ * tokens per instruction. Its float32 additions are the widened loops', in their order, so it gives
+ * their bits, except that vdpbf16ps reads denormal inputs as zero. At SmolLM2's shape (9 query heads,
+ * 3 kv heads, head dim 64), two threads, per layer, against the widened loops in the same process:
+ * 1 row of 2,048 tokens 0.77-0.82x the time in cache (about 46 -> 37 us) and 0.85-0.94x with the
+ * pools cold (30 layers' pools in turn); 1 x 128 0.89x; 16 rows of 200 0.83x in cache, 0.93-0.96x
+ * cold (medians of interleaved runs, several runs). Cold, the memory bounds it more than the compute.
+ *
  * The work is split into (row, kv head, chunk of CHUNK_TOKENS) items so that one long context keeps
  * every thread busy: phase 1 writes each item's scores, phase 2 does each (row, query head)'s
  * softmax over its whole context, phase 3 each item's partial weighted sum, phase 4 adds the
@@ -155,6 +164,106 @@ static inline f32x4 sum16x4(f32x16 a0, f32x16 a1, f32x16 a2, f32x16 a3) {
     return __builtin_shufflevector(w, w, 0, 2, 4, 6) + __builtin_shufflevector(w, w, 1, 3, 5, 7);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define HAVE_DPBF16 1
+/* AVX512-BF16's vdpbf16ps, for the bf16-q, bf16-pool kernel (DPBF16 below). Lane i of its float32
+   accumulator adds the product of bf16 elements 2i + 1, then that of 2i, rounding after each add
+   (as Intel documents it; checked to the bit on this Zen 5 over 1.6 million random lanes). A product
+   of two bf16 is exact in float32, so these are the widened loops' additions: a q.k dot product
+   needs no widening of K, and a weighted sum takes two tokens per instruction, token t in the odd
+   element and t + 1 in the even one (p_t v_t added first, as the widened loop adds it). The widened
+   q.k adds elements 2i, 2i + 1 of the first 32, then 32 + 2i, 33 + 2i, ...: the vectors after the
+   first have their bf16 pairs swapped (q's once, K's by one rotate per 32 elements) so that the even
+   element comes first there too (the first vector starts from zero, where the order does not
+   matter). So the kernel gives the widened loops' bits (and the sums' trees below are theirs),
+   except for denormal inputs, which vdpbf16ps reads as zero: 0 of 380,160 outputs differed over 72
+   random steps (9 head layouts, block sizes 5 to 32, contexts of 1 to 2,100 tokens, soft cap or
+   none). Cheaper in compute, in a hot single-thread loop at
+   SmolLM2's shape (ns per token and kv head): q.k 6.4 -> 4.3, the weighted sum 4.0 -> 2.5. */
+static inline __m512bh load_bf16x32(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512((const void *)p); }
+
+static inline __m512bh swap_bf16_pairs(__m512bh x) { return (__m512bh)_mm512_rol_epi32((__m512i)x, 16); }
+
+/* q . k over dim (a multiple of 32) for one token: q's vectors after the first already swapped */
+static inline __attribute__((always_inline)) f32x16 dot_dpbf16(const __m512bh *q, const uint16_t *k, int64_t dim) {
+    __m512 acc = _mm512_dpbf16_ps(_mm512_setzero_ps(), q[0], load_bf16x32(k));
+    for (int64_t v = 1; v < dim / 32; v++) acc = _mm512_dpbf16_ps(acc, q[v], swap_bf16_pairs(load_bf16x32(k + 32 * v)));
+    return acc;
+}
+
+/* the sums of sixteen vectors, lane j the sum of a[j]: sum16's tree for each (lanes i and i + 8,
+   then i + 4, i + 2, i + 1, so the same bits), the shuffles shared by all sixteen and half of them
+   blends (which more of the core's pipes run): 17 shuffles where four sum16x4 calls take 40. With
+   vdpbf16ps the sums, not the products, were most of q.k's work: 4.8 -> 4.3 ns per token and kv
+   head (the loop above). */
+static inline f32x16 sum16x16(const f32x16 a[16]) {
+    __m512 r[8], u[4], w[2];
+    for (int m = 0; m < 8; m++) /* [a_lo + a_hi | b_hi + b_lo]: tokens 2m, 2m + 1, eight sums each */
+        r[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, a[2 * m], a[2 * m + 1]),
+                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x4E));
+    const __m512i swap_quads = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    for (int m = 0; m < 4; m++) /* 128-bit chunks: tokens 4m, 4m + 2, 4m + 1, 4m + 3, four sums each */
+        u[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, r[2 * m], r[2 * m + 1]),
+                             _mm512_permutex2var_ps(r[2 * m], swap_quads, r[2 * m + 1]));
+    for (int m = 0; m < 2; m++) /* two sums of two tokens per chunk */
+        w[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, u[2 * m], u[2 * m + 1]),
+                             _mm512_castpd_ps(_mm512_shuffle_pd(_mm512_castps_pd(u[2 * m]),
+                                                                _mm512_castps_pd(u[2 * m + 1]), 0x55)));
+    const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+    /* lanes hold tokens 0 4 8 12, 2 6 10 14, 1 5 9 13, 3 7 11 15: back in order */
+    return _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 11, 3, 14, 6, 10, 2, 13, 5, 9, 1, 12, 4, 8, 0), sums);
+}
+
+/* n bf16-rounded probabilities -> (n + 1) / 2 pairs, token 2k in the high half of pair k and 2k + 1
+   (0 past n) in the low half: the top halves of their float32 bits, which are exact (the low halves
+   are zero), 32 tokens per vpermt2w */
+typedef uint16_t u16x32 __attribute__((vector_size(64)));
+static inline void bf16_prob_pairs(const float *p, int64_t n, uint32_t *pairs) {
+    int64_t k = 0;
+    for (; 2 * k + 32 <= n; k += 16) {
+        u16x32 x, y;
+        memcpy(&x, p + 2 * k, sizeof x);
+        memcpy(&y, p + 2 * k + 16, sizeof y);
+        const u16x32 z = __builtin_shufflevector(x, y, 3, 1, 7, 5, 11, 9, 15, 13, 19, 17, 23, 21, 27, 25, 31, 29, 35,
+                                                 33, 39, 37, 43, 41, 47, 45, 51, 49, 55, 53, 59, 57, 63, 61);
+        memcpy(pairs + k, &z, sizeof z);
+    }
+    for (; 2 * k < n; k++) {
+        uint32_t hi, lo = 0;
+        memcpy(&hi, p + 2 * k, sizeof hi);
+        if (2 * k + 1 < n) memcpy(&lo, p + 2 * k + 1, sizeof lo);
+        pairs[k] = (hi & 0xFFFF0000u) | lo >> 16;
+    }
+}
+
+/* sum[c], sum[c + 1] += p_t v_t + p_t+1 v_t+1 over 32 elements of `hp` heads' sums: `row` is v_t,
+   `next` v_t+1 (zero past the end), pk[j][k] head j's probabilities (bf16_prob_pairs). The rows
+   interleave per 128-bit lane (vpunpck[lh]wd), so the sums come out in that order
+   (unpair32_dpbf16 puts them back). */
+static inline __attribute__((always_inline)) void dpbf16_two_tokens(__m512 sum[4][8], int64_t c, const uint16_t *row,
+                                                                    __m512i next, const uint32_t *const pk[4],
+                                                                    int64_t k, int hp) {
+    const __m512i a = _mm512_loadu_si512((const void *)row);
+    const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(next, a), hi = (__m512bh)_mm512_unpackhi_epi16(next, a);
+    for (int j = 0; j < hp; j++) {
+        const __m512bh p = (__m512bh)_mm512_set1_epi32((int)pk[j][k]);
+        sum[j][c] = _mm512_dpbf16_ps(sum[j][c], lo, p);
+        sum[j][c + 1] = _mm512_dpbf16_ps(sum[j][c + 1], hi, p);
+    }
+}
+
+/* 32 sums in dpbf16_two_tokens's order (lane i of `lo` is element 8 (i / 4) + i % 4, of `hi` that
+   plus 4) back in order */
+static inline void unpair32_dpbf16(float *dst, __m512 lo, __m512 hi) {
+    const __m512i first = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i second = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(lo, first, hi));
+    _mm512_storeu_ps(dst + LANES, _mm512_permutex2var_ps(lo, second, hi));
+}
+#else
+#define HAVE_DPBF16 0
+#endif
+
 /* Blocks of a row are scattered through the pool, so the hardware prefetcher loses the stream at
    every block boundary. Asking for the block PREFETCH_BLOCKS ahead, into L2 (into L1 ran out of
    miss buffers), keeps DRAM busy: on cold KV, as in a real step where the weights have flushed the
@@ -218,6 +327,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define Q_T uint16_t
 #define KV_T uint16_t
 #define NAME grokd_decode_attention_bf16
+#define DPBF16 HAVE_DPBF16
 #define WIDEN_Q1 bf16_to_f32
 #define WIDEN_KV1 bf16_to_f32
 #define WIDEN_Q32 widen32_bf16
@@ -234,6 +344,8 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #undef WIDEN_KV32
 #undef UNPAIR32
 #undef NARROW_Q1
+#undef DPBF16
+#define DPBF16 0 /* the other pairs: the widened loops only */
 
 #define Q_T float
 #define KV_T float

@@ -10,6 +10,8 @@
  *   WIDEN_Q32, WIDEN_KV32 32 elements to two float32 vectors, both in the kernel's lane order
  *   UNPAIR32       two vectors in that lane order back to 32 floats in order
  *   NARROW_Q1      float32 to Q_T
+ *   DPBF16         1 when q and pool are bf16 and the CPU has vdpbf16ps (see decode_attention.c): q.k
+ *                  and the bf16-mode weighted sums then multiply bf16 pairs, not widened vectors
  */
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
@@ -22,13 +24,26 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
     int64_t t0, int64_t t1, float *scores, int prefetch_values, const int64_t dim) {
     const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES, w = ROW_WIDTH(dim);
     const int paired = dim % (2 * LANES) == 0;
+#if DPBF16
+    __m512bh qb[group * (paired ? dim / 32 : 1)]; /* q in bf16 pairs, those after the first swapped */
+    (void)vecs;
+#else
     f32x16 qv[group * (paired ? vecs : 1)];
+#endif
     float qf[group * dim];
     for (int64_t g = 0; g < group; g++) {
         const Q_T *qr = q + b * s->q_row_stride + (h * group + g) * s->q_head_stride;
         for (int64_t d = 0; d < dim; d++) qf[g * dim + d] = WIDEN_Q1(qr[d]);
+#if DPBF16
+        if (paired)
+            for (int64_t v = 0; v < dim / 32; v++) {
+                const __m512bh x = load_bf16x32(qr + 32 * v);
+                qb[g * (dim / 32) + v] = v ? swap_bf16_pairs(x) : x;
+            }
+#else
         if (paired)
             for (int64_t v = 0; v < vecs; v += 2) WIDEN_Q32(qr + v * LANES, &qv[g * vecs + v], &qv[g * vecs + v + 1]);
+#endif
     }
     for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs) /* the loop's first blocks */
         prefetch_block(pool + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
@@ -39,8 +54,27 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
         if (prefetch_values)
             prefetch_block(pool + ((s->num_blocks + table[t / bs]) * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
         int64_t r = 0;
+#if DPBF16
+        if (paired) /* sixteen tokens at a time, their sums sharing the shuffles (sum16x16) */
+            for (; r + 16 <= n; r += 16, t += 16, k += 16 * w)
+                for (int64_t g = 0; g < group; g++) {
+                    const __m512bh *qg = qb + g * (dim / 32);
+                    f32x16 a[16];
+                    for (int j = 0; j < 16; j++) a[j] = dot_dpbf16(qg, k + j * w, dim);
+                    const f32x16 dots = sum16x16(a);
+                    memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
+                }
+#endif
         if (paired) /* four tokens at a time, so that their sums share the shuffles (sum16x4) */
             for (; r + 4 <= n; r += 4, t += 4, k += 4 * w) {
+#if DPBF16
+                for (int64_t g = 0; g < group; g++) {
+                    const __m512bh *qg = qb + g * (dim / 32);
+                    const f32x4 dots = sum16x4(dot_dpbf16(qg, k, dim), dot_dpbf16(qg, k + w, dim),
+                                               dot_dpbf16(qg, k + 2 * w, dim), dot_dpbf16(qg, k + 3 * w, dim));
+                    memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
+                }
+#else
                 f32x16 kv[4][vecs];
                 for (int j = 0; j < 4; j++)
                     for (int64_t v = 0; v < vecs; v += 2) WIDEN_KV32(k + j * w + v * LANES, &kv[j][v], &kv[j][v + 1]);
@@ -61,11 +95,15 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
                     if (KV_SCALED) dots *= row_scales;
                     memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
                 }
+#endif
             }
         for (; r < n; r++, t++, k += w) {
             float *out = scores + h * group * len + t;
             const float row_scale = ROW_SCALE(k, dim);
             if (paired) {
+#if DPBF16
+                for (int64_t g = 0; g < group; g++) out[g * len] = sum16(dot_dpbf16(qb + g * (dim / 32), k, dim));
+#else
                 f32x16 kv[vecs];
                 for (int64_t v = 0; v < vecs; v += 2) WIDEN_KV32(k + v * LANES, &kv[v], &kv[v + 1]);
                 for (int64_t g = 0; g < group; g++) {
@@ -73,6 +111,7 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
                     for (int64_t v = 1; v < vecs; v++) acc += qv[g * vecs + v] * kv[v];
                     out[g * len] = sum16(acc) * row_scale;
                 }
+#endif
             } else {
                 for (int64_t g = 0; g < group; g++) {
                     float dot = 0.0f;
@@ -136,6 +175,49 @@ static inline __attribute__((always_inline)) void CAT(NAME, _values_vec)(
     }
 }
 
+#if DPBF16
+/* _values_vec's sums with vdpbf16ps, two tokens per instruction (dpbf16_two_tokens), for bf16 mode,
+   whose probabilities are bf16 already, and an even block size, so that a chunk's blocks start on
+   even token offsets and no pair straddles two blocks; a block's odd last token pairs with a zero
+   row and a zero probability */
+static inline __attribute__((always_inline)) void CAT(NAME, _values_dpbf16)(
+    const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h, int64_t t0, int64_t t1,
+    const float *probs, float *acc, const int64_t dim, const int hp) {
+    const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, w = dim, pairs = (t1 - t0 + 1) / 2;
+    uint32_t pp[hp][pairs];
+    for (int64_t g = 0; g < group; g += hp) {
+        for (int j = 0; j < hp; j++)
+            bf16_prob_pairs(probs + (h * group + (g + j < group ? g + j : g)) * len + t0, t1 - t0, pp[j]);
+        __m512 sum[4][8];
+        for (int j = 0; j < hp; j++)
+            for (int64_t c = 0; c < dim / LANES; c++) sum[j][c] = _mm512_setzero_ps();
+        if (g == 0) /* the loop's first blocks */
+            for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs)
+                prefetch_block(values + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+        for (int64_t t = t0; t < t1;) {
+            const KV_T *v = values + (table[t / bs] * s->kv_heads + h) * bs * w;
+            const int64_t n = t1 - t < bs ? t1 - t : bs;
+            if (g == 0 && t + PREFETCH_AHEAD * bs < t1)
+                prefetch_block(values + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+            const uint32_t *pk[4]; /* the pairs of tokens t, t + 1 */
+            for (int j = 0; j < hp; j++) pk[j] = pp[j] + (t - t0) / 2;
+            int64_t r = 0;
+            for (; r + 2 <= n; r += 2, v += 2 * w)
+                for (int64_t c = 0; c < dim / 32; c++)
+                    dpbf16_two_tokens(sum, 2 * c, v + 32 * c, _mm512_loadu_si512((const void *)(v + w + 32 * c)), pk,
+                                      r / 2, hp);
+            if (r < n) /* an odd last token */
+                for (int64_t c = 0; c < dim / 32; c++)
+                    dpbf16_two_tokens(sum, 2 * c, v + 32 * c, _mm512_setzero_si512(), pk, r / 2, hp);
+            t += n;
+        }
+        for (int j = 0; j < hp; j++)
+            if (g + j < group)
+                for (int64_t c = 0; c < dim / 32; c++) unpair32_dpbf16(acc + (g + j) * dim + 32 * c, sum[j][2 * c], sum[j][2 * c + 1]);
+    }
+}
+#endif
+
 /* the same for any dim: two query heads per pass, scalar loops */
 static void CAT(NAME, _values_any)(const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h,
                                    int64_t t0, int64_t t1, const float *probs, float *acc) {
@@ -169,6 +251,25 @@ static void CAT(NAME, _values)(const KV_T *pool, const int64_t *table, int64_t l
                                int64_t t0, int64_t t1, const float *probs, float *acc) {
     const int64_t group = s->q_heads / s->kv_heads, dim = s->head_dim;
     const KV_T *values = pool + s->num_blocks * s->kv_heads * s->block_size * ROW_WIDTH(dim);
+#if DPBF16
+    if (s->bf16 && s->block_size % 2 == 0 && dim % 32 == 0 && dim <= 128) {
+        if (dim == 64 && group % 4 == 0)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 64, 4);
+        else if (dim == 64 && group % 3 == 0)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 64, 3);
+        else if (dim == 64 && group > 1)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 64, 2);
+        else if (dim == 64)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 64, 1);
+        else if (dim == 128 && group > 1)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 128, 2);
+        else if (dim == 128)
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, 128, 1);
+        else
+            CAT(NAME, _values_dpbf16)(values, table, len, s, h, t0, t1, probs, acc, dim, 2);
+        return;
+    }
+#endif
     if (dim == 64 && group % 4 == 0)
         CAT(NAME, _values_vec)(values, table, len, s, h, t0, t1, probs, acc, 64, 4);
     else if (dim == 64 && group % 3 == 0)

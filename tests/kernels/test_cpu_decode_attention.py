@@ -102,6 +102,36 @@ def test_odd_head_dims_take_the_scalar_loops():
                                    paged_attention(q, cache, meta, 0.2).float(), atol=2e-2, rtol=2e-2)
 
 
+BF16_LAYOUTS = [(1, 1, 64), (2, 4, 64), (3, 9, 64), (2, 8, 64), (1, 2, 128), (2, 4, 128), (1, 3, 32), (2, 4, 96),
+                (2, 4, 48)]
+
+
+@pytest.mark.parametrize("block_size", [16, 8, 5])
+@pytest.mark.parametrize("layout", BF16_LAYOUTS, ids=lambda layout: f"kv{layout[0]}-q{layout[1]}-d{layout[2]}")
+def test_bf16_layouts_and_block_sizes(layout, block_size):
+    """bf16 q and pool, which take vdpbf16ps where the CPU has it: every heads-per-pass and head-dim
+    variant of the weighted sums, even block sizes (tokens in pairs, an odd last one paired with a
+    zero row) and an odd one (the widened loops), contexts of one token, odd ones and over a chunk;
+    one thread and two give the same bits."""
+    kv_heads, q_heads, head_dim = layout
+    seq_lens = [1, 2, 17, 31, 256, 300, 515]
+    q, cache, meta = random_step(torch.bfloat16, [1] * len(seq_lens), seq_lens, kv_heads, q_heads, head_dim,
+                                 block_size, seed=head_dim + block_size, q_std=1.0)
+    scale = head_dim**-0.5
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(cda.decode_attention(q, cache, meta.decode_rows, scale, 30.0))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0], results[1])
+    expected = paged_attention(q, cache, meta, scale, 30.0)
+    torch.testing.assert_close(results[0].float(), expected.float(), atol=2e-2, rtol=2e-2)
+    assert (results[0] == expected).float().mean() > 0.95
+
+
 def test_other_inputs_take_the_batched_path():
     q16, cache16, meta16 = random_step(torch.float16, [1], [10])
     assert not cda.supports(q16, cache16, meta16.decode_rows)
