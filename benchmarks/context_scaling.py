@@ -4,6 +4,8 @@ Paged attention should make a decode step's cost nearly flat in the context it a
 for a small model (weights dominate the bytes read), so issue 6's target is every context's
 TPOT within ±15% of the 128-token figure. Each context: prefill random token ids (greedy,
 ignore_eos), warm up a few decode steps, then time each of ``--steps`` decode steps on its own.
+By default every context decodes in its own engine (one shared model) and their steps are timed in
+turn, so that the VM's speed drifting during the run does not masquerade as a context effect.
 The KV-cache bytes per token the ModelRunner really allocated are checked against the model's
 formula, so a cache layout change cannot silently double memory per token.
 """
@@ -37,8 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=32, help="decode steps timed per context")
     p.add_argument("--warmup", type=int, default=4, help="decode steps run untimed per context first")
     p.add_argument("--rounds", type=int, default=1,
-                   help="passes over the contexts, alternating their order; each context's steps are pooled, "
-                        "so drift on a shared machine hits every context alike")
+                   help="passes over the contexts (fresh prompts each); each context's steps are pooled")
+    p.add_argument("--interleave", choices=["steps", "contexts"], default="steps",
+                   help="steps: every context decodes in its own engine and their steps are timed in turn, so "
+                        "drift of the machine's speed hits every context alike; contexts: one context after "
+                        "another (alternating order per round), as sessions 2-5 measured")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
     p.add_argument("--no-progress", action="store_true")
@@ -62,28 +67,62 @@ def kv_bytes_per_token(engine: Any) -> dict[str, int]:
     }
 
 
-def measure_context(engine: Any, context: int, batch: int, warmup: int, steps: int, seed: int) -> list[float]:
-    """Seconds of each timed decode step for ``batch`` sequences prefilled to ``context`` tokens."""
+def start_context(engine: Any, context: int, batch: int, decode_steps: int, seed: int) -> None:
+    """Add ``batch`` requests of ``context`` random prompt tokens and step through their prefill,
+    up to the first pure decode step."""
     from engine.sampling_params import SamplingParams
 
     rng = random.Random(seed)
-    params = SamplingParams(temperature=0.0, max_tokens=warmup + steps + 3, ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=decode_steps + 3, ignore_eos=True)
     for i in range(batch):
         engine.add_request(f"ctx{context}-{seed}-{i}", [rng.randrange(3, engine.vocab_size) for _ in range(context)],
                            params)
     engine.step()
     while engine.last_step_tokens != batch:  # rest of a chunked prefill, up to the first decode step
         engine.step()
-    for _ in range(warmup):
-        engine.step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        engine.step()
-        times.append(time.perf_counter() - t0)
-        assert engine.last_step_tokens == batch, "a timed step was not a pure decode step"
+
+
+def timed_step(engine: Any, batch: int) -> float:
+    """Seconds of one decode step (which must decode exactly the ``batch`` sequences)."""
+    t0 = time.perf_counter()
+    engine.step()
+    elapsed = time.perf_counter() - t0
+    assert engine.last_step_tokens == batch, "a timed step was not a pure decode step"
+    return elapsed
+
+
+def finish(engine: Any) -> None:
     while engine.has_unfinished():
         engine.step()
+
+
+def measure_context(engine: Any, context: int, batch: int, warmup: int, steps: int, seed: int) -> list[float]:
+    """Seconds of each timed decode step for ``batch`` sequences prefilled to ``context`` tokens."""
+    start_context(engine, context, batch, warmup + steps, seed)
+    for _ in range(warmup):
+        engine.step()
+    times = [timed_step(engine, batch) for _ in range(steps)]
+    finish(engine)
+    return times
+
+
+def measure_interleaved(engines: dict[int, Any], batch: int, warmup: int, steps: int, seed: int) -> dict[int, list[float]]:
+    """Every context decoding at once, each in its own engine (one model), with their steps timed in
+    turn (the first of each turn rotating): on a VM whose speed drifts by 20% within a minute, a
+    context measured a minute after another is not comparable to it, while steps a few
+    milliseconds apart are."""
+    for ctx, engine in engines.items():
+        start_context(engine, ctx, batch, warmup + steps, seed + ctx)
+    order = list(engines)
+    times: dict[int, list[float]] = {ctx: [] for ctx in order}
+    for s in range(warmup + steps):
+        turn = order[s % len(order):] + order[: s % len(order)]
+        for ctx in turn:
+            elapsed = timed_step(engines[ctx], batch)
+            if s >= warmup:
+                times[ctx].append(elapsed)
+    for engine in engines.values():
+        finish(engine)
     return times
 
 
@@ -113,18 +152,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     assert kv["allocated"] == kv["runner"] == kv["formula"], f"KV bytes per token disagree: {kv}"
     measure_context(engine, min(args.contexts), args.batch, 1, 2, seed=-1)  # first-call costs, untimed
     times: dict[int, list[float]] = {ctx: [] for ctx in args.contexts}
-    passes = [args.contexts if r % 2 == 0 else args.contexts[::-1] for r in range(args.rounds)]
-    with tqdm(total=sum(map(len, passes)), desc="contexts", disable=args.no_progress) as bar:
-        for r, order in enumerate(passes):
-            for ctx in order:
-                times[ctx] += measure_context(engine, ctx, args.batch, args.warmup, args.steps, seed=ctx + r)
-                bar.update()
+    if args.interleave == "steps":
+        from engine.llm_engine import LLMEngine
+
+        engines = {ctx: engine if i == 0 else LLMEngine(engine.config, engine.model, engine.tokenizer,
+                                                         checkpoint=engine.checkpoint)
+                   for i, ctx in enumerate(args.contexts)}
+        for r in tqdm(range(args.rounds), desc="rounds", disable=args.no_progress):
+            for ctx, t in measure_interleaved(engines, args.batch, args.warmup, args.steps, seed=r).items():
+                times[ctx] += t
+    else:
+        passes = [args.contexts if r % 2 == 0 else args.contexts[::-1] for r in range(args.rounds)]
+        with tqdm(total=sum(map(len, passes)), desc="contexts", disable=args.no_progress) as bar:
+            for r, order in enumerate(passes):
+                for ctx in order:
+                    times[ctx] += measure_context(engine, ctx, args.batch, args.warmup, args.steps, seed=ctx + r)
+                    bar.update()
     rows: list[dict[str, Any]] = []
     for ctx in args.contexts:
         rows.append(summarize(ctx, times[ctx], rows[0]["tpot_ms"] if rows else None))
     meta = {"model": args.model, "checkpoint": str(engine.checkpoint.path), "dtype": args.dtype,
             "kv_cache_dtype": args.kv_cache_dtype,
             "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+            "interleave": args.interleave,
             "load_s": round(load_s, 2),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "loadavg": list(os.getloadavg()),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -134,7 +184,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     m, kv = result["meta"], result["kv_bytes_per_token"]
-    print(f"model={m['model']} dtype={m['dtype']} batch={m['batch']} steps={m['steps']}×{m['rounds']} threads={m['threads']} "
+    print(f"model={m['model']} dtype={m['dtype']} batch={m['batch']} steps={m['steps']}×{m['rounds']} "
+          f"interleave={m['interleave']} threads={m['threads']} "
           f"loadavg={m['loadavg']}")
     print(f"KV bytes/token: allocated {kv['allocated']} = runner {kv['runner']} = formula {kv['formula']} "
           f"(2 × {kv['num_layers']} layers × {kv['num_kv_heads']} kv heads × ({kv['head_dim']} × {kv['dtype_bytes']} B"

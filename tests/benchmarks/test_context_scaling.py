@@ -29,18 +29,21 @@ def test_bench_context_on_fixture(tmp_path) -> None:
     assert data["all_within_target"] == all(r["within_target"] for r in data["contexts"])
     assert data["meta"]["batch"] == 1 and data["meta"]["steps"] == 3 and data["target"] == 0.15
     assert data["meta"]["rounds"] == 2 and all(r["steps_timed"] == 6 for r in data["contexts"])
+    assert data["meta"]["interleave"] == "steps"  # the default: the contexts' steps timed in turn
 
 
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason="fixture missing")
 def test_bench_context_with_an_int8_kv_cache_counts_the_scales(tmp_path) -> None:
     out = tmp_path / "context.json"
     assert grokd(["bench", "context", "--model", "fixture", "--dtype", "float32", "--kv-cache-dtype", "int8",
-                  "--contexts", "16", "24", "--steps", "2", "--warmup", "1", "--json", str(out), "--no-progress"]) == 0
+                  "--contexts", "16", "24", "--steps", "2", "--warmup", "1", "--interleave", "contexts",
+                  "--json", str(out), "--no-progress"]) == 0
     data = json.loads(out.read_text())
     kv = data["kv_bytes_per_token"]
     # 2 layers × K and V × 8 kv heads × (16 int8 values + a 4-byte scale)
     assert kv["allocated"] == kv["runner"] == kv["formula"] == 2 * 2 * 8 * (16 + 4)
     assert kv["kv_cache_dtype"] == "int8" and data["meta"]["kv_cache_dtype"] == "int8"
+    assert data["meta"]["interleave"] == "contexts" and all(r["steps_timed"] == 2 for r in data["contexts"])
 
 
 def test_summarize_judges_p50_against_the_first_context() -> None:
