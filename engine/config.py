@@ -70,6 +70,15 @@ class CacheConfig:
             raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, got {self.dtype!r}")
 
 
+def default_token_budget(device: str) -> int:
+    """``grokd serve``'s ``max_num_batched_tokens`` when none is given. On the CPU a step costs
+    about its token count times the model's FLOPs, so a burst of prompts prefilled in one 2,048-token
+    step makes every one of them wait for all: 1,024 halved TTFT p50 at 32 streams (1.7 against
+    3.1 s, SmolLM2 on 2 cores) for 3% of throughput (benchmarks/RESULTS.md, session 5). A GPU
+    prefills 2,048 tokens in milliseconds."""
+    return 1024 if device == "cpu" else 2048
+
+
 @dataclass
 class SchedulerConfig:
     """Batching limits per step and admission control."""

@@ -20,6 +20,7 @@ from engine.config import (
     ModelLoadConfig,
     SchedulerConfig,
     check_device,
+    default_token_budget,
 )
 
 ENV_PREFIX = "GROKD_"
@@ -49,7 +50,7 @@ class ServerConfig:
     num_kv_blocks: int | None = None
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "auto"
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int | None = None  # None: engine.config.default_token_budget(device)
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
     # HTTP
@@ -100,7 +101,7 @@ class ServerConfig:
                 dtype=self.kv_cache_dtype,
             ),
             scheduler=SchedulerConfig(
-                max_num_batched_tokens=self.max_num_batched_tokens,
+                max_num_batched_tokens=self.max_num_batched_tokens or default_token_budget(self.device),
                 max_num_seqs=self.max_num_seqs,
                 max_queued_requests=self.max_queued_requests,
             ),

@@ -185,6 +185,13 @@ def test_bad_device_is_refused_when_the_config_is_built():
     assert load_config({"device": "cuda:1"}, env={}).engine_config().model.device == "cuda:1"
 
 
+def test_token_budget_defaults_per_device_and_a_given_one_wins():
+    assert load_config({}, env={}).engine_config().scheduler.max_num_batched_tokens == 1024
+    assert load_config({"device": "cuda"}, env={}).engine_config().scheduler.max_num_batched_tokens == 2048
+    given = load_config({}, env={"GROKD_MAX_NUM_BATCHED_TOKENS": "4096"}).engine_config()
+    assert given.scheduler.max_num_batched_tokens == 4096
+
+
 def test_kv_cache_dtype_reaches_the_engine_config():
     assert load_config({"kv_cache_dtype": "int8"}, env={}).engine_config().cache.dtype == "int8"
     assert load_config({}, env={"GROKD_KV_CACHE_DTYPE": "int8"}).engine_config().cache.dtype == "int8"
