@@ -28,6 +28,8 @@
  * 1 row of 2,048 tokens 0.77-0.82x the time in cache (about 46 -> 37 us) and 0.85-0.94x with the
  * pools cold (30 layers' pools in turn); 1 x 128 0.89x; 16 rows of 200 0.83x in cache, 0.93-0.96x
  * cold (medians of interleaved runs, several runs). Cold, the memory bounds it more than the compute.
+ * A bf16 q over an int8 pool uses vdpbf16ps for q.k too, its keys converted to bf16 (exact) sixteen
+ * tokens at a time (see the impl); float32 sums in another order, so not the widened loop's bits.
  *
  * The work is split into (row, kv head, chunk of CHUNK_TOKENS) items so that one long context keeps
  * every thread busy: phase 1 writes each item's scores, phase 2 does each (row, query head)'s
@@ -164,6 +166,40 @@ static inline f32x4 sum16x4(f32x16 a0, f32x16 a1, f32x16 a2, f32x16 a3) {
     return __builtin_shufflevector(w, w, 0, 2, 4, 6) + __builtin_shufflevector(w, w, 1, 3, 5, 7);
 }
 
+#if defined(__AVX512F__) /* sum16x16 needs only AVX-512F */
+/* the sums of sixteen vectors, lane j the sum of a[j]: sum16's tree for each (lanes i and i + 8,
+   then i + 4, i + 2, i + 1, so the same bits), the shuffles shared by all sixteen and half of them
+   blends (which more of the core's pipes run): 17 shuffles where four sum16x4 calls take 40. With
+   vdpbf16ps the sums, not the products, were most of q.k's work: 4.8 -> 4.3 ns per token and kv
+   head (dot_dpbf16's loop). */
+static inline f32x16 sum16x16(const f32x16 a[16]) {
+    __m512 r[8], u[4], w[2];
+    for (int m = 0; m < 8; m++) /* [a_lo + a_hi | b_hi + b_lo]: tokens 2m, 2m + 1, eight sums each */
+        r[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, a[2 * m], a[2 * m + 1]),
+                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x4E));
+    const __m512i swap_quads = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
+    for (int m = 0; m < 4; m++) /* 128-bit chunks: tokens 4m, 4m + 2, 4m + 1, 4m + 3, four sums each */
+        u[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, r[2 * m], r[2 * m + 1]),
+                             _mm512_permutex2var_ps(r[2 * m], swap_quads, r[2 * m + 1]));
+    for (int m = 0; m < 2; m++) /* two sums of two tokens per chunk */
+        w[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, u[2 * m], u[2 * m + 1]),
+                             _mm512_castpd_ps(_mm512_shuffle_pd(_mm512_castps_pd(u[2 * m]),
+                                                                _mm512_castps_pd(u[2 * m + 1]), 0x55)));
+    const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+    /* lanes hold tokens 0 4 8 12, 2 6 10 14, 1 5 9 13, 3 7 11 15: back in order */
+    return _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 11, 3, 14, 6, 10, 2, 13, 5, 9, 1, 12, 4, 8, 0), sums);
+}
+
+/* 32 int8 -> 32 bf16 in order (exact: |v| <= 127 needs 7 bits), for vdpbf16ps against a bf16 q */
+#if defined(__AVX512BF16__)
+static inline __m512bh i8x32_to_bf16(const int8_t *p) {
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 16))));
+    return _mm512_cvtne2ps_pbh(hi, lo);
+}
+#endif
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #define HAVE_DPBF16 1
 /* AVX512-BF16's vdpbf16ps, for the bf16-q, bf16-pool kernel (DPBF16 below). Lane i of its float32
@@ -189,29 +225,6 @@ static inline __attribute__((always_inline)) f32x16 dot_dpbf16(const __m512bh *q
     __m512 acc = _mm512_dpbf16_ps(_mm512_setzero_ps(), q[0], load_bf16x32(k));
     for (int64_t v = 1; v < dim / 32; v++) acc = _mm512_dpbf16_ps(acc, q[v], swap_bf16_pairs(load_bf16x32(k + 32 * v)));
     return acc;
-}
-
-/* the sums of sixteen vectors, lane j the sum of a[j]: sum16's tree for each (lanes i and i + 8,
-   then i + 4, i + 2, i + 1, so the same bits), the shuffles shared by all sixteen and half of them
-   blends (which more of the core's pipes run): 17 shuffles where four sum16x4 calls take 40. With
-   vdpbf16ps the sums, not the products, were most of q.k's work: 4.8 -> 4.3 ns per token and kv
-   head (the loop above). */
-static inline f32x16 sum16x16(const f32x16 a[16]) {
-    __m512 r[8], u[4], w[2];
-    for (int m = 0; m < 8; m++) /* [a_lo + a_hi | b_hi + b_lo]: tokens 2m, 2m + 1, eight sums each */
-        r[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xFF00, a[2 * m], a[2 * m + 1]),
-                             _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], 0x4E));
-    const __m512i swap_quads = _mm512_set_epi32(27, 26, 25, 24, 15, 14, 13, 12, 19, 18, 17, 16, 7, 6, 5, 4);
-    for (int m = 0; m < 4; m++) /* 128-bit chunks: tokens 4m, 4m + 2, 4m + 1, 4m + 3, four sums each */
-        u[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xF0F0, r[2 * m], r[2 * m + 1]),
-                             _mm512_permutex2var_ps(r[2 * m], swap_quads, r[2 * m + 1]));
-    for (int m = 0; m < 2; m++) /* two sums of two tokens per chunk */
-        w[m] = _mm512_add_ps(_mm512_mask_blend_ps(0xCCCC, u[2 * m], u[2 * m + 1]),
-                             _mm512_castpd_ps(_mm512_shuffle_pd(_mm512_castps_pd(u[2 * m]),
-                                                                _mm512_castps_pd(u[2 * m + 1]), 0x55)));
-    const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
-    /* lanes hold tokens 0 4 8 12, 2 6 10 14, 1 5 9 13, 3 7 11 15: back in order */
-    return _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 11, 3, 14, 6, 10, 2, 13, 5, 9, 1, 12, 4, 8, 0), sums);
 }
 
 /* n bf16-rounded probabilities -> (n + 1) / 2 pairs, token 2k in the high half of pair k and 2k + 1
@@ -328,6 +341,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define KV_T uint16_t
 #define NAME grokd_decode_attention_bf16
 #define DPBF16 HAVE_DPBF16
+#define I8_DPBF16 0 /* a bf16 q over an int8 pool only (below) */
 #define WIDEN_Q1 bf16_to_f32
 #define WIDEN_KV1 bf16_to_f32
 #define WIDEN_Q32 widen32_bf16
@@ -378,6 +392,8 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define ROW_SCALE(row, dim) row_scale_i8(row, dim)
 #define PREFETCH_AHEAD PREFETCH_BLOCKS_I8
 
+#undef I8_DPBF16
+#define I8_DPBF16 HAVE_DPBF16
 #define Q_T uint16_t
 #define KV_T int8_t
 #define NAME grokd_decode_attention_bf16_i8
@@ -394,6 +410,8 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #undef WIDEN_Q32
 #undef NARROW_Q1
 
+#undef I8_DPBF16
+#define I8_DPBF16 0
 #define Q_T float
 #define NAME grokd_decode_attention_f32_i8
 #define WIDEN_Q1(x) (x)

@@ -12,6 +12,8 @@
  *   NARROW_Q1      float32 to Q_T
  *   DPBF16         1 when q and pool are bf16 and the CPU has vdpbf16ps (see decode_attention.c): q.k
  *                  and the bf16-mode weighted sums then multiply bf16 pairs, not widened vectors
+ *   I8_DPBF16      1 for a bf16 q over an int8 pool when the CPU has vdpbf16ps: q.k sixteen tokens at a
+ *                  time, the keys converted to bf16 (exact) and multiplied with vdpbf16ps
  */
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
@@ -30,6 +32,9 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
 #else
     f32x16 qv[group * (paired ? vecs : 1)];
 #endif
+#if I8_DPBF16
+    __m512bh qb8[group * (paired ? dim / 32 : 1)]; /* q as it lies, for vdpbf16ps against K made bf16 */
+#endif
     float qf[group * dim];
     for (int64_t g = 0; g < group; g++) {
         const Q_T *qr = q + b * s->q_row_stride + (h * group + g) * s->q_head_stride;
@@ -43,6 +48,10 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
 #else
         if (paired)
             for (int64_t v = 0; v < vecs; v += 2) WIDEN_Q32(qr + v * LANES, &qv[g * vecs + v], &qv[g * vecs + v + 1]);
+#endif
+#if I8_DPBF16
+        if (paired)
+            for (int64_t v = 0; v < dim / 32; v++) qb8[g * (dim / 32) + v] = load_bf16x32(qr + 32 * v);
 #endif
     }
     for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs) /* the loop's first blocks */
@@ -64,6 +73,35 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
                     const f32x16 dots = sum16x16(a);
                     memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
                 }
+#endif
+#if I8_DPBF16
+        if (paired && dim <= 128 && group <= 16) /* bf16 q, int8 pool: sixteen tokens at a time, each key
+                       row converted to bf16 once for all the group's heads and multiplied with
+                       vdpbf16ps, the sixteen sums sharing the shuffles (sum16x16) and multiplied by
+                       the keys' scales as one vector. Hot, 2 threads, SmolLM2 shape: 0.94x the time
+                       of the widened four-token loop (1 x 2,048), 0.95x (16 x 200); the same loop
+                       with widened float32 FMAs instead was no faster (1.01-1.02x). */
+            for (; r + 16 <= n; r += 16, t += 16, k += 16 * w) {
+                f32x16 a[16][16], row_scales; /* fixed sizes: variable-length arrays went through the stack */
+                float sc[16];
+                for (int j = 0; j < 16; j++) {
+                    const KV_T *kj = k + j * w;
+                    sc[j] = ROW_SCALE(kj, dim);
+                    __m512bh kb[4];
+                    for (int64_t v = 0; v < dim / 32; v++) kb[v] = i8x32_to_bf16(kj + 32 * v);
+                    for (int64_t g = 0; g < group; g++) {
+                        const __m512bh *qg = qb8 + g * (dim / 32);
+                        __m512 acc = _mm512_dpbf16_ps(_mm512_setzero_ps(), qg[0], kb[0]);
+                        for (int64_t v = 1; v < dim / 32; v++) acc = _mm512_dpbf16_ps(acc, qg[v], kb[v]);
+                        a[g][j] = (f32x16)acc;
+                    }
+                }
+                memcpy(&row_scales, sc, sizeof row_scales);
+                for (int64_t g = 0; g < group; g++) {
+                    const f32x16 dots = sum16x16(a[g]) * row_scales;
+                    memcpy(scores + (h * group + g) * len + t, &dots, sizeof dots);
+                }
+            }
 #endif
         if (paired) /* four tokens at a time, so that their sums share the shuffles (sum16x4) */
             for (; r + 4 <= n; r += 4, t += 4, k += 4 * w) {
