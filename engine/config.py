@@ -81,9 +81,16 @@ def default_token_budget(device: str) -> int:
 
 @dataclass
 class SchedulerConfig:
-    """Batching limits per step and admission control."""
+    """Batching limits per step and admission control.
+
+    ``max_prefill_tokens_while_decoding``: in a step that also decodes, at most this many prompt
+    tokens (``None``: up to the whole budget). A step's time grows with its tokens, and every
+    decoding stream waits for the step, so this bounds the inter-token latency a burst of prompts
+    inflicts on the streams already running; a step without decodes still prefills a full budget.
+    """
 
     max_num_batched_tokens: int = 2048
+    max_prefill_tokens_while_decoding: int | None = None
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
 

@@ -83,8 +83,14 @@ class Scheduler:
         # decodes before unfinished (chunked) prefills, so a long prompt never stalls token streams
         pending = sorted(self.running, key=lambda s: (s.num_uncomputed > 1, *s.sort_key()))
         kept: list[Sequence] = []
+        decoding = False
         while pending and budget > 0:
+            if pending[0].num_uncomputed > 1 and decoding:  # the decodes are scheduled: cap the prefills
+                budget = self._prefill_budget(budget, out)
+                if budget <= 0:
+                    break
             seq = pending.pop(0)
+            decoding = decoding or seq.num_uncomputed == 1
             num = min(seq.num_uncomputed, budget)
             while not self.bm.allocate(seq, num):
                 victim = max([*pending, *kept, seq], key=Sequence.sort_key)  # lowest priority, newest
@@ -117,10 +123,21 @@ class Scheduler:
             self.bm.free(seq)
         if out.preempted:
             return out
+        if decoding:
+            budget = self._prefill_budget(budget, out)
         budget = self._admit(out, budget)
         if not out.scheduled and not self.running and self.waiting and self._release_waiting_blocks():
             self._admit(out, budget)
         return out
+
+    def _prefill_budget(self, budget: int, out: SchedulerOutput) -> int:
+        """What is left of ``budget`` for prompt tokens in a step that decodes: capped at
+        ``max_prefill_tokens_while_decoding`` minus the prompt tokens already scheduled."""
+        cap = self.config.max_prefill_tokens_while_decoding
+        if cap is None:
+            return budget
+        prefilled = sum(item.num_tokens for item in out.scheduled if item.num_tokens > 1)
+        return min(budget, cap - prefilled)
 
     def _admit(self, out: SchedulerOutput, budget: int) -> int:
         """Move waiting sequences to running in priority order while budget and blocks allow."""

@@ -51,6 +51,7 @@ class ServerConfig:
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "auto"
     max_num_batched_tokens: int | None = None  # None: engine.config.default_token_budget(device)
+    max_prefill_tokens_while_decoding: int | None = None  # None: the budget (no separate cap)
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
     # HTTP
@@ -102,6 +103,7 @@ class ServerConfig:
             ),
             scheduler=SchedulerConfig(
                 max_num_batched_tokens=self.max_num_batched_tokens or default_token_budget(self.device),
+                max_prefill_tokens_while_decoding=self.max_prefill_tokens_while_decoding,
                 max_num_seqs=self.max_num_seqs,
                 max_queued_requests=self.max_queued_requests,
             ),

@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="KV cache storage: auto (the activation dtype) or int8 (per-token scales, about half the bytes)")
     c.add_argument("--max-num-batched-tokens", type=int,
                    help="tokens per engine step (prefill chunks + decodes); default 1024 on the CPU, 2048 on a GPU")
+    c.add_argument("--max-prefill-tokens-while-decoding", type=int,
+                   help="prompt tokens at most in a step that also decodes (bounds inter-token latency under bursts)")
     c.add_argument("--max-num-seqs", type=int)
     c.add_argument("--max-queued-requests", type=int, help="waiting-queue bound; beyond it requests get 429")
     h = p.add_argument_group("http")

@@ -19,9 +19,11 @@ def make_seq(
     return seq
 
 
-def make_sched(num_blocks=64, block_size=4, budget=64, max_seqs=8, caching=True) -> Scheduler:
+def make_sched(num_blocks=64, block_size=4, budget=64, max_seqs=8, caching=True, prefill_cap=None) -> Scheduler:
     bm = BlockManager(num_blocks, block_size, caching)
-    return Scheduler(SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs), bm)
+    config = SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=max_seqs,
+                             max_prefill_tokens_while_decoding=prefill_cap)
+    return Scheduler(config, bm)
 
 
 def fake_step(sched: Scheduler):
@@ -58,6 +60,31 @@ def test_decodes_first_then_prefills_within_budget():
     out = fake_step(sched)
     assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(a, 1), (b, 9)]
     assert out.num_tokens == 10
+
+
+def test_prefill_cap_applies_only_to_steps_that_decode():
+    sched = make_sched(budget=40, prefill_cap=6)
+    a, b = make_seq(20, arrival=0, first=100), make_seq(20, arrival=1, first=200)  # no shared prefixes
+    sched.add(a)
+    sched.add(b)
+    out = fake_step(sched)  # nothing decodes yet: the whole budget goes to prompts
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(a, 20), (b, 20)]
+    c, d = make_seq(30, arrival=2, first=300), make_seq(9, arrival=3, first=400)
+    sched.add(c)
+    sched.add(d)
+    out = fake_step(sched)  # a and b decode: c gets the cap, d waits
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(a, 1), (b, 1), (c, 6)]
+    assert d.status == SeqStatus.WAITING
+    out = fake_step(sched)  # c's next chunk is capped too, and d still waits
+    assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(a, 1), (b, 1), (c, 6)]
+    assert d.status == SeqStatus.WAITING
+    uncapped = make_sched(budget=40)
+    for seq in (a2 := make_seq(20, first=500), make_seq(20, first=600)):
+        uncapped.add(seq)
+    fake_step(uncapped)
+    uncapped.add(c2 := make_seq(30, first=700))
+    out = fake_step(uncapped)
+    assert [i.num_tokens for i in out.scheduled if i.seq is c2] == [30] and a2.num_computed_tokens == 21
 
 
 def test_max_num_seqs_limits_running():
