@@ -53,11 +53,15 @@ def kv_bytes_per_token(engine: Any) -> dict[str, int]:
     """KV bytes per token three ways: the tensors the runner allocated, its own block accounting,
     and ``2 × layers × kv_heads × (head_dim × dtype bytes + scale bytes)`` from the model's shape
     (an int8 pool keeps a 4-byte float32 scale per token and head)."""
+    import torch
+
+    from kernels.attention import KV_SCALE_BYTES
+
     runner, model = engine.runner, engine.runner.model
     allocated = sum(t.numel() * t.element_size() for t in runner.kv_caches)
     slots = runner.kv_caches[0].shape[1] * runner.block_size  # the pool's blocks (a CUDA-graph sink too)
     elem = runner.kv_caches[0].element_size() if runner.kv_caches else 0
-    scale = 4 if str(runner.kv_dtype) == "torch.int8" else 0
+    scale = KV_SCALE_BYTES if runner.kv_dtype == torch.int8 else 0
     return {
         "allocated": allocated // slots,
         "runner": runner.bytes_per_block // runner.block_size,

@@ -298,6 +298,31 @@ static inline void prefetch_block(const void *p, int64_t bytes) { /* every cache
     for (uintptr_t line = (uintptr_t)p & ~(uintptr_t)63; line < end; line += 64) __builtin_prefetch((const void *)line, 0, 2);
 }
 
+/* Where a loop over tokens [t0, t1) of kv head h reads: `base` is the pool part (keys or values),
+   `block_bytes` one (block, head)'s bytes. */
+typedef struct {
+    const char *base;
+    const int64_t *table;
+    int64_t block_size, kv_heads, head, block_bytes, ahead;
+} BlockStream;
+
+static inline void prefetch_table_block(const BlockStream *b, int64_t index) {
+    prefetch_block(b->base + (b->table[index] * b->kv_heads + b->head) * b->block_bytes, b->block_bytes);
+}
+
+/* the loop's first `ahead` blocks: its own requests (prefetch_ahead) start only that far in */
+static inline void prefetch_first_blocks(const BlockStream *b, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1 && t < t0 + b->ahead * b->block_size; t += b->block_size)
+        prefetch_table_block(b, t / b->block_size);
+}
+
+/* the block holding token t (a block start), after asking for the one `ahead` blocks on (if the
+   loop gets there before t1) when `prefetch` is set */
+static inline const void *stream_block(const BlockStream *b, int64_t t, int64_t t1, int prefetch) {
+    if (prefetch && t + b->ahead * b->block_size < t1) prefetch_table_block(b, t / b->block_size + b->ahead);
+    return b->base + (b->table[t / b->block_size] * b->kv_heads + b->head) * b->block_bytes;
+}
+
 static inline int64_t chunks_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
 
 /* scale, soft-cap and softmax one (row, query head)'s scores in place; in bf16 mode the q.k sums
@@ -332,16 +357,17 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
     for (int64_t t = 0; t < len; t++) x[t] = bf16 ? round_bf16(x[t] * inv) : x[t] * inv;
 }
 
-#define ROW_WIDTH(dim) (dim)
-#define KV_SCALED 0
-#define ROW_SCALE(row, dim) 1.0f
-#define PREFETCH_AHEAD PREFETCH_BLOCKS
-
+/* Each instantiation defines the template's parameters; decode_attention_impl.h undefines them.
+   bf16 and float32 pools: a row is the head's values, no scale. */
 #define Q_T uint16_t
 #define KV_T uint16_t
 #define NAME grokd_decode_attention_bf16
 #define DPBF16 HAVE_DPBF16
-#define I8_DPBF16 0 /* a bf16 q over an int8 pool only (below) */
+#define I8_DPBF16 0
+#define ROW_WIDTH(dim) (dim)
+#define KV_SCALED 0
+#define ROW_SCALE(row, dim) 1.0f
+#define PREFETCH_AHEAD PREFETCH_BLOCKS
 #define WIDEN_Q1 bf16_to_f32
 #define WIDEN_KV1 bf16_to_f32
 #define WIDEN_Q32 widen32_bf16
@@ -349,21 +375,16 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define UNPAIR32 unpair32_bf16
 #define NARROW_Q1 f32_to_bf16
 #include "decode_attention_impl.h"
-#undef Q_T
-#undef KV_T
-#undef NAME
-#undef WIDEN_Q1
-#undef WIDEN_KV1
-#undef WIDEN_Q32
-#undef WIDEN_KV32
-#undef UNPAIR32
-#undef NARROW_Q1
-#undef DPBF16
-#define DPBF16 0 /* the other pairs: the widened loops only */
 
 #define Q_T float
 #define KV_T float
 #define NAME grokd_decode_attention_f32
+#define DPBF16 0 /* the widened loops only */
+#define I8_DPBF16 0
+#define ROW_WIDTH(dim) (dim)
+#define KV_SCALED 0
+#define ROW_SCALE(row, dim) 1.0f
+#define PREFETCH_AHEAD PREFETCH_BLOCKS
 #define WIDEN_Q1(x) (x)
 #define WIDEN_KV1(x) (x)
 #define WIDEN_Q32 widen32_f32
@@ -371,32 +392,19 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define UNPAIR32 unpair32_f32
 #define NARROW_Q1(x) (x)
 #include "decode_attention_impl.h"
-#undef Q_T
-#undef KV_T
-#undef NAME
-#undef WIDEN_Q1
-#undef WIDEN_KV1
-#undef WIDEN_Q32
-#undef WIDEN_KV32
-#undef UNPAIR32
-#undef NARROW_Q1
 
-/* int8 pools: the values widen in order (no even/odd split to undo), so q widens in order too and
-   the weighted sums come back in order (unpair32_f32 is a copy) */
-#undef ROW_WIDTH
-#undef KV_SCALED
-#undef ROW_SCALE
-#undef PREFETCH_AHEAD
-#define ROW_WIDTH(dim) ((dim) + 4) /* bytes: the values, then the float32 scale */
-#define KV_SCALED 1
-#define ROW_SCALE(row, dim) row_scale_i8(row, dim)
-#define PREFETCH_AHEAD PREFETCH_BLOCKS_I8
-
-#undef I8_DPBF16
-#define I8_DPBF16 HAVE_DPBF16
+/* int8 pools: a row is the values, then the float32 scale (ROW_WIDTH in bytes). The values widen in
+   order (no even/odd split to undo), so q widens in order too and the weighted sums come back in
+   order (unpair32_f32 is a copy). */
 #define Q_T uint16_t
 #define KV_T int8_t
 #define NAME grokd_decode_attention_bf16_i8
+#define DPBF16 0
+#define I8_DPBF16 HAVE_DPBF16 /* keys converted to bf16 once, scored on vdpbf16ps */
+#define ROW_WIDTH(dim) ((dim) + 4)
+#define KV_SCALED 1
+#define ROW_SCALE(row, dim) row_scale_i8(row, dim)
+#define PREFETCH_AHEAD PREFETCH_BLOCKS_I8
 #define WIDEN_Q1 bf16_to_f32
 #define WIDEN_KV1(x) ((float)(x))
 #define WIDEN_Q32 widen32_bf16_in_order
@@ -404,18 +412,21 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define UNPAIR32 unpair32_f32
 #define NARROW_Q1 f32_to_bf16
 #include "decode_attention_impl.h"
-#undef Q_T
-#undef NAME
-#undef WIDEN_Q1
-#undef WIDEN_Q32
-#undef NARROW_Q1
 
-#undef I8_DPBF16
-#define I8_DPBF16 0
 #define Q_T float
+#define KV_T int8_t
 #define NAME grokd_decode_attention_f32_i8
+#define DPBF16 0
+#define I8_DPBF16 0
+#define ROW_WIDTH(dim) ((dim) + 4)
+#define KV_SCALED 1
+#define ROW_SCALE(row, dim) row_scale_i8(row, dim)
+#define PREFETCH_AHEAD PREFETCH_BLOCKS_I8
 #define WIDEN_Q1(x) (x)
+#define WIDEN_KV1(x) ((float)(x))
 #define WIDEN_Q32 widen32_f32
+#define WIDEN_KV32 widen32_i8
+#define UNPAIR32 unpair32_f32
 #define NARROW_Q1(x) (x)
 #include "decode_attention_impl.h"
 

@@ -54,12 +54,12 @@ static inline __attribute__((always_inline)) void CAT(NAME, _scores_dim)(
             for (int64_t v = 0; v < dim / 32; v++) qb8[g * (dim / 32) + v] = load_bf16x32(qr + 32 * v);
 #endif
     }
-    for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs) /* the loop's first blocks */
-        prefetch_block(pool + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+    const BlockStream keys = {(const char *)pool, table, bs, s->kv_heads, h, bs * w * (int64_t)sizeof(KV_T),
+                              PREFETCH_AHEAD};
+    prefetch_first_blocks(&keys, t0, t1);
     for (int64_t t = t0; t < t1;) {
-        const KV_T *k = pool + (table[t / bs] * s->kv_heads + h) * bs * w;
+        const KV_T *k = stream_block(&keys, t, t1, 1);
         const int64_t n = t1 - t < bs ? t1 - t : bs;
-        if (t + PREFETCH_AHEAD * bs < t1) prefetch_block(pool + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
         if (prefetch_values)
             prefetch_block(pool + ((s->num_blocks + table[t / bs]) * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
         int64_t r = 0;
@@ -181,18 +181,17 @@ static inline __attribute__((always_inline)) void CAT(NAME, _values_vec)(
     const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h, int64_t t0, int64_t t1,
     const float *probs, float *acc, const int64_t dim, const int hp) {
     const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, vecs = dim / LANES, w = ROW_WIDTH(dim);
+    const BlockStream stream = {(const char *)values, table, bs, s->kv_heads, h, bs * w * (int64_t)sizeof(KV_T),
+                                PREFETCH_AHEAD};
     for (int64_t g = 0; g < group; g += hp) {
         const float *p[4];
         for (int j = 0; j < hp; j++) p[j] = probs + (h * group + (g + j < group ? g + j : g)) * len;
         f32x16 sum[4][8] = {{{0}}};
-        if (g == 0) /* the loop's first blocks */
-            for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs)
-                prefetch_block(values + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+        if (g == 0)
+            prefetch_first_blocks(&stream, t0, t1);
         for (int64_t t = t0; t < t1;) {
-            const KV_T *v = values + (table[t / bs] * s->kv_heads + h) * bs * w;
+            const KV_T *v = stream_block(&stream, t, t1, g == 0);
             const int64_t n = t1 - t < bs ? t1 - t : bs;
-            if (g == 0 && t + PREFETCH_AHEAD * bs < t1)
-                prefetch_block(values + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
             for (int64_t r = 0; r < n; r++, t++, v += w) {
                 const float row_scale = ROW_SCALE(v, dim);
                 float pv[4];
@@ -222,6 +221,8 @@ static inline __attribute__((always_inline)) void CAT(NAME, _values_dpbf16)(
     const KV_T *values, const int64_t *table, int64_t len, const Shape *s, int64_t h, int64_t t0, int64_t t1,
     const float *probs, float *acc, const int64_t dim, const int hp) {
     const int64_t group = s->q_heads / s->kv_heads, bs = s->block_size, w = dim, pairs = (t1 - t0 + 1) / 2;
+    const BlockStream stream = {(const char *)values, table, bs, s->kv_heads, h, bs * w * (int64_t)sizeof(KV_T),
+                                PREFETCH_AHEAD};
     uint32_t pp[hp][pairs];
     for (int64_t g = 0; g < group; g += hp) {
         for (int j = 0; j < hp; j++)
@@ -229,14 +230,11 @@ static inline __attribute__((always_inline)) void CAT(NAME, _values_dpbf16)(
         __m512 sum[4][8];
         for (int j = 0; j < hp; j++)
             for (int64_t c = 0; c < dim / LANES; c++) sum[j][c] = _mm512_setzero_ps();
-        if (g == 0) /* the loop's first blocks */
-            for (int64_t t = t0; t < t1 && t < t0 + PREFETCH_AHEAD * bs; t += bs)
-                prefetch_block(values + (table[t / bs] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
+        if (g == 0)
+            prefetch_first_blocks(&stream, t0, t1);
         for (int64_t t = t0; t < t1;) {
-            const KV_T *v = values + (table[t / bs] * s->kv_heads + h) * bs * w;
+            const KV_T *v = stream_block(&stream, t, t1, g == 0);
             const int64_t n = t1 - t < bs ? t1 - t : bs;
-            if (g == 0 && t + PREFETCH_AHEAD * bs < t1)
-                prefetch_block(values + (table[t / bs + PREFETCH_AHEAD] * s->kv_heads + h) * bs * w, bs * w * sizeof(KV_T));
             const uint32_t *pk[4]; /* the pairs of tokens t, t + 1 */
             for (int j = 0; j < hp; j++) pk[j] = pp[j] + (t - t0) / 2;
             int64_t r = 0;
@@ -393,3 +391,19 @@ int NAME(const Q_T *q, const KV_T *pool, const int64_t *tables, const int64_t *s
 
 #undef CAT
 #undef CAT2
+/* this instantiation's parameters: the next one defines its own */
+#undef Q_T
+#undef KV_T
+#undef NAME
+#undef DPBF16
+#undef I8_DPBF16
+#undef ROW_WIDTH
+#undef KV_SCALED
+#undef ROW_SCALE
+#undef PREFETCH_AHEAD
+#undef WIDEN_Q1
+#undef WIDEN_KV1
+#undef WIDEN_Q32
+#undef WIDEN_KV32
+#undef UNPAIR32
+#undef NARROW_Q1
