@@ -7,8 +7,6 @@ prompt position when prompt logprobs are asked for) go through the output projec
 
 from __future__ import annotations
 
-import math
-import mmap
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +14,7 @@ import torch
 from engine.config import CacheConfig
 from engine.decode_graphs import DecodeGraphs
 from engine.scheduler import ScheduledSeq
+from kernels import host_memory
 from kernels.attention import kv_cache_shape, kv_row_width
 from kernels.metadata import AttentionMetadata
 
@@ -66,16 +65,13 @@ def plan_num_blocks(
 
 
 def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A zero-filled tensor; on CPU backed by anonymous memory, which the OS hands out zeroed page
-    by page on first write, so a multi-GiB KV pool costs neither start-up time (``torch.zeros``
-    writes every byte: ~1 s for the default model's 4 GiB) nor resident memory until used."""
+    """A zero-filled tensor; on CPU backed by anonymous memory (``kernels.host_memory``), which the OS
+    hands out zeroed page by page on first write, so a multi-GiB KV pool costs neither start-up time
+    (``torch.zeros`` writes every byte: ~1 s for the default model's 4 GiB) nor resident memory until
+    used, and in huge pages where the OS allows them."""
     if device.type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes == 0:
-        return torch.zeros(shape, dtype=dtype)
-    buf = mmap.mmap(-1, nbytes)  # MAP_PRIVATE|MAP_ANONYMOUS: zero-filled by the kernel
-    return torch.frombuffer(buf, dtype=dtype).view(shape)  # the tensor keeps ``buf`` alive
+    return host_memory.zeros(shape, dtype)
 
 
 @dataclass

@@ -31,6 +31,14 @@ half the bytes of a bf16 pool: at SmolLM2's shape, one row of 2,048 tokens with 
 layers in turn, two threads) took about 60-69 µs per layer against 70-88 for a bf16 pool, both
 then close to their in-cache compute time (about 47 µs, the same for both, before the bf16 pool's
 ``vdpbf16ps`` path).
+
+With bf16 q over an int8 pool on a CPU with AVX512-VNNI, q itself is quantized per head as the keys
+are (int8 with scale ``max|q| / 127``, as llama.cpp quantizes q against a q8_0 cache), q·k is summed
+exactly in int32, and the weighted sum takes each head's ``p_t scale_v(t)`` as int16 with one scale
+per 256-token chunk; each chunk is done in one pass (scores, a softmax against its own maximum, the
+weighted sum while its values are in cache) and the chunks merged by their maxima. Against the
+float32 reference it stays within bf16 precision (the tests' bound); in a real SmolLM2 decode step
+at 2,048 tokens the 30 layers' attention took 1.57 ms instead of 1.88.
 """
 
 from __future__ import annotations

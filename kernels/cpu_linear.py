@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels import cpu_build
+from kernels import cpu_build, host_memory
 
 PANEL = 16  # output columns per packed panel
 GROUP = 2 * PANEL  # output columns per kernel tile: ``out_features`` must be a multiple
@@ -107,10 +107,12 @@ def supports_int8(qweight: torch.Tensor, scales: torch.Tensor) -> bool:
     )
 
 
-def pack_int8(qweight: torch.Tensor, scales: torch.Tensor) -> Int8PanelWeight:
+def pack_int8(qweight: torch.Tensor, scales: torch.Tensor, arena: host_memory.Arena | None = None) -> Int8PanelWeight:
+    """The panels in huge-page memory (``kernels.host_memory``: ``arena``'s, or their own mapping)."""
     out_features, in_features = qweight.shape
-    panels = qweight.contiguous().view(out_features // PANEL, PANEL, in_features).transpose(1, 2).contiguous()
-    return Int8PanelWeight(panels, scales.float().contiguous(), qweight.shape)
+    panels = qweight.contiguous().view(out_features // PANEL, PANEL, in_features).transpose(1, 2)
+    place = arena.copy if arena is not None else host_memory.copy
+    return Int8PanelWeight(place(panels), scales.float().contiguous(), qweight.shape)
 
 
 def linear_int8(x: torch.Tensor, weight: Int8PanelWeight) -> torch.Tensor:
@@ -118,10 +120,11 @@ def linear_int8(x: torch.Tensor, weight: Int8PanelWeight) -> torch.Tensor:
     return _call(x, weight.shape, "grokd_linear_int8", weight.packed.data_ptr(), weight.scales.data_ptr())
 
 
-def pack(weight: torch.Tensor) -> PanelWeight:
+def pack(weight: torch.Tensor, arena: host_memory.Arena | None = None) -> PanelWeight:
+    """The panels in huge-page memory (``kernels.host_memory``: ``arena``'s, or their own mapping)."""
     out_features, in_features = weight.shape
-    panels = weight.contiguous().view(out_features // PANEL, PANEL, in_features // 2, 2)
-    return PanelWeight(panels.permute(0, 2, 1, 3).contiguous(), weight.shape)
+    panels = weight.contiguous().view(out_features // PANEL, PANEL, in_features // 2, 2).permute(0, 2, 1, 3)
+    return PanelWeight((arena.copy if arena is not None else host_memory.copy)(panels), weight.shape)
 
 
 def linear(x: torch.Tensor, weight: PanelWeight) -> torch.Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels import cpu_linear
+from kernels import cpu_linear, host_memory
 
 # oneDNN's packed path pays off for these storage dtypes on CPU; float32 would need MKL's packed
 # GEMM, which keeps the original weight alongside (double the memory) for a small gain.
@@ -40,16 +40,19 @@ def can_pack(weight: torch.Tensor) -> bool:
     )
 
 
-def pack_weight(weight: torch.Tensor | Int8Weight) -> torch.Tensor | Int8Weight | cpu_linear.PanelWeight | cpu_linear.Int8PanelWeight:
+def pack_weight(
+    weight: torch.Tensor | Int8Weight, arena: host_memory.Arena | None = None
+) -> torch.Tensor | Int8Weight | cpu_linear.PanelWeight | cpu_linear.Int8PanelWeight:
     """``weight [out, in]`` (dense, or ``Int8Weight``) in the fastest form for this machine:
-    ``kernels.cpu_linear`` panels where those kernels take it, else oneDNN's layout for dense
-    weights, else unchanged."""
+    ``kernels.cpu_linear`` panels where those kernels take it (in ``arena``'s huge pages when given:
+    pass one arena for all of a model's weights), else oneDNN's layout for dense weights, else
+    unchanged."""
     if isinstance(weight, Int8Weight):
         if cpu_linear.supports_int8(weight.qweight, weight.scales):
-            return cpu_linear.pack_int8(weight.qweight, weight.scales)
+            return cpu_linear.pack_int8(weight.qweight, weight.scales, arena)
         return weight
     if cpu_linear.supports_weight(weight):
-        return cpu_linear.pack(weight)
+        return cpu_linear.pack(weight, arena)
     return pack_onednn(weight)
 
 

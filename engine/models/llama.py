@@ -19,6 +19,7 @@ from torch import nn
 from kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from kernels.decoder_layer import DenseLayerWeights
 from kernels.dispatch import Kernels, select_kernels
+from kernels.host_memory import Arena
 from kernels.linear import Int8Weight, quantize_int8
 from kernels.metadata import AttentionMetadata
 from weights.checkpoint import Checkpoint, QuantizedWeight
@@ -241,6 +242,7 @@ class LlamaForCausalLM(nn.Module):
         head moves to ``output_weight``: a copy when it is tied to the embedding table (which the
         embedding lookup still reads densely), a replacement when untied. Packed heads and int8
         projections leave ``parameters()`` (see ``Int8Weight``), as do panel-packed ones."""
+        arena = Arena()  # the packed weights share huge pages, in the order a step reads them
         for layer in self.layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
@@ -249,14 +251,14 @@ class LlamaForCausalLM(nn.Module):
                 (layer.mlp, "down_weight"),
             ):
                 weight = getattr(module, name)
-                packed = self.kernels.pack_weight(quantize_int8(weight, self.dtype) if int8 else weight)
+                packed = self.kernels.pack_weight(quantize_int8(weight, self.dtype) if int8 else weight, arena)
                 if isinstance(packed, torch.Tensor):  # dense or oneDNN-packed: still a parameter
                     setattr(module, name, nn.Parameter(packed, requires_grad=False))
                 else:  # int8 and panel forms: plain attributes, outside parameters()
                     delattr(module, name)
                     setattr(module, name, packed)
         head = self.embed_tokens if self.lm_head is None else self.lm_head
-        packed = self.kernels.pack_weight(quantize_int8(head, self.dtype) if int8 else head)
+        packed = self.kernels.pack_weight(quantize_int8(head, self.dtype) if int8 else head, arena)
         if packed is not head:
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it

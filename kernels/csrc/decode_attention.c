@@ -31,12 +31,26 @@
  * A bf16 q over an int8 pool uses vdpbf16ps for q.k too, its keys converted to bf16 (exact) sixteen
  * tokens at a time (see the impl); float32 sums in another order, so not the widened loop's bits.
  *
+ * On a CPU with AVX512-VNNI a bf16 q over an int8 pool goes further, as llama.cpp does with a q8_0
+ * cache: q is quantized per head the way the keys are (int8, scale max|q| / 127), and q.k is summed
+ * exactly in int32 by vpdpbusd over key rows transposed sixteen tokens at a time (so the scores come
+ * out one token per lane, with no horizontal sums); the weighted sum quantizes each head's p_t *
+ * scale_v(t) to int16 (one scale per chunk: finer than the bf16 probabilities of the other paths)
+ * and sums in int32 with vpdpwssd, two tokens per instruction. At SmolLM2's shape, one row of 2,048
+ * tokens: 48 -> 35-37 us per layer in cache, 65 -> 51 us with the KV in DRAM (the caches flushed
+ * between calls as a step's weights flush them), and in a real decode step 1.88 -> 1.57 ms over the
+ * 30 layers (benchmarks/RESULTS.md, session 6).
+ *
  * The work is split into (row, kv head, chunk of CHUNK_TOKENS) items so that one long context keeps
- * every thread busy: phase 1 writes each item's scores, phase 2 does each (row, query head)'s
- * softmax over its whole context, phase 3 each item's partial weighted sum, phase 4 adds the
- * partials in chunk order. The type-specific parts are in decode_attention_impl.h, included once
- * per (q type, pool type): bf16/bf16, float32/float32, bf16/int8, float32/int8.
+ * every thread busy. In general, phase 1 writes each item's scores, phase 2 does each (row, query
+ * head)'s softmax over its whole context, phase 3 each item's partial weighted sum, phase 4 adds the
+ * partials in chunk order. The VNNI int8 path does each item in one pass instead (flash-decoding:
+ * scores, a softmax against the chunk's own maximum, the weighted sum while the chunk's values are
+ * still in cache), then merges the chunks by their maxima. The type-specific parts are in
+ * decode_attention_impl.h, included once per (q type, pool type): bf16/bf16, float32/float32,
+ * bf16/int8, float32/int8.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -190,6 +204,14 @@ static inline f32x16 sum16x16(const f32x16 a[16]) {
     return _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 11, 3, 14, 6, 10, 2, 13, 5, 9, 1, 12, 4, 8, 0), sums);
 }
 
+/* 32 sums in dpbf16_two_tokens's order (and the VNNI values') (lane i of `lo` is element 8 (i / 4) + i % 4, of `hi` that
+   plus 4) back in order */
+static inline void unpair32_dpbf16(float *dst, __m512 lo, __m512 hi) {
+    const __m512i first = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+    const __m512i second = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
+    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(lo, first, hi));
+    _mm512_storeu_ps(dst + LANES, _mm512_permutex2var_ps(lo, second, hi));
+}
 /* 32 int8 -> 32 bf16 in order (exact: |v| <= 127 needs 7 bits), for vdpbf16ps against a bf16 q */
 #if defined(__AVX512BF16__)
 static inline __m512bh i8x32_to_bf16(const int8_t *p) {
@@ -198,6 +220,64 @@ static inline __m512bh i8x32_to_bf16(const int8_t *p) {
     return _mm512_cvtne2ps_pbh(hi, lo);
 }
 #endif
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && !defined(GROKD_NO_VNNI)
+#define HAVE_VNNI 1
+/* sixteen rows of sixteen int32 (row t: token t's key, four bytes a lane) -> out[i], lane t the i-th
+   four bytes of token t: two rounds of in-lane unpacks, then a 4 x 4 transpose of 128-bit chunks
+   (64 two-source shuffles for sixteen tokens, shared by all the kv head's query heads) */
+static inline void transpose16_epi32(const __m512i r[16], __m512i out[16]) {
+    __m512i a[16], b[16];
+    for (int i = 0; i < 8; i++) { /* a[2i] chunk k: tokens 2i, 2i + 1 at dwords 4k, 4k + 1; a[2i + 1] at 4k + 2, 4k + 3 */
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* b[4g + j] chunk k: tokens 4g .. 4g + 3 at dword 4k + j */
+        b[4 * g] = _mm512_unpacklo_epi64(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 1] = _mm512_unpackhi_epi64(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 2] = _mm512_unpacklo_epi64(a[4 * g + 1], a[4 * g + 3]);
+        b[4 * g + 3] = _mm512_unpackhi_epi64(a[4 * g + 1], a[4 * g + 3]);
+    }
+    for (int j = 0; j < 4; j++) { /* out[4k + j] chunk g: b[4g + j]'s chunk k */
+        const __m512i c0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44), c1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+        const __m512i c2 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44);
+        const __m512i c3 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+        out[j] = _mm512_shuffle_i32x4(c0, c2, 0x88);
+        out[4 + j] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
+        out[8 + j] = _mm512_shuffle_i32x4(c1, c3, 0x88);
+        out[12 + j] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
+    }
+}
+
+/* A query head quantized as the int8 pool's rows are (kernels.attention.quantize_kv): int8 values
+   round(q / scale) with scale = max|q| / 127, and their sum, which the VNNI scores need (below).
+   dim is a multiple of 16. Returns 0 when q is not finite (the caller then takes the bf16 path,
+   which propagates it). Vector code: a scalar max loop here was 8% of the scores' time. */
+static inline int quantize_q_i8(const float *q, int64_t dim, int8_t *out, float *scale, int32_t *sum) {
+    const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+    __m512 top = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t d = 0; d < dim; d += 16) {
+        const __m512 a = _mm512_and_ps(_mm512_loadu_ps(q + d), magnitude);
+        bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ); /* inf or NaN */
+        top = _mm512_max_ps(top, a);
+    }
+    if (bad) return 0;
+    const float most = _mm512_reduce_max_ps(top);
+    const __m512 inv = _mm512_set1_ps(most > 0.0f ? 127.0f / most : 0.0f);
+    __m512i total = _mm512_setzero_si512();
+    for (int64_t d = 0; d < dim; d += 16) { /* |q| * 127 / max <= 127 before rounding: no clamp needed */
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(q + d), inv));
+        _mm_storeu_si128((__m128i *)(out + d), _mm512_cvtepi32_epi8(v));
+        total = _mm512_add_epi32(total, v);
+    }
+    *scale = most / 127.0f;
+    *sum = _mm512_reduce_add_epi32(total);
+    return 1;
+}
+#else
+#define HAVE_VNNI 0
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
@@ -265,14 +345,6 @@ static inline __attribute__((always_inline)) void dpbf16_two_tokens(__m512 sum[4
     }
 }
 
-/* 32 sums in dpbf16_two_tokens's order (lane i of `lo` is element 8 (i / 4) + i % 4, of `hi` that
-   plus 4) back in order */
-static inline void unpair32_dpbf16(float *dst, __m512 lo, __m512 hi) {
-    const __m512i first = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
-    const __m512i second = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
-    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(lo, first, hi));
-    _mm512_storeu_ps(dst + LANES, _mm512_permutex2var_ps(lo, second, hi));
-}
 #else
 #define HAVE_DPBF16 0
 #endif
@@ -293,6 +365,7 @@ static inline void unpair32_dpbf16(float *dst, __m512 lo, __m512 hi) {
 #define PREFETCH_BLOCKS 2
 #define PREFETCH_BLOCKS_I8 4
 #define PREFETCH_VALUES_BYTES (4 << 20)
+#define NEXT_ITEM_BLOCKS 8
 static inline void prefetch_block(const void *p, int64_t bytes) { /* every cache line of [p, p + bytes) */
     const uintptr_t end = (uintptr_t)p + bytes;
     for (uintptr_t line = (uintptr_t)p & ~(uintptr_t)63; line < end; line += 64) __builtin_prefetch((const void *)line, 0, 2);
@@ -325,12 +398,12 @@ static inline const void *stream_block(const BlockStream *b, int64_t t, int64_t 
 
 static inline int64_t chunks_of(int64_t len, int64_t chunk) { return (len + chunk - 1) / chunk; }
 
-/* scale, soft-cap and softmax one (row, query head)'s scores in place; in bf16 mode the q.k sums
-   and the probabilities are rounded to bf16 as the reference's bf16 matmuls round them */
-static void softmax_row(float *x, int64_t len, const Shape *s) {
+/* scale one (row, query head)'s scores in place, after rounding them to bf16 in bf16 mode (as the
+   reference's bf16 matmul rounds q.k), and soft-cap them; returns their maximum */
+static float scale_scores(float *x, int64_t len, const Shape *s) {
     const float scale = s->scale, cap = s->softcap;
     const int bf16 = s->bf16;
-    float top = -INFINITY, total = 0.0f;
+    float top = -INFINITY;
 #pragma omp simd reduction(max : top)
     for (int64_t t = 0; t < len; t++) {
         float v = (bf16 ? round_bf16(x[t]) : x[t]) * scale;
@@ -346,13 +419,26 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
             top = v > top ? v : top;
         }
     }
+    return top;
+}
+
+/* x = exp(x - top) in place; returns their sum */
+static float exp_scores(float *x, int64_t len, float top) {
+    float total = 0.0f;
 #pragma omp simd reduction(+ : total)
     for (int64_t t = 0; t < len; t++) {
         const float e = expf(x[t] - top);
         x[t] = e;
         total += e;
     }
-    const float inv = 1.0f / total;
+    return total;
+}
+
+/* softmax one (row, query head)'s scores in place; in bf16 mode the probabilities are rounded to
+   bf16, as the reference's bf16 matmul takes them */
+static void softmax_row(float *x, int64_t len, const Shape *s) {
+    const float inv = 1.0f / exp_scores(x, len, scale_scores(x, len, s));
+    const int bf16 = s->bf16;
 #pragma omp simd
     for (int64_t t = 0; t < len; t++) x[t] = bf16 ? round_bf16(x[t] * inv) : x[t] * inv;
 }
@@ -364,6 +450,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define NAME grokd_decode_attention_bf16
 #define DPBF16 HAVE_DPBF16
 #define I8_DPBF16 0
+#define I8_VNNI 0
 #define ROW_WIDTH(dim) (dim)
 #define KV_SCALED 0
 #define ROW_SCALE(row, dim) 1.0f
@@ -381,6 +468,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define NAME grokd_decode_attention_f32
 #define DPBF16 0 /* the widened loops only */
 #define I8_DPBF16 0
+#define I8_VNNI 0
 #define ROW_WIDTH(dim) (dim)
 #define KV_SCALED 0
 #define ROW_SCALE(row, dim) 1.0f
@@ -401,6 +489,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define NAME grokd_decode_attention_bf16_i8
 #define DPBF16 0
 #define I8_DPBF16 HAVE_DPBF16 /* keys converted to bf16 once, scored on vdpbf16ps */
+#define I8_VNNI HAVE_VNNI /* or q quantized, scored on vpdpbusd */
 #define ROW_WIDTH(dim) ((dim) + 4)
 #define KV_SCALED 1
 #define ROW_SCALE(row, dim) row_scale_i8(row, dim)
@@ -418,6 +507,7 @@ static void softmax_row(float *x, int64_t len, const Shape *s) {
 #define NAME grokd_decode_attention_f32_i8
 #define DPBF16 0
 #define I8_DPBF16 0
+#define I8_VNNI 0
 #define ROW_WIDTH(dim) ((dim) + 4)
 #define KV_SCALED 1
 #define ROW_SCALE(row, dim) row_scale_i8(row, dim)

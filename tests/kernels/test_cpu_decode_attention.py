@@ -152,7 +152,8 @@ def test_cpu_dispatch_uses_it():
 
 # int8 pools: rows of head_dim int8 values and their float32 scale, read as they lie
 
-INT8_LAYOUTS = [(3, 9, 64), (2, 4, 128), (2, 6, 20)]  # SmolLM2's (GQA 3), a wide head, the scalar loops
+# SmolLM2's (GQA 3), a wide head, the scalar loops, one query head per kv head, Grok-1's group of 6 at dim 128
+INT8_LAYOUTS = [(3, 9, 64), (2, 4, 128), (2, 6, 20), (2, 2, 64), (1, 6, 128)]
 
 
 def int8_step(dtype, seq_lens, layout=(3, 9, 64), seed=0, q_lens=None):
@@ -218,6 +219,32 @@ def test_int8_pool_long_contexts_do_not_depend_on_threads(dtype):
         torch.set_num_threads(before)
     assert torch.equal(results[0], results[1])
     assert_int8_close(results[0], q, cache, meta, 0.125, 30.0)
+
+
+@pytest.mark.parametrize("block_size", [5, 16, 512])
+def test_int8_pool_every_block_size_matches_reference(block_size):
+    """bf16 q over an int8 pool: even blocks of at most 256 tokens a chunk take the one-pass path
+    (q quantized, VNNI scores and values, chunks merged by their maxima); odd ones and blocks over a
+    chunk the four phases. Both within bf16 precision of the float32 reference."""
+    seq_lens = [3, 200, 600, 1100]
+    q, cache, meta = random_step(torch.bfloat16, [1] * 4, seq_lens, block_size=block_size, seed=block_size,
+                                 kv_dtype=torch.int8, q_std=1.0)
+    got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, 30.0)
+    assert_int8_close(got, q, cache, meta, 0.125, 30.0)
+
+
+def test_int8_pool_a_non_finite_query_head_gives_nan_only_there():
+    """A NaN in one query head cannot be quantized: that item's scores take the bf16 path, which
+    carries the NaN to that head's output, as the reference does; the other heads stay exact."""
+    q, cache, meta = int8_step(torch.bfloat16, [700, 40], seed=5)
+    q[0, 4, 7] = float("nan")
+    got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, None)
+    assert torch.isnan(got[0, 4]).all()
+    finite = torch.ones(2, 9, dtype=torch.bool)
+    finite[0, 4] = False
+    assert not torch.isnan(got[finite]).any()
+    expected = paged_attention(q.float(), cache, meta, 0.125)
+    torch.testing.assert_close(got.float()[finite], expected[finite], atol=2e-2, rtol=2e-2)
 
 
 def test_int8_pool_takes_the_kernel(monkeypatch):

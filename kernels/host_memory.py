@@ -1,0 +1,76 @@
+"""CPU tensors in anonymous memory that Linux backs with 2 MiB transparent huge pages.
+
+Why: a CPU decode step streams every weight once and reads KV blocks scattered over the pool, so
+it lives on memory bandwidth, and with 4 KiB pages a pass over SmolLM2's 270 MB of weights walks
+66,000 page-table entries. Most distributions ship transparent huge pages in ``madvise`` mode:
+only memory that asks for them gets them, and torch's allocator never asks. On this project's
+2-core Zen 5 VM a float32 sum over 256 MiB read 29.0-29.7 GB/s from 4 KiB pages and 32.4-35.2 GB/s
+from huge pages (benchmarks/RESULTS.md, session 6). So the packed weights and the KV pool live
+here: an anonymous mapping (zero-filled by the kernel page by page on first write, so a large
+pool costs no start-up time) with ``MADV_HUGEPAGE`` set before anything touches it, its length
+rounded up to whole huge pages so that the kernel also aligns it to one.
+
+Where huge pages are disabled or unsupported the advice is refused or ignored and the memory is
+ordinary 4 KiB pages: only speed differs.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+
+import torch
+
+HUGE_PAGE = 2 << 20  # x86-64's PMD size
+
+
+def anonymous(nbytes: int) -> mmap.mmap:
+    """``nbytes`` (at least 1) of zeroed anonymous memory, advised into huge pages when it spans one."""
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default, MAP_SHARED, is shmem: no THP there
+    if nbytes < HUGE_PAGE:
+        return mmap.mmap(-1, nbytes, flags=private)
+    buf = mmap.mmap(-1, math.ceil(nbytes / HUGE_PAGE) * HUGE_PAGE, flags=private)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):  # no MADV_HUGEPAGE on this platform, or THP compiled out
+        pass
+    return buf
+
+
+def zeros(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """A zero-filled CPU tensor in ``anonymous`` memory, which it keeps alive."""
+    count = math.prod(shape)
+    if count == 0:
+        return torch.zeros(shape, dtype=dtype)
+    buf = anonymous(count * torch.empty((), dtype=dtype).element_size())
+    return torch.frombuffer(buf, dtype=dtype, count=count).view(shape)
+
+
+def copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of a CPU tensor in ``anonymous`` memory (what the decode kernels stream)."""
+    out = zeros(tensor.shape, tensor.dtype)
+    out.copy_(tensor)
+    return out
+
+
+class Arena:
+    """Copies tensors one after another into shared chunks of ``anonymous`` memory. Most of a small
+    model's weights are under one huge page each (SmolLM2's qkv, o and down projections: 0.7-1.8 MB),
+    so one mapping apiece would leave them in 4 KiB pages; packed here they share huge pages, in the
+    order the step reads them. Tensors keep their chunk alive; the arena itself can go once the
+    model is packed."""
+
+    def __init__(self, chunk_bytes: int = 64 << 20) -> None:
+        self.chunk_bytes = chunk_bytes
+        self._chunk: mmap.mmap | None = None
+        self._used = 0
+
+    def copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        nbytes = tensor.numel() * tensor.element_size()
+        if nbytes == 0 or nbytes > self.chunk_bytes // 4:  # large ones get their own mapping: little waste
+            return copy(tensor)
+        if self._chunk is None or self._used + nbytes > self.chunk_bytes:
+            self._chunk, self._used = anonymous(self.chunk_bytes), 0
+        out = torch.frombuffer(self._chunk, dtype=tensor.dtype, count=tensor.numel(), offset=self._used)
+        self._used += -(-nbytes // 64) * 64  # the next tensor on a cache line
+        return out.view(tensor.shape).copy_(tensor)
