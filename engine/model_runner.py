@@ -68,10 +68,11 @@ def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     """A zero-filled tensor; on CPU backed by anonymous memory (``kernels.host_memory``), which the OS
     hands out zeroed page by page on first write, so a multi-GiB KV pool costs neither start-up time
     (``torch.zeros`` writes every byte: ~1 s for the default model's 4 GiB) nor resident memory until
-    used, and in huge pages where the OS allows them."""
+    used. Ordinary pages: a huge-page fault on the serving path may stall to compact memory, and the
+    KV reads gained nothing from them (``kernels.host_memory``)."""
     if device.type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
-    return host_memory.zeros(shape, dtype)
+    return host_memory.zeros(shape, dtype, huge=False)
 
 
 @dataclass

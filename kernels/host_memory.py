@@ -1,14 +1,20 @@
 """CPU tensors in anonymous memory that Linux backs with 2 MiB transparent huge pages.
 
-Why: a CPU decode step streams every weight once and reads KV blocks scattered over the pool, so
-it lives on memory bandwidth, and with 4 KiB pages a pass over SmolLM2's 270 MB of weights walks
-66,000 page-table entries. Most distributions ship transparent huge pages in ``madvise`` mode:
-only memory that asks for them gets them, and torch's allocator never asks. On this project's
-2-core Zen 5 VM a float32 sum over 256 MiB read 29.0-29.7 GB/s from 4 KiB pages and 32.4-35.2 GB/s
-from huge pages (benchmarks/RESULTS.md, session 6). So the packed weights and the KV pool live
-here: an anonymous mapping (zero-filled by the kernel page by page on first write, so a large
-pool costs no start-up time) with ``MADV_HUGEPAGE`` set before anything touches it, its length
-rounded up to whole huge pages so that the kernel also aligns it to one.
+Why: a CPU decode step streams every weight once, so it lives on memory bandwidth, and with 4 KiB
+pages a pass over SmolLM2's 270 MB of weights walks 66,000 page-table entries. Most distributions
+ship transparent huge pages in ``madvise`` mode: only memory that asks for them gets them, and
+torch's allocator never asks. On this project's 2-core Zen 5 VM a float32 sum over 256 MiB read
+29.0-29.7 GB/s from 4 KiB pages and 32.4-35.2 GB/s from huge pages, and in an interleaved A/B of
+SmolLM2 decode steps (weights and KV pool both in huge pages, or neither) a step took 9.93 instead
+of 10.31 ms at 128 tokens of context and 11.29 instead of 11.68 at 2,048 (benchmarks/RESULTS.md,
+session 6).
+
+So the packed weights live here: an anonymous mapping with ``MADV_HUGEPAGE`` set before anything
+touches it, its length rounded up to whole huge pages so that the kernel also aligns it to one
+(``Arena`` packs the many small weights into shared mappings). The KV pool does not ask
+(``zeros(..., huge=False)``): the gain above was the same at both contexts, so its scattered reads
+gained nothing measurable, and a pool is written lazily while serving, where a huge-page fault may
+stop to compact memory.
 
 Where huge pages are disabled or unsupported the advice is refused or ignored and the memory is
 ordinary 4 KiB pages: only speed differs.
@@ -24,10 +30,11 @@ import torch
 HUGE_PAGE = 2 << 20  # x86-64's PMD size
 
 
-def anonymous(nbytes: int) -> mmap.mmap:
-    """``nbytes`` (at least 1) of zeroed anonymous memory, advised into huge pages when it spans one."""
+def anonymous(nbytes: int, huge: bool = True) -> mmap.mmap:
+    """``nbytes`` (at least 1) of zeroed anonymous memory, advised into huge pages when ``huge`` and
+    it spans one."""
     private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default, MAP_SHARED, is shmem: no THP there
-    if nbytes < HUGE_PAGE:
+    if nbytes < HUGE_PAGE or not huge:
         return mmap.mmap(-1, nbytes, flags=private)
     buf = mmap.mmap(-1, math.ceil(nbytes / HUGE_PAGE) * HUGE_PAGE, flags=private)
     try:
@@ -37,12 +44,12 @@ def anonymous(nbytes: int) -> mmap.mmap:
     return buf
 
 
-def zeros(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+def zeros(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, huge: bool = True) -> torch.Tensor:
     """A zero-filled CPU tensor in ``anonymous`` memory, which it keeps alive."""
     count = math.prod(shape)
     if count == 0:
         return torch.zeros(shape, dtype=dtype)
-    buf = anonymous(count * torch.empty((), dtype=dtype).element_size())
+    buf = anonymous(count * torch.empty((), dtype=dtype).element_size(), huge)
     return torch.frombuffer(buf, dtype=dtype, count=count).view(shape)
 
 

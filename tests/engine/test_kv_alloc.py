@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from engine.model_runner import zeros_lazy
+from tests.kernels.test_host_memory import smaps_entry, vm_flags
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -17,3 +18,12 @@ def test_zeros_lazy_is_a_writable_zero_tensor(dtype) -> None:
     t[1, 2, 3] = 1.5
     assert float(t.sum()) == 1.5 * 3 * 8
     assert zeros_lazy((0, 4), dtype, torch.device("cpu")).shape == (0, 4)
+
+
+def test_a_large_pool_is_lazy_private_memory_in_ordinary_pages() -> None:
+    """A pool over a huge page is not advised into huge pages (a fault while serving could stall to
+    compact memory), and untouched it is not resident: only the pages written count."""
+    t = zeros_lazy((64, 1024, 1024), torch.int8, torch.device("cpu"))  # 64 MiB
+    assert "hg" not in vm_flags(t)
+    t[7, 0, 0] = 1
+    assert int(smaps_entry(t)["Rss"].split()[0]) <= 4096  # KiB: 64 MiB mapped, a page or two resident

@@ -12,20 +12,26 @@ from kernels import cpu_linear, host_memory
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()
 
 
-def vm_flags(tensor: torch.Tensor) -> list[str]:
-    """The ``VmFlags`` of the mapping that holds ``tensor``'s first byte (``hg``: MADV_HUGEPAGE)."""
-    address, flags, inside = tensor.data_ptr(), None, False
+def smaps_entry(tensor: torch.Tensor) -> dict[str, str]:
+    """The ``/proc/self/smaps`` fields of the mapping that holds ``tensor``'s first byte."""
+    address, entry, inside = tensor.data_ptr(), None, False
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
-            head = line.split()[0]
-            if "-" in head and not head.endswith(":"):
+            head, _, rest = line.partition(" ")
+            if "-" in head and not head.endswith(":"):  # a mapping's first line: its address range
+                if inside:
+                    break
                 start, end = (int(x, 16) for x in head.split("-"))
-                inside = start <= address < end
-            elif inside and head == "VmFlags:":
-                flags = line.split()[1:]
-                break
-    assert flags is not None, "no mapping holds the tensor"
-    return flags
+                inside, entry = start <= address < end, {}
+            elif inside:
+                entry[head.rstrip(":")] = rest.strip()
+    assert inside and entry is not None, "no mapping holds the tensor"
+    return entry
+
+
+def vm_flags(tensor: torch.Tensor) -> list[str]:
+    """The mapping's ``VmFlags`` (``hg``: advised into huge pages)."""
+    return smaps_entry(tensor)["VmFlags"].split()
 
 
 def advised(tensor: torch.Tensor) -> bool:
