@@ -164,6 +164,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.grokd_linear_bf16.argtypes, lib.grokd_linear_bf16.restype = [p, i64, i64, p, i64, i64, p, i32], i32
     lib.grokd_linear_int8_available.argtypes, lib.grokd_linear_int8_available.restype = [], i32
     lib.grokd_linear_int8.argtypes, lib.grokd_linear_int8.restype = [p, i64, i64, p, p, i64, i64, p, i32], i32
+    lib.grokd_linear_int8_vnni_available.argtypes, lib.grokd_linear_int8_vnni_available.restype = [], i32
+    lib.grokd_linear_int8_vnni.argtypes, lib.grokd_linear_int8_vnni.restype = [p, i64, i64, p, p, i64, i64, p, i32], i32
     for name in ("grokd_rope_write_kv_bf16", "grokd_rope_write_kv_f32", "grokd_rope_write_kv_bf16_i8",
                  "grokd_rope_write_kv_f32_i8"):
         fn = getattr(lib, name)

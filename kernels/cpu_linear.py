@@ -16,6 +16,11 @@ widened to float32 in registers, one scale per output applied to each finished s
 then reads one byte per weight. ``aten._weight_int8pack_mm``, which it replaces, was slower than the
 bf16 kernel (10.1 against 8.0 ms per pass over the weights at one row; this one: 7.0) and gets
 ``in_features % 16 != 0`` wrong. Twin: ``kernels.linear.int8_linear_reference``.
+
+On a CPU with AVX512-VNNI the int8 weights are packed in pairs for ``vpdpwssd`` instead (``vnni``),
+and the bf16 activations converted to int16 per block of 128 features (finer than bf16 itself):
+exact int32 sums of 32 products per instruction, with one widening per 32 weights, where the
+kernel above widens and converts each weight. The same twin.
 """
 
 from __future__ import annotations
@@ -57,13 +62,16 @@ class PanelWeight:
 
 @dataclass(frozen=True)
 class Int8PanelWeight:
-    """Weight-only int8 ``[out, in]`` as ``packed [out / 16, in, 16]`` (``packed[p, k, i] =
-    qweight[16 p + i, k]``) and float32 ``scales [out]``: ``weight ≈ qweight * scales[:, None]``."""
+    """Weight-only int8 ``[out, in]`` and float32 ``scales [out]``: ``weight ≈ qweight * scales[:, None]``.
+    ``packed`` is ``[out / 16, in, 16]`` (``packed[p, k, i] = qweight[16 p + i, k]``), or with ``vnni``
+    (for ``vpdpwssd``) ``[out / 16, kp / 2, 16, 2]`` (``packed[p, k2, i, j] = qweight[16 p + i,
+    2 k2 + j]``), ``kp`` the input features rounded up to even with a zero weight."""
 
     packed: torch.Tensor
     scales: torch.Tensor
     shape: torch.Size
     dtype: torch.dtype = torch.bfloat16  # the activations it takes and returns
+    vnni: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -107,17 +115,30 @@ def supports_int8(qweight: torch.Tensor, scales: torch.Tensor) -> bool:
     )
 
 
-def pack_int8(qweight: torch.Tensor, scales: torch.Tensor, arena: host_memory.Arena | None = None) -> Int8PanelWeight:
-    """The panels in huge-page memory (``kernels.host_memory``: ``arena``'s, or their own mapping)."""
+def supports_vnni() -> bool:
+    """Whether this build has the AVX512-VNNI int8 kernel (``Int8PanelWeight.vnni``)."""
+    return _has_kernel("grokd_linear_int8_vnni_available")
+
+
+def pack_int8(qweight: torch.Tensor, scales: torch.Tensor, arena: host_memory.Arena | None = None,
+              vnni: bool | None = None) -> Int8PanelWeight:
+    """The panels in huge-page memory (``kernels.host_memory``: ``arena``'s, or their own mapping),
+    in ``vnni``'s layout when asked or, by default, where the CPU has AVX512-VNNI."""
     out_features, in_features = qweight.shape
-    panels = qweight.contiguous().view(out_features // PANEL, PANEL, in_features).transpose(1, 2)
+    vnni = supports_vnni() if vnni is None else vnni
+    if vnni:
+        padded = torch.nn.functional.pad(qweight.contiguous(), (0, in_features % 2))
+        panels = padded.view(out_features // PANEL, PANEL, -1, 2).permute(0, 2, 1, 3)
+    else:
+        panels = qweight.contiguous().view(out_features // PANEL, PANEL, in_features).transpose(1, 2)
     place = arena.copy if arena is not None else host_memory.copy
-    return Int8PanelWeight(place(panels), scales.float().contiguous(), qweight.shape)
+    return Int8PanelWeight(place(panels), scales.float().contiguous(), qweight.shape, vnni=vnni)
 
 
 def linear_int8(x: torch.Tensor, weight: Int8PanelWeight) -> torch.Tensor:
     """``x @ (qweight * scales[:, None]).T`` for bf16 ``x [..., in]`` -> ``[..., out]`` in bf16."""
-    return _call(x, weight.shape, "grokd_linear_int8", weight.packed.data_ptr(), weight.scales.data_ptr())
+    function = "grokd_linear_int8_vnni" if weight.vnni else "grokd_linear_int8"
+    return _call(x, weight.shape, function, weight.packed.data_ptr(), weight.scales.data_ptr())
 
 
 def pack(weight: torch.Tensor, arena: host_memory.Arena | None = None) -> PanelWeight:

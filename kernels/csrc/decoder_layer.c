@@ -4,8 +4,8 @@
  * stage is the kernel the PyTorch-side path already calls (this file only chains them), so a
  * batch-1 step stops paying about a hundred microseconds of Python and op dispatch per layer.
  * Twin: the model's own layer (engine/models/llama.py), which tests/kernels/test_decoder_layer.py
- * compares it to. Built by kernels/cpu_build.py; bf16 activations with AVX512-BF16 projections, over
- * a bf16 or an int8 KV pool. */
+ * compares it to. Built by kernels/cpu_build.py; bf16 activations with AVX512-BF16 projections or
+ * weight-only int8 ones (--weights-dtype int8), over a bf16 or an int8 KV pool. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,6 +31,10 @@ int grokd_decode_attention_bf16_i8(const uint16_t *q, const int8_t *pool, const 
                                    const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
 int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint16_t *packed, int64_t n, int64_t k,
                       uint16_t *out, int num_threads);
+int grokd_linear_int8(const uint16_t *x, int64_t m, int64_t x_stride, const int8_t *packed, const float *scales,
+                      int64_t n, int64_t k, uint16_t *out, int num_threads);
+int grokd_linear_int8_vnni(const uint16_t *x, int64_t m, int64_t x_stride, const int8_t *packed, const float *scales,
+                           int64_t n, int64_t k, uint16_t *out, int num_threads);
 void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride, const uint16_t *weight,
                          float eps, uint16_t *out, int num_threads);
 int grokd_rope_write_kv_bf16(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
@@ -41,10 +45,22 @@ int grokd_rope_write_kv_bf16_i8(uint16_t *qkv, int64_t tokens, int64_t row_strid
                                 int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
 
 typedef struct {
-    const uint16_t *norm1, *norm2, *qkv, *o, *gate_up, *down; /* norms [hidden]; projections packed */
+    const uint16_t *norm1, *norm2;           /* [hidden] */
+    const void *qkv, *o, *gate_up, *down;    /* projections packed: bf16 panels, or int8 ones when int8 */
+    const float *qkv_scales, *o_scales, *gate_up_scales, *down_scales; /* int8: one per output */
     int64_t hidden, heads, kv_heads, head_dim, intermediate;
     float eps, scale;
+    int32_t int8; /* 0: bf16 panels; 1: int8 panels; 2: int8 pairs for vpdpwssd (linear.c) */
 } LayerWeights;
+
+/* out [rows, n] = x [rows, k] . W^T through whichever projection kernel the weights were packed for */
+static int project(const uint16_t *x, int64_t rows, int64_t x_stride, const void *packed, const float *scales,
+                   int int8, int64_t n, int64_t k, uint16_t *out, int num_threads) {
+    if (int8 == 2)
+        return grokd_linear_int8_vnni(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
+    if (int8) return grokd_linear_int8(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
+    return grokd_linear_bf16(x, rows, x_stride, (const uint16_t *)packed, n, k, out, num_threads);
+}
 
 typedef struct {
     const uint16_t *cos, *sin; /* [rows, head_dim] */
@@ -66,7 +82,7 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
     uint16_t *gate_up = proj + rows * hidden, *act = gate_up + rows * 2 * inter;
     int status = 0;
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm1, w.eps, h, num_threads);
-    status |= grokd_linear_bf16(h, rows, hidden, w.qkv, qkv_n, hidden, qkv, num_threads);
+    status |= project(h, rows, hidden, w.qkv, w.qkv_scales, w.int8, qkv_n, hidden, qkv, num_threads);
     const Shape s = {rows, w.heads, w.kv_heads, kv.block_size, w.head_dim, kv.num_blocks, qkv_n, w.head_dim,
                      kv.table_stride, kv.len_stride, w.scale, 0.0f, 1};
     if (kv.pool_int8) {
@@ -78,10 +94,10 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
                                            kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
         status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
     }
-    status |= grokd_linear_bf16(att, rows, q_n, w.o, hidden, q_n, proj, num_threads);
+    status |= project(att, rows, q_n, w.o, w.o_scales, w.int8, hidden, q_n, proj, num_threads);
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm2, w.eps, h, num_threads);
-    status |= grokd_linear_bf16(h, rows, hidden, w.gate_up, 2 * inter, hidden, gate_up, num_threads);
+    status |= project(h, rows, hidden, w.gate_up, w.gate_up_scales, w.int8, 2 * inter, hidden, gate_up, num_threads);
 #pragma omp parallel for num_threads(num_threads) if (rows * inter >= 65536) schedule(static)
     for (int64_t r = 0; r < rows; r++) { /* silu(gate) rounded to bf16, times up, rounded (torch's order) */
         const uint16_t *gate = gate_up + r * 2 * inter, *up = gate + inter;
@@ -91,7 +107,7 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
             act[r * inter + i] = f32_to_bf16(round_bf16(g / (1.0f + expf(-g))) * bf16_to_f32(up[i]));
         }
     }
-    status |= grokd_linear_bf16(act, rows, inter, w.down, hidden, inter, proj, num_threads);
+    status |= project(act, rows, inter, w.down, w.down_scales, w.int8, hidden, inter, proj, num_threads);
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     free(h);
     return status;

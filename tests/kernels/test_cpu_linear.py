@@ -86,7 +86,7 @@ needs_int8_kernel = pytest.mark.skipif(
 def test_int8_matches_its_reference(rows):
     w, x = weight_and_input(rows, 64, 100, seed=rows)
     q = linear.quantize_int8(w, torch.bfloat16)
-    packed = linear.pack_weight(q)
+    packed = cpu_linear.pack_int8(q.qweight, q.scales, vnni=False)  # the weight-only kernel (AVX-512)
     assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.nbytes() == 64 * 100 + 64 * 4
     assert torch.equal(packed.packed.transpose(1, 2).reshape(64, 100), q.qweight)
     got = linear.dense_linear(x, packed)
@@ -94,6 +94,42 @@ def test_int8_matches_its_reference(rows):
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
     torch.testing.assert_close(got.float(), expected.float(), atol=1e-2, rtol=8e-3)
     torch.testing.assert_close(got.float(), linear.dense_linear(x, q).float(), atol=1e-2, rtol=8e-3)  # unpacked
+
+
+needs_vnni_kernel = pytest.mark.skipif(not cpu_linear.supports_vnni(), reason="this CPU has no AVX512-VNNI")
+
+
+@needs_vnni_kernel
+@pytest.mark.parametrize("rows", [1, 4, 5, 17])
+@pytest.mark.parametrize("in_features", [300, 128, 31])  # blocks of 128 with a short last one; odd: padded
+def test_int8_vnni_matches_the_same_reference(rows, in_features):
+    """With AVX512-VNNI the weights are packed in pairs and the activations go to int16 per block of
+    128: the same twin and tolerance as the weight-only kernel (int16 is finer than bf16)."""
+    w, x = weight_and_input(rows, 64, in_features, seed=rows + in_features)
+    q = linear.quantize_int8(w, torch.bfloat16)
+    packed = linear.pack_weight(q)  # the default where the CPU has VNNI
+    assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.vnni
+    kp = in_features + in_features % 2
+    assert packed.packed.dtype == torch.int8 and packed.packed.shape == (4, kp // 2, 16, 2)
+    unpacked = packed.packed.permute(0, 2, 1, 3).reshape(64, kp)
+    assert torch.equal(unpacked[:, :in_features], q.qweight) and not unpacked[:, in_features:].any()
+    got = linear.dense_linear(x, packed)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
+    torch.testing.assert_close(got.float(), linear.int8_linear_reference(x, q).float(), atol=1e-2, rtol=8e-3)
+    fma = linear.dense_linear(x, cpu_linear.pack_int8(q.qweight, q.scales, vnni=False))
+    assert (got == fma).float().mean() > 0.9  # the two kernels' sums differ in float32 rounding only
+
+
+@needs_vnni_kernel
+def test_int8_vnni_zero_rows_and_blocks():
+    """An all-zero block has scale 0 (no division by zero); an all-zero row gives zeros."""
+    w, x = weight_and_input(3, 32, 300, seed=9)
+    x[0] = 0
+    x[1, 128:256] = 0
+    q = linear.quantize_int8(w, torch.bfloat16)
+    got = linear.dense_linear(x, linear.pack_weight(q))
+    assert not got[0].any()
+    torch.testing.assert_close(got.float(), linear.int8_linear_reference(x, q).float(), atol=1e-2, rtol=8e-3)
 
 
 def test_int8_weights_it_does_not_take_stay_as_they_are():

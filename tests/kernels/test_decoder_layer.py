@@ -9,7 +9,7 @@ import torch
 
 from engine.models.llama import LlamaForCausalLM
 from kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
-from kernels.cpu_linear import PanelWeight
+from kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
 from tests.kernels.paged_step import scattered_tables
@@ -19,14 +19,15 @@ CONFIG = {"hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, 
           "tie_word_embeddings": True}
 
 
-def model_pair():
-    """The same random bf16 model twice: with the CPU kernels (fused layer) and without the layer."""
+def model_pair(int8: bool = False):
+    """The same random bf16 model twice (its projections in bf16 panels, or weight-only int8 ones when
+    ``int8``): with the CPU kernels (fused layer) and without the layer."""
     torch.manual_seed(0)
     fused = LlamaForCausalLM(CONFIG, dtype=torch.bfloat16, kernels=select_kernels("cpu"))
     with torch.no_grad():
         for p in fused.parameters():
             p.copy_(torch.randn(p.shape) * (0.05 if p.dim() > 1 else 1.0) + (1.0 if p.dim() == 1 else 0.0))
-    fused.pack_weights()
+    fused.pack_weights(int8=int8)
     plain = LlamaForCausalLM(CONFIG, dtype=torch.bfloat16, kernels=select_kernels("cpu"))
     plain.load_state_dict(fused.state_dict(), strict=False)
     for src, dst in zip(fused.layers, plain.layers, strict=True):  # packed forms live outside the state dict
@@ -53,12 +54,13 @@ def decode_step(rows: int, seed: int, kv_dtype: torch.dtype = torch.bfloat16):
     return ids, torch.tensor([n - 1 for n in seq_lens]), caches, meta
 
 
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("rows", [1, 5, 16])
-def test_fused_layer_matches_the_models_ops(rows, kv_dtype):
-    fused, plain = model_pair()
-    if not isinstance(fused.layers[0].mlp.down_weight, PanelWeight):
-        pytest.skip("this CPU has no AVX512-BF16: the fused layer never takes a step")
+def test_fused_layer_matches_the_models_ops(rows, kv_dtype, weights):
+    fused, plain = model_pair(int8=weights == "int8")
+    if not isinstance(fused.layers[0].mlp.down_weight, Int8PanelWeight if weights == "int8" else PanelWeight):
+        pytest.skip("this CPU has no kernel for these projections: the fused layer never takes a step")
     ids, positions, caches, meta = decode_step(rows, seed=rows, kv_dtype=kv_dtype)
     plain_caches = [c.clone() for c in caches]
     calls = []
