@@ -530,13 +530,15 @@ int NAME(const Q_T *q, const KV_T *pool, const int64_t *tables, const int64_t *s
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < items; i++) {
                 while (item_start[b + 1] <= i) b++;
-                const int64_t len = seq_lens[b * s.len_stride], per = chunks_of(len, chunk);
-                const int64_t h = (i - item_start[b]) / per, c = (i - item_start[b]) % per;
+                /* chunk-major within a row: a thread's consecutive items read one block's kv heads in
+                   turn, which lie together in the pool */
+                const int64_t len = seq_lens[b * s.len_stride];
+                const int64_t h = (i - item_start[b]) % s.kv_heads, c = (i - item_start[b]) / s.kv_heads;
                 const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
                 int64_t nb = b; /* the next item's row, kv head and tokens */
                 while (i + 1 < items && item_start[nb + 1] <= i + 1) nb++;
-                const int64_t nlen = seq_lens[nb * s.len_stride], nper = chunks_of(nlen, chunk);
-                const int64_t nh = (i + 1 - item_start[nb]) / nper, nc = (i + 1 - item_start[nb]) % nper;
+                const int64_t nlen = seq_lens[nb * s.len_stride];
+                const int64_t nh = (i + 1 - item_start[nb]) % s.kv_heads, nc = (i + 1 - item_start[nb]) / s.kv_heads;
                 const BlockStream next = {(const char *)pool, tables + nb * s.table_stride, s.block_size, s.kv_heads, nh,
                                           s.block_size * ROW_WIDTH(dim) * (int64_t)sizeof(KV_T), PREFETCH_AHEAD};
                 CAT(NAME, _item)(q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, partial + i * part,
@@ -546,22 +548,23 @@ int NAME(const Q_T *q, const KV_T *pool, const int64_t *tables, const int64_t *s
             for (int64_t bh = 0; bh < s.rows * s.kv_heads; bh++) { /* merge the chunks, in order */
                 const int64_t row = bh / s.kv_heads, h = bh % s.kv_heads;
                 const int64_t per = chunks_of(seq_lens[row * s.len_stride], chunk);
-                const float *first = partial + (item_start[row] + h * per) * part;
+                const float *first = partial + (item_start[row] + h) * part; /* chunk c's: c * kv_heads further */
+                const int64_t step = s.kv_heads * part;
                 Q_T *o = out + (row * s.q_heads + h * group) * dim;
                 for (int64_t g = 0; g < group; g++) {
                     float top = -INFINITY, total = 0.0f, weight[per];
                     for (int64_t c = 0; c < per; c++) {
-                        const float m = first[c * part + group * dim + g];
+                        const float m = first[c * step + group * dim + g];
                         top = m > top ? m : top;
                     }
                     for (int64_t c = 0; c < per; c++) {
-                        weight[c] = expf(first[c * part + group * dim + g] - top);
-                        total += weight[c] * first[c * part + group * dim + group + g];
+                        weight[c] = expf(first[c * step + group * dim + g] - top);
+                        total += weight[c] * first[c * step + group * dim + group + g];
                     }
                     for (int64_t c = 0; c < per; c++) weight[c] /= total;
                     for (int64_t d = 0; d < dim; d++) {
                         float sum = 0.0f;
-                        for (int64_t c = 0; c < per; c++) sum += weight[c] * first[c * part + g * dim + d];
+                        for (int64_t c = 0; c < per; c++) sum += weight[c] * first[c * step + g * dim + d];
                         o[g * dim + d] = NARROW_Q1(sum);
                     }
                 }

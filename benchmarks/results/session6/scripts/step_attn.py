@@ -12,7 +12,7 @@ from engine.llm_engine import LLMEngine
 from kernels import cpu_build
 
 # the timed copy of the sources (mk_timed2.sh), built into its own cache before the engine loads it
-cpu_build.SOURCE_DIR = Path("/tmp/ab/csrc_t")
+cpu_build.SOURCE_DIR = Path(os.environ.get("TIMED_SRC", "/tmp/ab/csrc_t"))
 os.environ.setdefault("GROKD_CACHE_DIR", "/tmp/ab/cache_timed")
 
 kvd = sys.argv[1] if len(sys.argv) > 1 else "int8"
