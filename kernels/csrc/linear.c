@@ -235,7 +235,7 @@ int grokd_linear_int8(const uint16_t *x, int64_t m, int64_t x_stride, const int8
  * Twin: kernels.linear.int8_linear_reference, as for the kernel above. */
 
 #define X16_BLOCK 128
-#define X16_ROWS 4
+#define X16_ROWS 8
 
 int grokd_linear_int8_vnni_available(void) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
@@ -248,7 +248,8 @@ int grokd_linear_int8_vnni_available(void) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 /* rows of xq [rows, kp] (int16), xs [rows, blocks] scales, against two panels q0, q1 ([kp / 2][16][2]
    int8 each): 32 columns' float32 sums, scaled, to out. 128 products of at most 127 * 32767 per
-   block: within int32. */
+   block: within int32. Up to 8 rows: the 16 integer sums stay in registers through a block, the
+   float32 ones are touched once per block (8 rows against 4: 16 rows 486-550 -> 638-656 tok/s). */
 static inline __attribute__((always_inline)) void tile_x16(const int16_t *xq, const float *xs, int64_t kp,
                                                            const int8_t *q0, const int8_t *q1, const float *scales,
                                                            uint16_t *out, int64_t out_stride, const int rows) {
@@ -290,12 +291,9 @@ static inline __attribute__((always_inline)) void tile_x16(const int16_t *xq, co
 
 static void tile_x16_rows(const int16_t *xq, const float *xs, int64_t kp, const int8_t *q0, const int8_t *q1,
                           const float *scales, uint16_t *out, int64_t out_stride, int rows) {
-    switch (rows) {
-    case 1: tile_x16(xq, xs, kp, q0, q1, scales, out, out_stride, 1); break;
-    case 2: tile_x16(xq, xs, kp, q0, q1, scales, out, out_stride, 2); break;
-    case 3: tile_x16(xq, xs, kp, q0, q1, scales, out, out_stride, 3); break;
-    default: tile_x16(xq, xs, kp, q0, q1, scales, out, out_stride, 4); break;
-    }
+#define X16_TILE(R) tile_x16(xq, xs, kp, q0, q1, scales, out, out_stride, R)
+    FOR_ROW_COUNT(rows, X16_TILE);
+#undef X16_TILE
 }
 #endif
 
