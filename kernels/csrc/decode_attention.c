@@ -204,8 +204,8 @@ static inline f32x16 sum16x16(const f32x16 a[16]) {
     return _mm512_permutexvar_ps(_mm512_set_epi32(15, 7, 11, 3, 14, 6, 10, 2, 13, 5, 9, 1, 12, 4, 8, 0), sums);
 }
 
-/* 32 sums in dpbf16_two_tokens's order (and the VNNI values') (lane i of `lo` is element 8 (i / 4) + i % 4, of `hi` that
-   plus 4) back in order */
+/* 32 sums in dpbf16_two_tokens's order, which the VNNI values share (lane i of `lo` is element
+   8 (i / 4) + i % 4, of `hi` that plus 4), back in order */
 static inline void unpair32_dpbf16(float *dst, __m512 lo, __m512 hi) {
     const __m512i first = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
     const __m512i second = _mm512_set_epi32(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10, 9, 8);
@@ -222,6 +222,7 @@ static inline __m512bh i8x32_to_bf16(const int8_t *p) {
 #endif
 #endif
 
+/* GROKD_NO_VNNI builds the paths from before them, for A/B runs (benchmarks/results/session6/scripts) */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && !defined(GROKD_NO_VNNI)
 #define HAVE_VNNI 1
 /* sixteen rows of sixteen int32 (row t: token t's key, four bytes a lane) -> out[i], lane t the i-th
@@ -365,7 +366,6 @@ static inline __attribute__((always_inline)) void dpbf16_two_tokens(__m512 sum[4
 #define PREFETCH_BLOCKS 2
 #define PREFETCH_BLOCKS_I8 4
 #define PREFETCH_VALUES_BYTES (4 << 20)
-#define NEXT_ITEM_BLOCKS 8
 static inline void prefetch_block(const void *p, int64_t bytes) { /* every cache line of [p, p + bytes) */
     const uintptr_t end = (uintptr_t)p + bytes;
     for (uintptr_t line = (uintptr_t)p & ~(uintptr_t)63; line < end; line += 64) __builtin_prefetch((const void *)line, 0, 2);

@@ -321,7 +321,7 @@ static inline __attribute__((always_inline)) int CAT(NAME, _values_vnni)(
     const BlockStream stream = {(const char *)values, table, bs, s->kv_heads, h, bs * w * (int64_t)sizeof(KV_T),
                                 PREFETCH_AHEAD};
     prefetch_first_blocks(&stream, t0, t1);
-    float vscale[256 + LANES]; /* the values' scales, in token order */
+    float vscale[256 + LANES]; /* the values' scales, in token order (read masked: past n is never set) */
     for (int64_t t = t0; t < t1;) {
         const KV_T *v = stream_block(&stream, t, t1, 0);
         const int64_t m = t1 - t < bs ? t1 - t : bs;
@@ -336,7 +336,7 @@ static inline __attribute__((always_inline)) int CAT(NAME, _values_vnni)(
             __mmask16 nan = 0;
             for (int64_t i = 0; i < n; i += LANES) {
                 const __mmask16 live = n - i >= LANES ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-                const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + i), _mm512_loadu_ps(vscale + i));
+                const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + i), _mm512_maskz_loadu_ps(live, vscale + i));
                 nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
                 top = _mm512_max_ps(top, x);
             }
@@ -346,7 +346,8 @@ static inline __attribute__((always_inline)) int CAT(NAME, _values_vnni)(
             const __m512 inv = _mm512_set1_ps(most > 0.0f ? 32767.0f / most : 0.0f);
             for (int64_t i = 0; i < n + 1; i += LANES) { /* one past n: an odd count's pair ends in a zero */
                 const __mmask16 live = n - i >= LANES ? 0xFFFF : n > i ? (__mmask16)((1u << (n - i)) - 1) : 0;
-                const __m512 x = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + i), _mm512_loadu_ps(vscale + i)), inv);
+                const __m512 x = _mm512_mul_ps(
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + i), _mm512_maskz_loadu_ps(live, vscale + i)), inv);
                 _mm256_store_si256((__m256i *)(pq[j] + i), _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(x)));
             }
         }
@@ -473,15 +474,10 @@ static void CAT(NAME, _values)(const KV_T *pool, const int64_t *table, const Sha
    would read them from memory twice; and on a real step (the weights have flushed the caches) the
    phases' barriers left DRAM idle during the softmax. */
 static void CAT(NAME, _item)(const Q_T *q, const KV_T *pool, const int64_t *table, const Shape *s, int64_t b,
-                             int64_t h, int64_t t0, int64_t t1, float *part, const BlockStream *next, int64_t next_t0,
-                             int64_t next_t1) {
+                             int64_t h, int64_t t0, int64_t t1, float *part) {
     const int64_t group = s->q_heads / s->kv_heads, dim = s->head_dim, n = t1 - t0;
     float x[16 * 256]; /* group <= 16 heads' scores of at most 256 tokens (one_pass's conditions) */
     CAT(NAME, _scores)(q, pool, table, s, b, h, t0, t1, x, n, 1);
-    /* the values below come from cache: ask for the next item's first keys meanwhile */
-    if (next)
-        for (int64_t t = next_t0; t < next_t1 && t < next_t0 + NEXT_ITEM_BLOCKS * s->block_size; t += s->block_size)
-            prefetch_table_block(next, t / s->block_size);
     float *top = part + group * dim, *total = top + group;
     for (int64_t g = 0; g < group; g++) {
         top[g] = scale_scores(x + g * n, n, s);
@@ -535,14 +531,7 @@ int NAME(const Q_T *q, const KV_T *pool, const int64_t *tables, const int64_t *s
                 const int64_t len = seq_lens[b * s.len_stride];
                 const int64_t h = (i - item_start[b]) % s.kv_heads, c = (i - item_start[b]) / s.kv_heads;
                 const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
-                int64_t nb = b; /* the next item's row, kv head and tokens */
-                while (i + 1 < items && item_start[nb + 1] <= i + 1) nb++;
-                const int64_t nlen = seq_lens[nb * s.len_stride];
-                const int64_t nh = (i + 1 - item_start[nb]) % s.kv_heads, nc = (i + 1 - item_start[nb]) / s.kv_heads;
-                const BlockStream next = {(const char *)pool, tables + nb * s.table_stride, s.block_size, s.kv_heads, nh,
-                                          s.block_size * ROW_WIDTH(dim) * (int64_t)sizeof(KV_T), PREFETCH_AHEAD};
-                CAT(NAME, _item)(q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, partial + i * part,
-                                 i + 1 < items ? &next : NULL, nc * chunk, (nc + 1) * chunk < nlen ? (nc + 1) * chunk : nlen);
+                CAT(NAME, _item)(q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, partial + i * part);
             }
 #pragma omp for schedule(static)
             for (int64_t bh = 0; bh < s.rows * s.kv_heads; bh++) { /* merge the chunks, in order */
