@@ -48,7 +48,7 @@ class _Weights(ctypes.Structure):
     _fields_ = [(n, ctypes.c_void_p) for n in ("norm1", "norm2", "qkv", "o", "gate_up", "down", "qkv_scales",
                                                "o_scales", "gate_up_scales", "down_scales")] + [
         (n, ctypes.c_int64) for n in ("hidden", "heads", "kv_heads", "head_dim", "intermediate")] + [
-        ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("int8", ctypes.c_int32)]
+        ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("kind", ctypes.c_int32)]
 
 
 class _StepKV(ctypes.Structure):
@@ -82,12 +82,12 @@ def decoder_layer_cpu(
             or decode.block_tables.stride(-1) != 1 or decode.block_tables.dtype != torch.int64
             or decode.seq_lens.dtype != torch.int64):
         return None
-    out = x.clone()
     int8 = isinstance(w.qkv, Int8PanelWeight)
-    scales = [p.scales.data_ptr() if int8 else None for p in projections]
     if int8 and len({p.vnni for p in projections}) != 1:
         return None
-    kind = 2 if int8 and w.qkv.vnni else int(int8)  # decoder_layer.c: 0 bf16 panels, 1 int8, 2 int8 for VNNI
+    kind = 2 if int8 and w.qkv.vnni else int(int8)  # LayerWeights.kind: 0 bf16 panels, 1 int8, 2 int8 for VNNI
+    scales = [p.scales.data_ptr() if int8 else None for p in projections]
+    out = x.clone()
     weights = _Weights(w.norm1.data_ptr(), w.norm2.data_ptr(), *(p.packed.data_ptr() for p in projections), *scales,
                        x.shape[1], w.heads, w.kv_heads, w.head_dim, w.intermediate, w.eps, w.scale, kind)
     step = _StepKV(cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), kv_cache.shape[1], kv_cache.shape[3],

@@ -46,19 +46,19 @@ int grokd_rope_write_kv_bf16_i8(uint16_t *qkv, int64_t tokens, int64_t row_strid
 
 typedef struct {
     const uint16_t *norm1, *norm2;           /* [hidden] */
-    const void *qkv, *o, *gate_up, *down;    /* projections packed: bf16 panels, or int8 ones when int8 */
+    const void *qkv, *o, *gate_up, *down;    /* projections packed as `kind` says */
     const float *qkv_scales, *o_scales, *gate_up_scales, *down_scales; /* int8: one per output */
     int64_t hidden, heads, kv_heads, head_dim, intermediate;
     float eps, scale;
-    int32_t int8; /* 0: bf16 panels; 1: int8 panels; 2: int8 pairs for vpdpwssd (linear.c) */
+    int32_t kind; /* the projections' packing: 0 bf16 panels, 1 int8 panels, 2 int8 pairs for vpdpwssd */
 } LayerWeights;
 
 /* out [rows, n] = x [rows, k] . W^T through whichever projection kernel the weights were packed for */
 static int project(const uint16_t *x, int64_t rows, int64_t x_stride, const void *packed, const float *scales,
-                   int int8, int64_t n, int64_t k, uint16_t *out, int num_threads) {
-    if (int8 == 2)
+                   int kind, int64_t n, int64_t k, uint16_t *out, int num_threads) {
+    if (kind == 2)
         return grokd_linear_int8_vnni(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
-    if (int8) return grokd_linear_int8(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
+    if (kind == 1) return grokd_linear_int8(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
     return grokd_linear_bf16(x, rows, x_stride, (const uint16_t *)packed, n, k, out, num_threads);
 }
 
@@ -82,7 +82,7 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
     uint16_t *gate_up = proj + rows * hidden, *act = gate_up + rows * 2 * inter;
     int status = 0;
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm1, w.eps, h, num_threads);
-    status |= project(h, rows, hidden, w.qkv, w.qkv_scales, w.int8, qkv_n, hidden, qkv, num_threads);
+    status |= project(h, rows, hidden, w.qkv, w.qkv_scales, w.kind, qkv_n, hidden, qkv, num_threads);
     const Shape s = {rows, w.heads, w.kv_heads, kv.block_size, w.head_dim, kv.num_blocks, qkv_n, w.head_dim,
                      kv.table_stride, kv.len_stride, w.scale, 0.0f, 1};
     if (kv.pool_int8) {
@@ -94,10 +94,10 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
                                            kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
         status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
     }
-    status |= project(att, rows, q_n, w.o, w.o_scales, w.int8, hidden, q_n, proj, num_threads);
+    status |= project(att, rows, q_n, w.o, w.o_scales, w.kind, hidden, q_n, proj, num_threads);
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm2, w.eps, h, num_threads);
-    status |= project(h, rows, hidden, w.gate_up, w.gate_up_scales, w.int8, 2 * inter, hidden, gate_up, num_threads);
+    status |= project(h, rows, hidden, w.gate_up, w.gate_up_scales, w.kind, 2 * inter, hidden, gate_up, num_threads);
 #pragma omp parallel for num_threads(num_threads) if (rows * inter >= 65536) schedule(static)
     for (int64_t r = 0; r < rows; r++) { /* silu(gate) rounded to bf16, times up, rounded (torch's order) */
         const uint16_t *gate = gate_up + r * 2 * inter, *up = gate + inter;
@@ -107,7 +107,7 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
             act[r * inter + i] = f32_to_bf16(round_bf16(g / (1.0f + expf(-g))) * bf16_to_f32(up[i]));
         }
     }
-    status |= project(act, rows, inter, w.down, w.down_scales, w.int8, hidden, inter, proj, num_threads);
+    status |= project(act, rows, inter, w.down, w.down_scales, w.kind, hidden, inter, proj, num_threads);
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     free(h);
     return status;

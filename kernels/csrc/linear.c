@@ -1,5 +1,6 @@
 /* y = x . W^T for bf16 activations on the CPU, on torch's OpenMP team: bf16 weights on CPUs with
- * AVX512-BF16 (below), and weight-only int8 on CPUs with AVX-512 (the second half of this file).
+ * AVX512-BF16 (below), weight-only int8 on CPUs with AVX-512 (the second part of this file), and
+ * int8 weights against int16 activations on CPUs with AVX512-VNNI (the last part).
  *
  * Twin: torch.nn.functional.linear (kernels/cpu_linear.py packs the weights and calls this; its
  * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's packed bf16 GEMM streams
