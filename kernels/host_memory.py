@@ -33,6 +33,8 @@ HUGE_PAGE = 2 << 20  # x86-64's PMD size
 def anonymous(nbytes: int, huge: bool = True) -> mmap.mmap:
     """``nbytes`` (at least 1) of zeroed anonymous memory, advised into huge pages when ``huge`` and
     it spans one."""
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: anonymous memory by tag name, no huge pages
+        return mmap.mmap(-1, nbytes)
     private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default, MAP_SHARED, is shmem: no THP there
     if nbytes < HUGE_PAGE or not huge:
         return mmap.mmap(-1, nbytes, flags=private)
