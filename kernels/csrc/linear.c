@@ -18,6 +18,8 @@
  * denormal inputs read as zero, as oneDNN's bf16 kernels on the same instruction do), then rounded
  * once to bf16 (nearest even).
  */
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,14 +317,18 @@ int grokd_linear_int8_vnni(const uint16_t *x, int64_t m, int64_t x_stride, const
     for (int64_t r = 0; r < m; r++) /* each block of each row: int16 values and their scale */
         for (int64_t b = 0; b < blocks; b++) {
             __m512 v[X16_BLOCK / 16], top = _mm512_setzero_ps();
+            __mmask16 bad = 0;
             for (int h = 0; h < X16_BLOCK / 16; h++) { /* the features past k read as zeros */
                 const int64_t i = b * X16_BLOCK + 16 * h, left = k - i;
                 const __mmask16 live = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
                 const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, x + r * x_stride + i));
                 v[h] = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+                bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v[h]), _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);
                 top = _mm512_max_ps(top, _mm512_abs_ps(v[h]));
             }
-            const float most = _mm512_reduce_max_ps(top);
+            /* an inf or NaN in the block: its scale is NaN, so the row's outputs are NaN, as the
+               reference's would be, instead of a quantization that silently drops it */
+            const float most = bad ? NAN : _mm512_reduce_max_ps(top);
             const __m512 inv = _mm512_set1_ps(most > 0.0f ? 32767.0f / most : 0.0f);
             for (int h = 0; h < X16_BLOCK / 16; h++) {
                 const int64_t i = b * X16_BLOCK + 16 * h, left = kp - i;

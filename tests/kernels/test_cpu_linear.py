@@ -132,6 +132,21 @@ def test_int8_vnni_zero_rows_and_blocks():
     torch.testing.assert_close(got.float(), linear.int8_linear_reference(x, q).float(), atol=1e-2, rtol=8e-3)
 
 
+@needs_vnni_kernel
+def test_int8_vnni_a_non_finite_activation_is_not_quantized_away():
+    """A NaN or inf in a row makes that row's outputs NaN (the reference gives NaN or inf there),
+    not a finite product with the bad value rounded to zero; the other rows are unaffected."""
+    w, x = weight_and_input(3, 32, 300, seed=4)
+    x[0, 5] = float("nan")
+    x[1, 200] = float("inf")
+    q = linear.quantize_int8(w, torch.bfloat16)
+    got = linear.dense_linear(x, linear.pack_weight(q))
+    expected = linear.int8_linear_reference(x, q)
+    assert torch.isnan(got[0]).all() and torch.isnan(got[1]).all()
+    assert not torch.isfinite(expected[:2]).any()
+    torch.testing.assert_close(got[2].float(), expected[2].float(), atol=1e-2, rtol=8e-3)
+
+
 def test_int8_weights_it_does_not_take_stay_as_they_are():
     for q in (linear.quantize_int8(torch.randn(48, 32), torch.bfloat16),  # 48 outputs
               linear.quantize_int8(torch.randn(64, 32), torch.float32)):  # float32 activations
