@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 from pathlib import Path
 
 import torch
@@ -27,6 +29,19 @@ def smaps_entry(tensor: torch.Tensor) -> dict[str, str]:
                 entry[head.rstrip(":")] = rest.strip()
     assert inside and entry is not None, "no mapping holds the tensor"
     return entry
+
+
+def resident_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of the pages under ``tensor`` that are in RAM (``mincore``): exact for its range, where
+    a mapping's ``Rss`` in smaps also counts neighbours the kernel merged into it."""
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr() // page * page
+    length = tensor.data_ptr() + tensor.numel() * tensor.element_size() - start
+    vec = (ctypes.c_ubyte * -(-length // page))()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) == 0, ctypes.get_errno()
+    return sum(b & 1 for b in vec) * page
 
 
 def vm_flags(tensor: torch.Tensor) -> list[str]:
