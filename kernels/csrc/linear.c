@@ -14,6 +14,12 @@
  * columns) by up to 8 rows: 16 float32 accumulators stay in registers while the k loop streams the
  * two panels once per 8 rows. Threads split the tiles' column groups.
  *
+ * Prefill (PREFILL_ROWS rows or more, n a multiple of 64) takes a wider tile instead: 4 panels by up
+ * to 6 rows, 24 accumulators, so that each broadcast of x feeds four vdpbf16ps instead of two, and
+ * the threads split the rows (every column group has work for both). On the 2-core Zen 5 this runs
+ * SmolLM2's four projections at 1,024 rows at 435 against 408 GFLOP/s, 93% of the 467 GFLOP/s that
+ * vdpbf16ps itself reaches there (one per cycle per core; benchmarks/RESULTS.md, session 7).
+ *
  * Numerics: the products are exact in float32 and summed in float32 two at a time (vdpbf16ps, with
  * denormal inputs read as zero, as oneDNN's bf16 kernels on the same instruction do), then rounded
  * once to bf16 (nearest even).
@@ -38,6 +44,8 @@
 
 #define PANEL 16
 #define MAX_ROWS 8
+#define WIDE_ROWS 6     /* rows of a prefill tile (4 panels: 24 sums, 4 weight vectors, 1 broadcast) */
+#define PREFILL_ROWS 64 /* from this many rows on, the prefill tile and a split by rows */
 
 /* TILE(R) with R a constant 1..MAX_ROWS, one specialisation per row count, so that each keeps its
    float32 sums in registers */
@@ -97,6 +105,45 @@ static void tile_rows(const uint16_t *x, int64_t x_stride, const uint16_t *w0, c
     FOR_ROW_COUNT(rows, BF16_TILE);
 #undef BF16_TILE
 }
+
+/* `rows` (1..WIDE_ROWS, a constant in each caller) rows of x times the four panels from w:
+   out[rows, 64] */
+static inline __attribute__((always_inline)) void wide_tile(const uint16_t *x, int64_t x_stride, const uint16_t *w,
+                                                            int64_t panel_elems, int64_t pairs, uint16_t *out,
+                                                            int64_t out_stride, const int rows) {
+    __m512 acc[WIDE_ROWS][4];
+    for (int m = 0; m < rows; m++)
+        for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
+    for (int64_t kp = 0; kp < pairs; kp++) {
+        __m512bh b[4];
+        for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(w + j * panel_elems + kp * 2 * PANEL);
+        for (int m = 0; m < rows; m++) {
+            int32_t pair;
+            memcpy(&pair, x + m * x_stride + 2 * kp, sizeof pair);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+            for (int j = 0; j < 4; j++) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], a, b[j]);
+        }
+    }
+    for (int m = 0; m < rows; m++)
+        for (int j = 0; j < 4; j++) {
+            const __m256bh h = _mm512_cvtneps_pbh(acc[m][j]);
+            memcpy(out + m * out_stride + j * PANEL, &h, sizeof h);
+        }
+}
+
+static void wide_tile_rows(const uint16_t *x, int64_t x_stride, const uint16_t *w, int64_t panel_elems,
+                           int64_t pairs, uint16_t *out, int64_t out_stride, int rows) {
+#define WIDE_TILE(R) wide_tile(x, x_stride, w, panel_elems, pairs, out, out_stride, R)
+    switch (rows) {
+    case 1: WIDE_TILE(1); break;
+    case 2: WIDE_TILE(2); break;
+    case 3: WIDE_TILE(3); break;
+    case 4: WIDE_TILE(4); break;
+    case 5: WIDE_TILE(5); break;
+    default: WIDE_TILE(6); break;
+    }
+#undef WIDE_TILE
+}
 #endif
 
 /* x [m, k] (row stride x_stride), packed [n / 16, k / 2, 16, 2], out [m, n] contiguous; n a multiple
@@ -112,15 +159,24 @@ int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint
 #else
         const int64_t threads = 1, t = 0;
 #endif
-        /* the static split, written out so that each thread knows where its share ends */
-        const int64_t first = groups * t / threads, last = groups * (t + 1) / threads;
-        for (int64_t g = first; g < last; g++) {
-            const uint16_t *w0 = packed + 2 * g * panel_elems, *w1 = w0 + panel_elems;
-            const uint16_t *next = m > 1 && g + 1 < last ? w0 + 2 * panel_elems : NULL; /* one row: the hardware prefetcher keeps up */
-            for (int64_t r = 0; r < m; r += MAX_ROWS) {
-                const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
-                tile_rows(x + r * x_stride, x_stride, w0, w1, pairs, out + r * n + g * 2 * PANEL, n,
-                          r == 0 ? next : NULL, rows);
+        if (m >= PREFILL_ROWS && n % (4 * PANEL) == 0) { /* prefill: each thread its rows, all columns */
+            const int64_t first = m * t / threads, last = m * (t + 1) / threads;
+            for (int64_t g = 0; g < n / (4 * PANEL); g++) /* a group's four panels stay in L2 over the rows */
+                for (int64_t r = first; r < last; r += WIDE_ROWS) {
+                    const int rows = last - r < WIDE_ROWS ? (int)(last - r) : WIDE_ROWS;
+                    wide_tile_rows(x + r * x_stride, x_stride, packed + 4 * g * panel_elems, panel_elems, pairs,
+                                   out + r * n + g * 4 * PANEL, n, rows);
+                }
+        } else { /* the static split of column groups, written out so that each thread knows where its share ends */
+            const int64_t first = groups * t / threads, last = groups * (t + 1) / threads;
+            for (int64_t g = first; g < last; g++) {
+                const uint16_t *w0 = packed + 2 * g * panel_elems, *w1 = w0 + panel_elems;
+                const uint16_t *next = m > 1 && g + 1 < last ? w0 + 2 * panel_elems : NULL; /* one row: the hardware prefetcher keeps up */
+                for (int64_t r = 0; r < m; r += MAX_ROWS) {
+                    const int rows = m - r < MAX_ROWS ? (int)(m - r) : MAX_ROWS;
+                    tile_rows(x + r * x_stride, x_stride, w0, w1, pairs, out + r * n + g * 2 * PANEL, n,
+                              r == 0 ? next : NULL, rows);
+                }
             }
         }
     }

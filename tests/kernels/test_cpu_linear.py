@@ -39,6 +39,21 @@ def test_matches_f_linear(rows):
 
 
 @needs_kernel
+@pytest.mark.parametrize("rows, out_features", [(64, 128), (71, 192), (200, 64), (64, 96)])
+def test_prefill_tile_matches_f_linear(rows, out_features):
+    """From 64 rows on, columns in multiples of 64 take the 4-panel tile split by rows (whole and
+    partial 6-row tiles, an odd split between the threads); 96 columns keep the 2-panel tile."""
+    w, x = weight_and_input(rows, out_features, 576, seed=rows + out_features)
+    got = cpu_linear.linear(x, cpu_linear.pack(w))
+    expected = F.linear(x.float(), w.float())
+    assert got.shape == (rows, out_features)
+    torch.testing.assert_close(got.float(), expected, atol=1e-2, rtol=8e-3)
+    assert (got == expected.bfloat16()).float().mean() > 0.97
+    # the same sums in the same order as the decode tile, row by row: bit-identical to one row at a time
+    assert torch.equal(got[:3], cpu_linear.linear(x[:3], cpu_linear.pack(w)))
+
+
+@needs_kernel
 def test_leading_dims_strided_rows_and_threads():
     w, x = weight_and_input(12, 64, 130, seed=4)
     packed = cpu_linear.pack(w)
