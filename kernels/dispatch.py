@@ -41,6 +41,8 @@ class Kernels:
     argmax: Callable = _argmax.argmax  # greedy decoding, per row of the logits
     # a whole decoder layer in one call for the steps it takes (returns None for the others)
     decoder_layer: Callable | None = None
+    # builds a model's whole stack of such layers as one call per step (returns None if it cannot)
+    decoder_stack: Callable | None = None
 
 
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
@@ -51,5 +53,6 @@ def select_kernels(device: torch.device | str = "cpu") -> Kernels:
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
                                          decode=_cpu_decode.decode_attention_or_batched),
                        rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
-                       decoder_layer=_decoder_layer.decoder_layer_cpu, argmax=_argmax.argmax_cpu)
+                       decoder_layer=_decoder_layer.decoder_layer_cpu,
+                       decoder_stack=_decoder_layer.DecoderStack.build, argmax=_argmax.argmax_cpu)
     return Kernels()

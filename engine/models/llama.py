@@ -9,7 +9,7 @@ each, since at small batch sizes the step cost is dominated by the number of ker
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -214,6 +214,9 @@ class LlamaForCausalLM(nn.Module):
         # the output head in its packed form (``pack_weights``); not a parameter, so weight
         # accounting still counts a shared embedding table once
         self.output_weight: torch.Tensor | Int8Weight | PanelWeight | Int8PanelWeight | None = None
+        # every layer as one kernel call per decode step (``Kernels.decoder_stack``), built by
+        # ``pack_weights`` when the packed weights allow it
+        self.decoder_stack: Callable | None = None
 
     # ---- step interface -------------------------------------------------------------------
     def forward(
@@ -225,7 +228,12 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         x = F.embedding(input_ids, self.embed_tokens).to(self.dtype)
         rope = self.rope.tables(positions, self.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+        done = 0
+        if self.decoder_stack is not None and self.kernels.decoder_stack is not None:
+            ran = self.decoder_stack(x, *rope, kv_caches, meta)
+            if ran is not None:
+                x, done = ran
+        for layer, kv_cache in zip(self.layers[done:], kv_caches[done:], strict=True):
             x = layer(x, rope, kv_cache, meta)
         return self.norm(x)
 
@@ -262,6 +270,9 @@ class LlamaForCausalLM(nn.Module):
         if packed is not head:
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it
+        self.decoder_stack = None
+        if self.kernels.decoder_stack is not None and all(layer.self_attn.qkv_bias is None for layer in self.layers):
+            self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.layers])
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod

@@ -72,7 +72,8 @@ typedef struct {
 } StepKV;
 
 /* x [rows, hidden] (the residual stream, updated in place). Returns 0, or nonzero when a stage
-   refused its inputs or scratch memory ran out (x is then unspecified: the caller passes a copy). */
+   refused its inputs or scratch memory ran out (x is then unspecified: the caller passes a copy);
+   the stages after a refusal do not run, so none reads the pool with arguments a stage rejected. */
 int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV kv, int num_threads) {
     const int64_t hidden = w.hidden, qkv_n = (w.heads + 2 * w.kv_heads) * w.head_dim;
     const int64_t q_n = w.heads * w.head_dim, inter = w.intermediate;
@@ -83,21 +84,27 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
     int status = 0;
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm1, w.eps, h, num_threads);
     status |= project(h, rows, hidden, w.qkv, w.qkv_scales, w.kind, qkv_n, hidden, qkv, num_threads);
+    if (status) goto done;
     const Shape s = {rows, w.heads, w.kv_heads, kv.block_size, w.head_dim, kv.num_blocks, qkv_n, w.head_dim,
                      kv.table_stride, kv.len_stride, w.scale, 0.0f, 1};
     if (kv.pool_int8) {
         status |= grokd_rope_write_kv_bf16_i8(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin,
                                               kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
+        if (status) goto done;
         status |= grokd_decode_attention_bf16_i8(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
     } else {
         status |= grokd_rope_write_kv_bf16(qkv, rows, qkv_n, w.heads, w.kv_heads, w.head_dim, kv.cos, kv.sin,
                                            kv.pool, kv.num_blocks, kv.block_size, kv.slots, num_threads);
+        if (status) goto done;
         status |= grokd_decode_attention_bf16(qkv, kv.pool, kv.tables, kv.seq_lens, s, att, num_threads);
     }
+    if (status) goto done;
     status |= project(att, rows, q_n, w.o, w.o_scales, w.kind, hidden, q_n, proj, num_threads);
+    if (status) goto done;
     for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
     grokd_rms_norm_bf16(x, rows, hidden, hidden, w.norm2, w.eps, h, num_threads);
     status |= project(h, rows, hidden, w.gate_up, w.gate_up_scales, w.kind, 2 * inter, hidden, gate_up, num_threads);
+    if (status) goto done;
 #pragma omp parallel for num_threads(num_threads) if (rows * inter >= 65536) schedule(static)
     for (int64_t r = 0; r < rows; r++) { /* silu(gate) rounded to bf16, times up, rounded (torch's order) */
         const uint16_t *gate = gate_up + r * 2 * inter, *up = gate + inter;
@@ -108,7 +115,34 @@ int grokd_decoder_layer_bf16(uint16_t *x, int64_t rows, LayerWeights w, StepKV k
         }
     }
     status |= project(act, rows, inter, w.down, w.down_scales, w.kind, hidden, inter, proj, num_threads);
-    for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    if (!status)
+        for (int64_t i = 0; i < rows * hidden; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+done:
     free(h);
     return status;
+}
+
+/* A decode step's whole stack of layers in one call: layer i reads and writes pools[i] (the step's
+   other KV arguments are shared). Returns how many layers ran: n, or the index of the first layer
+   that refused, with x restored to that layer's input, so that the caller runs the rest with the
+   model's ops (which rewrite the same KV slots). Why: from Python, each layer still cost about 60
+   microseconds of module calls, checks and argument structs around its C call, 1.7 ms of a 9.7 ms
+   batch-1 step for SmolLM2's 30 layers (benchmarks/RESULTS.md, session 7). */
+int64_t grokd_decoder_layers_bf16(uint16_t *x, int64_t rows, const LayerWeights *layers, void *const *pools,
+                                  int64_t n, StepKV kv, int num_threads) {
+    if (n <= 0) return 0;
+    const size_t bytes = sizeof(uint16_t) * (size_t)(rows * layers[0].hidden);
+    uint16_t *before = malloc(bytes ? bytes : 1);
+    if (!before) return 0;
+    int64_t done = 0;
+    for (; done < n; done++) {
+        memcpy(before, x, bytes);
+        kv.pool = pools[done];
+        if (grokd_decoder_layer_bf16(x, rows, layers[done], kv, num_threads) != 0) {
+            memcpy(x, before, bytes);
+            break;
+        }
+    }
+    free(before);
+    return done;
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 
 import pytest
@@ -36,7 +37,7 @@ def model_pair(int8: bool = False):
             other = dst.self_attn if mod is src.self_attn else dst.mlp
             delattr(other, name)
             setattr(other, name, getattr(mod, name))
-    no_layer = dataclasses.replace(select_kernels("cpu"), decoder_layer=None)
+    no_layer = dataclasses.replace(select_kernels("cpu"), decoder_layer=None, decoder_stack=None)
     for m in plain.modules():
         if hasattr(m, "kernels"):
             m.kernels = no_layer
@@ -54,16 +55,20 @@ def decode_step(rows: int, seed: int, kv_dtype: torch.dtype = torch.bfloat16):
     return ids, torch.tensor([n - 1 for n in seq_lens]), caches, meta
 
 
-@pytest.mark.parametrize("weights", ["bf16", "int8"])
-@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.int8])
-@pytest.mark.parametrize("rows", [1, 5, 16])
-def test_fused_layer_matches_the_models_ops(rows, kv_dtype, weights):
-    fused, plain = model_pair(int8=weights == "int8")
-    if not isinstance(fused.layers[0].mlp.down_weight, Int8PanelWeight if weights == "int8" else PanelWeight):
-        pytest.skip("this CPU has no kernel for these projections: the fused layer never takes a step")
-    ids, positions, caches, meta = decode_step(rows, seed=rows, kv_dtype=kv_dtype)
-    plain_caches = [c.clone() for c in caches]
-    calls = []
+def counting_calls(fused: LlamaForCausalLM, path: str) -> list[bool]:
+    """Route ``fused``'s decode steps through the whole-stack call (``stack``) or layer by layer
+    (``layer``), and record whether each call of that path took the step."""
+    calls: list[bool] = []
+    if path == "stack":
+        stack = fused.decoder_stack
+
+        def counting_stack(*args):
+            out = stack(*args)
+            calls.append(out is not None and out[1] == len(fused.layers))
+            return out
+
+        fused.decoder_stack = counting_stack
+        return calls
     kernel = fused.layers[0].kernels.decoder_layer
 
     def counting(*args):
@@ -73,11 +78,25 @@ def test_fused_layer_matches_the_models_ops(rows, kv_dtype, weights):
 
     for m in fused.modules():
         if hasattr(m, "kernels"):
-            m.kernels = dataclasses.replace(m.kernels, decoder_layer=counting)
+            m.kernels = dataclasses.replace(m.kernels, decoder_layer=counting, decoder_stack=None)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["stack", "layer"])
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.int8])
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_fused_layer_matches_the_models_ops(rows, kv_dtype, weights, path):
+    fused, plain = model_pair(int8=weights == "int8")
+    if not isinstance(fused.layers[0].mlp.down_weight, Int8PanelWeight if weights == "int8" else PanelWeight):
+        pytest.skip("this CPU has no kernel for these projections: the fused layer never takes a step")
+    ids, positions, caches, meta = decode_step(rows, seed=rows, kv_dtype=kv_dtype)
+    plain_caches = [c.clone() for c in caches]
+    calls = counting_calls(fused, path)
     with torch.no_grad():
         got = fused(ids, positions, caches, meta)
         expected = plain(ids, positions, plain_caches, meta)
-    assert calls == [True, True]  # both layers took the fused path
+    assert calls == ([True] if path == "stack" else [True, True])  # every layer took a fused path
     torch.testing.assert_close(got.float(), expected.float(), atol=3e-2, rtol=3e-2)
     assert (got == expected).float().mean() > 0.9  # the same kernels; only silu's expf may differ
     for a, b in zip(caches, plain_caches, strict=True):  # the same keys and values written
@@ -94,3 +113,74 @@ def test_prefill_steps_take_the_models_ops():
     rope = fused.rope.tables(torch.arange(3), torch.bfloat16)
     cache = torch.zeros(kv_cache_shape(2, 16, 2, 32), dtype=torch.bfloat16)
     assert layer.kernels.decoder_layer(layer.fused_weights(), x, *rope, cache, meta) is None
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.int8])
+def test_the_stack_is_the_layers_one_after_another(kv_dtype):
+    """One call for the whole stack runs the same kernels as one call per layer: the same bits, in
+    the residual stream and in every pool."""
+    fused, _ = model_pair()
+    if fused.decoder_stack is None:
+        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    ids, positions, caches, meta = decode_step(7, seed=3, kv_dtype=kv_dtype)
+    layer_caches = [c.clone() for c in caches]
+    with torch.no_grad():
+        got = fused(ids, positions, caches, meta)
+        counting_calls(fused, "layer")
+        expected = fused(ids, positions, layer_caches, meta)
+    assert torch.equal(got, expected)
+    for a, b in zip(caches, layer_caches, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
+    """Layer 1 of the C stack refuses (a head dim RoPE does not take): the call reports one layer
+    done and leaves the residual stream as layer 0 left it, not half-way through layer 1."""
+    from kernels import cpu_build
+    from kernels.decoder_layer import DecoderStack, _layer_struct, _step_struct, _Weights
+
+    fused, _ = model_pair()
+    if fused.decoder_stack is None:
+        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    wide = LlamaForCausalLM({**CONFIG, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 544},
+                            dtype=torch.bfloat16, kernels=select_kernels("cpu"))
+    wide.pack_weights()
+    structs = [_layer_struct(fused.layers[0].fused_weights()), _layer_struct(wide.layers[0].fused_weights())]
+    assert all(isinstance(w, _Weights) for w in structs)
+    ids, positions, caches, meta = decode_step(3, seed=5)
+    x = torch.nn.functional.embedding(ids, fused.embed_tokens).bfloat16()
+    cos, sin = fused.rope.tables(positions, torch.bfloat16)
+    step = _step_struct(x, cos, sin, caches[0], meta, 2, 32)
+    pools = (ctypes.c_void_p * 2)(caches[0].data_ptr(), caches[1].data_ptr())
+    library = cpu_build.library()
+    out = x.clone()
+    done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), 3, (_Weights * 2)(*structs), pools, 2, step,
+                                                 library.threads())
+    assert done == 1
+    reference_caches = [c.clone() for c in caches]
+    layer0 = fused.layers[0].kernels.decoder_layer(fused.layers[0].fused_weights(), x, cos, sin,
+                                                   reference_caches[0], meta)
+    assert torch.equal(out, layer0)
+    assert DecoderStack.build([fused.layers[0].fused_weights(), wide.layers[0].fused_weights()]) is None  # shapes differ
+
+
+def test_the_model_runs_the_layers_a_stack_left():
+    """When the stack stops after layer 0, the model runs layer 1 itself: the same result as the
+    whole stack."""
+    fused, _ = model_pair()
+    if fused.decoder_stack is None:
+        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    ids, positions, caches, meta = decode_step(4, seed=9)
+    partial_caches = [c.clone() for c in caches]
+    with torch.no_grad():
+        whole = fused(ids, positions, caches, meta)
+        layer = fused.layers[0]
+
+        def first_layer_only(x, cos, sin, kv_caches, step_meta):
+            return layer.kernels.decoder_layer(layer.fused_weights(), x, cos, sin, kv_caches[0], step_meta), 1
+
+        fused.decoder_stack = first_layer_only
+        resumed = fused(ids, positions, partial_caches, meta)
+    assert torch.equal(resumed, whole)
+    for a, b in zip(caches, partial_caches, strict=True):
+        assert torch.equal(a, b)
