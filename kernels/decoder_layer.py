@@ -127,7 +127,10 @@ class DecoderStack:
         self._layers = layers  # keeps the tensors the structs point into alive
         self._structs = (_Weights * len(structs))(*structs)
         self._kv_heads, self._head_dim, self._hidden = layers[0].kv_heads, layers[0].head_dim, layers[0].norm1.shape[0]
-        self._pools: tuple[tuple[int, ...], ctypes.Array] | None = None  # the last step's pool pointers
+        # the last step's pools, checked, and their pointers: a model runner keeps the same pools for
+        # its lifetime, so a step only compares identities (the checks are ~90 tensor queries, which
+        # cost about 0.1 ms with the caches cold from the step's weights)
+        self._pools: tuple[list[torch.Tensor], ctypes.Array] | None = None
 
     @classmethod
     def build(cls, layers: list[DenseLayerWeights]) -> DecoderStack | None:
@@ -152,14 +155,16 @@ class DecoderStack:
             return None
         first = kv_caches[0]
         step = _step_struct(x, cos, sin, first, meta, self._kv_heads, self._head_dim)
-        if step is None or any(c.shape != first.shape or c.dtype != first.dtype or not c.is_contiguous()
-                               for c in kv_caches):
+        if step is None:
             return None
-        pointers = tuple(c.data_ptr() for c in kv_caches)
-        if self._pools is None or self._pools[0] != pointers:
-            self._pools = (pointers, (ctypes.c_void_p * len(pointers))(*pointers))
+        known = self._pools is not None and len(self._pools[0]) == len(kv_caches) and all(
+            a is b for a, b in zip(self._pools[0], kv_caches, strict=True))
+        if not known:
+            if any(c.shape != first.shape or c.dtype != first.dtype or not c.is_contiguous() for c in kv_caches):
+                return None
+            self._pools = (list(kv_caches), (ctypes.c_void_p * len(kv_caches))(*(c.data_ptr() for c in kv_caches)))
         library = cpu_build.library()
         out = x.clone()
         done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), x.shape[0], self._structs, self._pools[1],
-                                                     len(pointers), step, library.threads())
+                                                     len(kv_caches), step, library.threads())
         return out, int(done)

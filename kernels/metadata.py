@@ -13,15 +13,25 @@ class DecodeRows:
     """The single-token (decode) rows of a step, derived once per step and reused by every layer:
     their token indices in the flat batch (``whole_batch`` when they are all of it, in order),
     block tables trimmed to the longest context, context lengths, and an additive float32 mask
-    ``[rows, 1, 1, blocks * block_size]`` (0 inside a row's context, -inf on the padding)."""
+    ``bias [rows, 1, 1, blocks * block_size]`` (0 inside a row's context, -inf on the padding).
+
+    The mask is built on first use: only the PyTorch attention reads it, and on the CPU, where the
+    C kernels take the step, its few small ops cost about 0.1 ms of a batch-1 step (they run with
+    the caches cold from the step's weights, benchmarks/RESULTS.md, session 7)."""
 
     tokens: torch.Tensor
     block_tables: torch.Tensor
     seq_lens: torch.Tensor
-    bias: torch.Tensor
+    block_size: int
     whole_batch: bool
     context_tokens: int  # sum of the rows' context lengths (an upper bound under CUDA graphs)
     _gather: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def bias(self) -> torch.Tensor:
+        span = torch.arange(self.block_tables.shape[1] * self.block_size, device=self.seq_lens.device)
+        bias = torch.zeros(self.seq_lens.shape[0], 1, 1, span.numel(), device=self.seq_lens.device)
+        return bias.masked_fill_((span[None, :] >= self.seq_lens[:, None])[:, None, None, :], float("-inf"))
 
     def gather_index(self, kv_heads: int, num_blocks: int) -> torch.Tensor:
         """Row indices into a layer's pool viewed as ``[2 * num_blocks * kv_heads, block_size *
@@ -74,15 +84,11 @@ class AttentionMetadata:
         device = self.seq_lens.device
         idx = torch.tensor(rows, dtype=torch.long, device=device)
         blocks = -(-max(self.seq_lens_list[i] for i in rows) // self.block_size)
-        seq_lens = self.seq_lens[idx]
-        span = torch.arange(blocks * self.block_size, device=device)
-        bias = torch.zeros(len(rows), 1, 1, span.numel(), device=device)
-        bias.masked_fill_((span[None, :] >= seq_lens[:, None])[:, None, None, :], float("-inf"))
         return DecodeRows(
             tokens=self.query_start_loc[idx],
             block_tables=self.block_tables[idx, :blocks],
-            seq_lens=seq_lens,
-            bias=bias,
+            seq_lens=self.seq_lens[idx],
+            block_size=self.block_size,
             whole_batch=len(rows) == len(self.query_lens_list),
             context_tokens=sum(self.seq_lens_list[i] for i in rows),
         )
@@ -137,9 +143,6 @@ class AttentionMetadata:
         bound that the whole-batch decode path never reads."""
         rows, blocks = block_tables.shape
         device = block_tables.device
-        span = torch.arange(blocks * block_size, device=device)
-        bias = torch.zeros(rows, 1, 1, span.numel(), device=device)
-        bias.masked_fill_((span[None, :] >= seq_lens[:, None])[:, None, None, :], float("-inf"))
         starts = torch.arange(rows + 1, device=device)
         meta = cls(
             slot_mapping=slot_mapping,
@@ -151,8 +154,10 @@ class AttentionMetadata:
             seq_lens_list=[blocks * block_size] * rows,
         )
         # preset the cached property: the rows are known without looking at the lengths
-        meta.__dict__["decode_rows"] = DecodeRows(starts[:-1], block_tables, seq_lens, bias, whole_batch=True,
-                                                  context_tokens=rows * blocks * block_size)
+        decode = DecodeRows(starts[:-1], block_tables, seq_lens, block_size, whole_batch=True,
+                            context_tokens=rows * blocks * block_size)
+        decode.bias  # noqa: B018 (built now, from the step's own tensors, so that a captured graph replays it)
+        meta.__dict__["decode_rows"] = decode
         return meta
 
     @classmethod
