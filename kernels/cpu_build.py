@@ -175,7 +175,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn = lib.grokd_decoder_layer_bf16
     fn.argtypes, fn.restype = [p, i64, _Weights, _StepKV, i32], i32
     fn = lib.grokd_decoder_layers_bf16
-    fn.argtypes, fn.restype = [p, i64, p, p, i64, _StepKV, i32], i64
+    fn.argtypes, fn.restype = [p, i64, p, p, i64, _StepKV, p, f32, p, i32], i64
     for name in ("grokd_rms_norm_bf16", "grokd_rms_norm_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, p, f32, p, i32], None

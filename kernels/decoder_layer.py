@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -116,15 +117,26 @@ def decoder_layer_cpu(
     return out
 
 
-class DecoderStack:
-    """A model's whole stack of decoder layers as one C call per decode step
-    (``grokd_decoder_layers_bf16``). The layers' argument structs are built once, here, since packed
-    weights never move; a step then costs one call instead of a module call, a weights record, the
-    checks and two structs per layer (about 60 us each: 1.7 ms of a 9.7 ms batch-1 step of
-    SmolLM2). Build it with ``build`` after the weights are packed."""
+class StackOutput(NamedTuple):
+    """What ``DecoderStack`` did with a step: the residual stream after its first ``done`` layers,
+    and, when it ran them all, the model's final RMSNorm of it (else ``None``)."""
 
-    def __init__(self, layers: list[DenseLayerWeights], structs: list[_Weights]) -> None:
+    hidden: torch.Tensor
+    done: int
+    normed: torch.Tensor | None
+
+
+class DecoderStack:
+    """A model's whole stack of decoder layers, then its final RMSNorm, as one C call per decode
+    step (``grokd_decoder_layers_bf16``). The layers' argument structs are built once, here, since
+    packed weights never move; a step then costs one call instead of a module call, a weights
+    record, the checks and two structs per layer (about 60 us each: 1.7 ms of a 9.7 ms batch-1 step
+    of SmolLM2). Build it with ``build`` after the weights are packed."""
+
+    def __init__(self, layers: list[DenseLayerWeights], structs: list[_Weights], final_norm: torch.Tensor | None,
+                 eps: float) -> None:
         self._layers = layers  # keeps the tensors the structs point into alive
+        self._final_norm, self._eps = final_norm, eps
         self._structs = (_Weights * len(structs))(*structs)
         self._kv_heads, self._head_dim, self._hidden = layers[0].kv_heads, layers[0].head_dim, layers[0].norm1.shape[0]
         # the last step's pools, checked, and their pointers: a model runner keeps the same pools for
@@ -133,24 +145,29 @@ class DecoderStack:
         self._pools: tuple[list[torch.Tensor], ctypes.Array] | None = None
 
     @classmethod
-    def build(cls, layers: list[DenseLayerWeights]) -> DecoderStack | None:
-        """The stack, or ``None`` when the kernels are not built or some layer's weights cannot be
-        taken (the model then runs layer by layer)."""
+    def build(cls, layers: list[DenseLayerWeights], final_norm: torch.Tensor | None = None,
+              eps: float = 1e-6) -> DecoderStack | None:
+        """The stack (with the model's final norm, a bf16 weight, when given), or ``None`` when the
+        kernels are not built or some layer's weights cannot be taken (the model then runs layer by
+        layer)."""
         if not layers or cpu_build.library() is None:
             return None
+        if final_norm is not None and (final_norm.dtype != torch.bfloat16 or not final_norm.is_contiguous()
+                                       or final_norm.shape != layers[0].norm1.shape):
+            final_norm = None
         structs = [_layer_struct(w) for w in layers]
         first = layers[0]
         if any(s is None for s in structs) or any(
                 (w.kv_heads, w.head_dim, w.norm1.shape[0]) != (first.kv_heads, first.head_dim, first.norm1.shape[0])
                 for w in layers):
             return None
-        return cls(layers, structs)
+        return cls(layers, structs, final_norm, eps)
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_caches: list[torch.Tensor],
-                 meta: AttentionMetadata) -> tuple[torch.Tensor, int] | None:
-        """``(out, done)``: the residual stream after the first ``done`` layers (all of them unless
-        one refused: the caller runs the rest), or ``None`` when the kernel does not take this step.
-        Writes each layer's keys and values into its pool as the model's ops would."""
+                 meta: AttentionMetadata) -> StackOutput | None:
+        """What the stack did (``StackOutput``: all layers unless one refused, and the caller then
+        runs the rest), or ``None`` when the kernel does not take this step. Writes each layer's keys
+        and values into its pool as the model's ops would."""
         if len(kv_caches) != len(self._layers) or x.dim() != 2 or x.shape[1] != self._hidden:
             return None
         first = kv_caches[0]
@@ -165,6 +182,9 @@ class DecoderStack:
             self._pools = (list(kv_caches), (ctypes.c_void_p * len(kv_caches))(*(c.data_ptr() for c in kv_caches)))
         library = cpu_build.library()
         out = x.clone()
-        done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), x.shape[0], self._structs, self._pools[1],
-                                                     len(kv_caches), step, library.threads())
-        return out, int(done)
+        normed = torch.empty_like(x) if self._final_norm is not None else None
+        done = int(library.lib.grokd_decoder_layers_bf16(
+            out.data_ptr(), x.shape[0], self._structs, self._pools[1], len(kv_caches), step,
+            None if normed is None else self._final_norm.data_ptr(), self._eps,
+            None if normed is None else normed.data_ptr(), library.threads()))
+        return StackOutput(out, done, normed if done == len(kv_caches) else None)

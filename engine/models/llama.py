@@ -88,11 +88,17 @@ class RotaryEmbedding(nn.Module):
         device = getattr(self, "cos", emb).device
         self.register_buffer("cos", emb.cos().to(device), persistent=False)
         self.register_buffer("sin", emb.sin().to(device), persistent=False)
+        self._rounded: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin) [T, 1, head_dim]`` at ``positions`` in ``dtype``: built once per step and
-        shared by every layer. Rounded to the activation dtype before use, as HF does."""
-        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+        shared by every layer. Rounded to the activation dtype before use, as HF does: the whole
+        tables once per dtype and device, so that a step only indexes them."""
+        key = (dtype, self.cos.device)
+        if key not in self._rounded:
+            self._rounded[key] = (self.cos.to(dtype), self.sin.to(dtype))
+        cos, sin = self._rounded[key]
+        return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
 
 
 class LlamaAttention(nn.Module):
@@ -231,8 +237,10 @@ class LlamaForCausalLM(nn.Module):
         done = 0
         if self.decoder_stack is not None and self.kernels.decoder_stack is not None:
             ran = self.decoder_stack(x, *rope, kv_caches, meta)
+            if ran is not None and ran.normed is not None:
+                return ran.normed
             if ran is not None:
-                x, done = ran
+                x, done = ran.hidden, ran.done
         for layer, kv_cache in zip(self.layers[done:], kv_caches[done:], strict=True):
             x = layer(x, rope, kv_cache, meta)
         return self.norm(x)
@@ -272,7 +280,8 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head = None  # an untied dense head is no longer read: free it
         self.decoder_stack = None
         if self.kernels.decoder_stack is not None and all(layer.self_attn.qkv_bias is None for layer in self.layers):
-            self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.layers])
+            self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.layers],
+                                                            self.norm.weight, self.norm.eps)
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod

@@ -123,15 +123,19 @@ done:
 }
 
 /* A decode step's whole stack of layers in one call: layer i reads and writes pools[i] (the step's
-   other KV arguments are shared). Returns how many layers ran: n, or the index of the first layer
+   other KV arguments are shared); then, when final_norm is given and every layer ran, the model's
+   final RMSNorm of x into normed. Returns how many layers ran: n, or the index of the first layer
    that refused, with x restored to that layer's input, so that the caller runs the rest with the
    model's ops (which rewrite the same KV slots). Why: from Python, each layer still cost about 60
    microseconds of module calls, checks and argument structs around its C call, 1.7 ms of a 9.7 ms
-   batch-1 step for SmolLM2's 30 layers (benchmarks/RESULTS.md, session 7). */
+   batch-1 step for SmolLM2's 30 layers, and a separate call for the final norm about 0.2 ms more
+   (Python and torch run with the caches cold from the weights; benchmarks/RESULTS.md, session 7). */
 int64_t grokd_decoder_layers_bf16(uint16_t *x, int64_t rows, const LayerWeights *layers, void *const *pools,
-                                  int64_t n, StepKV kv, int num_threads) {
+                                  int64_t n, StepKV kv, const uint16_t *final_norm, float eps, uint16_t *normed,
+                                  int num_threads) {
     if (n <= 0) return 0;
-    const size_t bytes = sizeof(uint16_t) * (size_t)(rows * layers[0].hidden);
+    const int64_t hidden = layers[0].hidden;
+    const size_t bytes = sizeof(uint16_t) * (size_t)(rows * hidden);
     uint16_t *before = malloc(bytes ? bytes : 1);
     if (!before) return 0;
     int64_t done = 0;
@@ -144,5 +148,6 @@ int64_t grokd_decoder_layers_bf16(uint16_t *x, int64_t rows, const LayerWeights 
         }
     }
     free(before);
+    if (done == n && final_norm) grokd_rms_norm_bf16(x, rows, hidden, hidden, final_norm, eps, normed, num_threads);
     return done;
 }

@@ -11,6 +11,7 @@ import torch
 from engine.models.llama import LlamaForCausalLM
 from kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
 from kernels.cpu_linear import Int8PanelWeight, PanelWeight
+from kernels.decoder_layer import StackOutput
 from kernels.dispatch import select_kernels
 from kernels.metadata import AttentionMetadata
 from tests.kernels.paged_step import scattered_tables
@@ -64,7 +65,7 @@ def counting_calls(fused: LlamaForCausalLM, path: str) -> list[bool]:
 
         def counting_stack(*args):
             out = stack(*args)
-            calls.append(out is not None and out[1] == len(fused.layers))
+            calls.append(out is not None and out.done == len(fused.layers) and out.normed is not None)
             return out
 
         fused.decoder_stack = counting_stack
@@ -154,9 +155,12 @@ def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
     pools = (ctypes.c_void_p * 2)(caches[0].data_ptr(), caches[1].data_ptr())
     library = cpu_build.library()
     out = x.clone()
+    normed = torch.full_like(x, 7.0)
     done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), 3, (_Weights * 2)(*structs), pools, 2, step,
+                                                 fused.norm.weight.data_ptr(), 1e-5, normed.data_ptr(),
                                                  library.threads())
     assert done == 1
+    assert (normed == 7.0).all()  # the final norm runs only after the last layer
     reference_caches = [c.clone() for c in caches]
     layer0 = fused.layers[0].kernels.decoder_layer(fused.layers[0].fused_weights(), x, cos, sin,
                                                    reference_caches[0], meta)
@@ -177,7 +181,8 @@ def test_the_model_runs_the_layers_a_stack_left():
         layer = fused.layers[0]
 
         def first_layer_only(x, cos, sin, kv_caches, step_meta):
-            return layer.kernels.decoder_layer(layer.fused_weights(), x, cos, sin, kv_caches[0], step_meta), 1
+            out = layer.kernels.decoder_layer(layer.fused_weights(), x, cos, sin, kv_caches[0], step_meta)
+            return StackOutput(out, 1, None)
 
         fused.decoder_stack = first_layer_only
         resumed = fused(ids, positions, partial_caches, meta)
