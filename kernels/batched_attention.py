@@ -55,18 +55,20 @@ def paged_attention_batched(
     scale: float,
     softcap: float | None = None,
     decode: Callable[..., torch.Tensor] = batched_decode_attention,
+    prefill: Callable[..., torch.Tensor] = paged_attention,
 ) -> torch.Tensor:
     """Same contract as ``kernels.attention.paged_attention``; decode rows are batched. The row
     split and gather indices come from ``meta`` (computed on the first layer, reused by the rest).
-    ``decode`` does the decode rows (``batched_decode_attention``'s contract): dispatch swaps in
-    ``kernels.cpu_decode_attention`` on the CPU."""
+    ``decode`` does the decode rows (``batched_decode_attention``'s contract) and ``prefill`` the
+    rows with several query tokens (``paged_attention``'s): dispatch swaps in
+    ``kernels.cpu_decode_attention`` and ``kernels.prefill_attention`` on the CPU."""
     rows = meta.decode_rows
     if rows is None:
-        return paged_attention(q, kv_cache, meta, scale, softcap)
+        return prefill(q, kv_cache, meta, scale, softcap)
     if rows.whole_batch:
         return decode(q, kv_cache, rows, scale, softcap)
     out = torch.empty_like(q)
     out[rows.tokens] = decode(q[rows.tokens], kv_cache, rows, scale, softcap)
     sub, tokens = meta.multi_token_rows
-    out[tokens] = paged_attention(q[tokens], kv_cache, sub, scale, softcap)
+    out[tokens] = prefill(q[tokens], kv_cache, sub, scale, softcap)
     return out

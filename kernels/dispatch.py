@@ -1,9 +1,10 @@
 """The one place that picks kernel implementations for a device. Attention batches decode rows,
-and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows with short
-rows go through the in-place C kernel (``kernels.cpu_decode_attention``), RMSNorm through another
-(``kernels.norm``), both built by ``kernels.cpu_build``, and dense
-projections run on oneDNN-packed weights where ``kernels.linear.can_pack`` allows. On CUDA,
-PyTorch ops are replayed from graphs (``engine.decode_graphs``)."""
+and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows go through
+the in-place C kernel (``kernels.cpu_decode_attention``) and RMSNorm through another
+(``kernels.norm``), both built by ``kernels.cpu_build``; prefill rows go through torch's fused SDPA
+(``kernels.prefill_attention``), and dense projections run on packed weights where
+``kernels.linear.can_pack`` allows. On CUDA, PyTorch ops are replayed from graphs
+(``engine.decode_graphs``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from kernels import decoder_layer as _decoder_layer
 from kernels import linear as _linear
 from kernels import moe as _moe
 from kernels import norm as _norm
+from kernels import prefill_attention as _prefill_attention
 from kernels import quant as _quant
 from kernels import rope as _rope
 
@@ -51,7 +53,8 @@ def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     go through the C kernels when they could be built."""
     if torch.device(device).type == "cpu" and _cpu_build.available():
         return Kernels(attention=partial(_batched_attention.paged_attention_batched,
-                                         decode=_cpu_decode.decode_attention_or_batched),
+                                         decode=_cpu_decode.decode_attention_or_batched,
+                                         prefill=_prefill_attention.paged_prefill_attention),
                        rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
                        decoder_layer=_decoder_layer.decoder_layer_cpu,
                        decoder_stack=_decoder_layer.DecoderStack.build, argmax=_argmax.argmax_cpu)
