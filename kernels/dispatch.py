@@ -50,12 +50,14 @@ class Kernels:
 def select_kernels(device: torch.device | str = "cpu") -> Kernels:
     """Implementations for ``device``. Fast GPU kernels register here once they exist; on the
     CPU, decode attention, RMSNorm, RoPE with the KV write, the decode layer and the greedy argmax
-    go through the C kernels when they could be built."""
-    if torch.device(device).type == "cpu" and _cpu_build.available():
-        return Kernels(attention=partial(_batched_attention.paged_attention_batched,
-                                         decode=_cpu_decode.decode_attention_or_batched,
-                                         prefill=_prefill_attention.paged_prefill_attention),
-                       rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
-                       decoder_layer=_decoder_layer.decoder_layer_cpu,
-                       decoder_stack=_decoder_layer.DecoderStack.build, argmax=_argmax.argmax_cpu)
-    return Kernels()
+    go through the C kernels when they could be built, and prefill attention through SDPA always."""
+    if torch.device(device).type != "cpu":
+        return Kernels()
+    prefill = _prefill_attention.paged_prefill_attention  # torch's own fused kernel: needs no C build
+    if not _cpu_build.available():
+        return Kernels(attention=partial(_batched_attention.paged_attention_batched, prefill=prefill))
+    return Kernels(attention=partial(_batched_attention.paged_attention_batched,
+                                     decode=_cpu_decode.decode_attention_or_batched, prefill=prefill),
+                   rms_norm=_norm.rms_norm_cpu, rope_write_kv=_rope.rope_write_kv_cpu,
+                   decoder_layer=_decoder_layer.decoder_layer_cpu,
+                   decoder_stack=_decoder_layer.DecoderStack.build, argmax=_argmax.argmax_cpu)

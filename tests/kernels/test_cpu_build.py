@@ -1,5 +1,6 @@
 """Building and loading the C kernels: the cache location, and the fallbacks that must cost only
-speed (no compiler, a failed build, or GROKD_CPU_KERNELS=0)."""
+speed (no compiler, a failed build, or GROKD_CPU_KERNELS=0): the PyTorch paths, with prefill
+attention still on torch's fused SDPA, which needs no build."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ _PROBE = (
     "from kernels.norm import rms_norm, rms_norm_cpu\n"
     "x = torch.randn(3, 64).bfloat16(); w = torch.ones(64).bfloat16()\n"
     "assert torch.equal(rms_norm_cpu(x, w, 1e-5), rms_norm(x, w, 1e-5))\n"
-    "print(cpu_build.library() is None, select_kernels('cpu') == Kernels())\n"
+    "from kernels.prefill_attention import paged_prefill_attention\n"
+    "k = select_kernels('cpu')\n"
+    "plain = Kernels()\n"
+    "print(cpu_build.library() is None, k.decoder_layer is None and k.decoder_stack is None\n"
+    "      and k.rms_norm is plain.rms_norm and k.rope_write_kv is plain.rope_write_kv\n"
+    "      and k.attention.keywords == {'prefill': paged_prefill_attention})\n"
 )
 
 
