@@ -28,9 +28,15 @@ serve: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The whole suite on this CPU's tier, then the CPU-tier tests once more for each tier below it, in
+# processes capped at that tier (grokd.kernels.cpu_tier): an AVX-512 machine proves AVX2 and generic too.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
+	@for tier in $$($(BIN)/python -m grokd.kernels.cpu_tier --below); do \
+	  echo "== CPU-tier tests capped at $$tier"; \
+	  env $$($(BIN)/python -m grokd.kernels.cpu_tier --env $$tier) $(BIN)/python -m pytest -q -ra -m cpu_tier || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

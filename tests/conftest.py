@@ -12,11 +12,31 @@ SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 GROK1_TINY = SHARED_DIR / "fixtures" / "grok1-tiny"
 
 
+# Tests whose results depend on which CPU kernels run: every kernel against its PyTorch twin, the
+# golden-fixture parity of both model families, and batch invariance. ``make test`` runs them again
+# (``-m cpu_tier``) once per CPU tier below the machine's, in a process capped at that tier
+# (``grokd.kernels.cpu_tier``), so one machine proves the paths of every CPU below it.
+CPU_TIER_TESTS = ("kernels/", "engine/models/", "engine/test_engine_grok1.py", "engine/test_kv_cache_int8.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``@pytest.mark.gpu`` tests run only where CUDA is present (the lent GPU machine, a user's
-    box); CI has none, so they are skipped there with the reason shown."""
+    """Marks the CPU-tier tests (``CPU_TIER_TESTS``) and deselects the tests of the C kernels
+    (``@pytest.mark.c_kernels``) where the CPU tier has none. ``@pytest.mark.gpu`` tests run only where CUDA
+    is present (a GPU machine, a user's box); CI has none, so they are skipped there with the reason
+    shown."""
     import torch
 
+    from grokd.kernels import cpu_tier
+
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        relative = item.path.resolve().relative_to(tests_dir).as_posix()
+        if relative.startswith(CPU_TIER_TESTS):
+            item.add_marker(pytest.mark.cpu_tier)
+    if not cpu_tier.active().has_c_kernels:  # aarch64, or a process capped at the generic tier
+        absent = [item for item in items if "c_kernels" in item.keywords]
+        config.hook.pytest_deselected(items=absent)
+        items[:] = [item for item in items if "c_kernels" not in item.keywords]
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -76,7 +96,7 @@ def grok1_tokenizer_path(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    from weights.default_model import default_model_path
+    from grokd.weights.default_model import default_model_path
 
     try:
         return default_model_path()
@@ -86,14 +106,14 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_checkpoint(smollm2_gguf: Path):
-    from weights.gguf_reader import read_gguf
+    from grokd.weights.gguf_reader import read_gguf
 
     return read_gguf(smollm2_gguf)
 
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer(smollm2_checkpoint):
-    from engine.hf_tokenizer import HFTokenizer
+    from grokd.engine.hf_tokenizer import HFTokenizer
 
     return HFTokenizer.from_source(smollm2_checkpoint.tokenizer)
 

@@ -1,11 +1,11 @@
 """The interference benchmark's pure pieces: batch lines the Batches API accepts, the report row.
-(The measurement itself is a real ``grokd serve`` run: ``python -m benchmarks.batch_interference``.)"""
+(The measurement itself is a real ``grokd serve`` run: ``python -m grokd.benchmarks.batch_interference``.)"""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.batch_interference import batch_jsonl, markdown_row
+from grokd.benchmarks.batch_interference import batch_jsonl, markdown_row
 
 
 def test_batch_lines_are_chat_requests_with_unique_ids() -> None:

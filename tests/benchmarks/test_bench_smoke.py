@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from benchmarks.roofline import machine_limits, weight_bytes_per_step
-from server.cli import main as grokd
+from grokd.benchmarks.roofline import machine_limits, weight_bytes_per_step
+from grokd.server.cli import main as grokd
 from tests.server.serving import start_process
 
 # the fixture has no tokenizer: per-token logprobs make every token its own streamed chunk
@@ -66,9 +66,9 @@ def test_bench_offline_engine_only(tmp_path) -> None:
 def test_roofline_limits_and_moe_bytes() -> None:
     lim = machine_limits(buffer_mb=16, matmul_n=256, reps=2)
     assert all(v > 0 for v in lim.values())
-    from benchmarks.offline import FIXTURE
-    from engine.config import ModelLoadConfig
-    from engine.loader import load_model_and_tokenizer
+    from grokd.benchmarks.offline import FIXTURE
+    from grokd.engine.config import ModelLoadConfig
+    from grokd.engine.loader import load_model_and_tokenizer
 
     if not FIXTURE.is_dir():
         pytest.skip("fixture missing")
@@ -81,9 +81,9 @@ def test_roofline_limits_and_moe_bytes() -> None:
 def test_weight_bytes_count_packed_and_int8_heads_once() -> None:
     """Packed bf16 weights and int8 projections (outside ``parameters()``) are each counted once;
     the output head's own copy replaces the tied embedding table in the per-step bytes."""
-    from engine.config import ModelLoadConfig
-    from engine.loader import load_model_and_tokenizer
-    from kernels.cpu_linear import PanelWeight
+    from grokd.engine.config import ModelLoadConfig
+    from grokd.engine.loader import load_model_and_tokenizer
+    from grokd.kernels.cpu_linear import PanelWeight
 
     fp32, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="float32"))  # nothing packed
     dense = sum(p.numel() for p in fp32.parameters()) * 2  # the same weights in bf16

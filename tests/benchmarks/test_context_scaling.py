@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from benchmarks.context_scaling import summarize
-from benchmarks.offline import FIXTURE
-from server.cli import main as grokd
+from grokd.benchmarks.context_scaling import summarize
+from grokd.benchmarks.offline import FIXTURE
+from grokd.server.cli import main as grokd
 
 
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason="fixture missing")

@@ -4,8 +4,8 @@ require on ``/v1/completions``."""
 
 from __future__ import annotations
 
-from benchmarks.loadgen import Target
-from benchmarks.workload import synthetic
+from grokd.benchmarks.loadgen import Target
+from grokd.benchmarks.workload import synthetic
 
 
 def test_completions_body_carries_token_ids_by_default() -> None:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from benchmarks.stats import SLO, RequestResult, aggregate, goodput, percentile, summarize
-from benchmarks.workload import sharegpt, synthetic
+from grokd.benchmarks.stats import SLO, RequestResult, aggregate, goodput, percentile, summarize
+from grokd.benchmarks.workload import sharegpt, synthetic
 
 
 def test_percentile_interpolates_like_numpy_linear() -> None:

@@ -31,7 +31,7 @@ MAX_TOKENS = 3
 # `grokd serve` exactly (server.serve_cli), without importing the other subcommands' modules.
 SERVE = (
     "import argparse, sys\n"
-    "from server import serve_cli\n"
+    "from grokd.server import serve_cli\n"
     "parser = argparse.ArgumentParser(prog='grokd')\n"
     "serve_cli.add_cli(parser.add_subparsers(dest='command', required=True))\n"
     "args = parser.parse_args(sys.argv[1:])\n"
@@ -41,11 +41,11 @@ SERVE = (
 # Used only until `grokd serve --state-dir` mounts the jobs itself: the same composition.
 FALLBACK_SERVER = """
 import sys, uvicorn
-from server.app import create_app
-from server.config import ServerConfig
-from server.jobs import JobsConfig
-from server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
-from server.serve_cli import build_state
+from grokd.server.app import create_app
+from grokd.server.config import ServerConfig
+from grokd.server.jobs import JobsConfig
+from grokd.server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
+from grokd.server.serve_cli import build_state
 state_dir, port = sys.argv[1], int(sys.argv[2])
 state = build_state(ServerConfig(dtype="float32", max_model_len=512, port=port, state_dir=state_dir))
 app = create_app(state)
@@ -60,9 +60,9 @@ uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning")
 
 
 def _serve_integrated() -> bool:
-    from server import app as app_module
+    from grokd.server import app as app_module
 
-    return "server.jobs" in Path(app_module.__file__).read_text()
+    return "grokd.server.jobs" in Path(app_module.__file__).read_text()
 
 
 def _free_port() -> int:

@@ -31,11 +31,11 @@ class LiveServer:
     def __init__(self, state_dir) -> None:
         import uvicorn
 
-        from server.app import create_app
-        from server.config import ServerConfig
-        from server.jobs import JobsConfig
-        from server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
-        from server.serve_cli import build_state
+        from grokd.server.app import create_app
+        from grokd.server.config import ServerConfig
+        from grokd.server.jobs import JobsConfig
+        from grokd.server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
+        from grokd.server.serve_cli import build_state
 
         self.port = _free_port()
         config = ServerConfig(dtype="float32", max_model_len=512, port=self.port, state_dir=str(state_dir))

@@ -8,7 +8,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from server.config import ServerConfig
+from grokd.server.config import ServerConfig
 from tests.server.serving import LiveServer, start_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -55,7 +55,7 @@ def test_non_stream(greedy, model: str) -> None:
 
 
 def test_prompt_tokens_equal_tokenize_text_of_rendered_prompt(server: LiveServer, greedy, model: str) -> None:
-    from engine.chat_template import render_chat
+    from grokd.engine.chat_template import render_chat
 
     engine = server.state.engine
     rendered = render_chat(QUESTION, template=engine.model_info.chat_template, tokenizer=engine.tokenizer,
@@ -234,8 +234,8 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 def _structured_available() -> bool:
     try:
-        import engine.structured.tool_calls  # noqa: F401
-        import engine.structured.validation  # noqa: F401
+        import grokd.engine.structured.tool_calls  # noqa: F401
+        import grokd.engine.structured.validation  # noqa: F401
     except ImportError:
         return False
     return True

@@ -6,14 +6,14 @@ import pytest
 import torch
 from engine_helpers import FirstK
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
-from engine.llm_engine import LLMEngine
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from grokd.engine.llm_engine import LLMEngine
 
 
 @pytest.fixture(scope="session")
 def tiny_model(grok1_tiny_dir):
-    import weights
-    from engine.models.grok1 import Grok1ForCausalLM
+    from grokd import weights
+    from grokd.engine.models.grok1 import Grok1ForCausalLM
 
     ckpt = weights.load(grok1_tiny_dir)
     # float32 storage of bf16(int8 x scale) is exactly the reference's effective weight, and
@@ -23,7 +23,7 @@ def tiny_model(grok1_tiny_dir):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(grok1_tokenizer_path):
-    from engine.sp_tokenizer import SentencePieceTokenizer
+    from grokd.engine.sp_tokenizer import SentencePieceTokenizer
 
     return FirstK(SentencePieceTokenizer(grok1_tokenizer_path), 1024)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.llm_engine import LLMEngine
+from grokd.engine.llm_engine import LLMEngine
 
 
 class FirstK:

@@ -7,12 +7,12 @@ import time
 import pytest
 from engine_helpers import assert_idle
 
-from engine.async_engine import AsyncEngine
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig
-from engine.errors import ContextLengthError, EngineDeadError, QueueFullError
-from engine.llm_engine import LLMEngine
-from engine.logits_processors import LogitsProcessor, sampler
-from engine.sampling_params import SamplingParams
+from grokd.engine.async_engine import AsyncEngine
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig
+from grokd.engine.errors import ContextLengthError, EngineDeadError, QueueFullError
+from grokd.engine.llm_engine import LLMEngine
+from grokd.engine.logits_processors import LogitsProcessor, sampler
+from grokd.engine.sampling_params import SamplingParams
 
 
 @pytest.fixture

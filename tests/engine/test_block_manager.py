@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.block_manager import BlockManager
+from grokd.engine.block_manager import BlockManager
 
 
 @dataclass

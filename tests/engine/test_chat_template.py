@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chat_template import PLAIN_STOP_STRINGS, render_chat
+from grokd.engine.chat_template import PLAIN_STOP_STRINGS, render_chat
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],

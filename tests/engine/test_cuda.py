@@ -8,11 +8,11 @@ import pytest
 import torch
 from engine_helpers import assert_idle, run_all
 
-import weights
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
-from engine.llm_engine import LLMEngine
-from engine.models.grok1 import Grok1ForCausalLM
-from engine.sampling_params import SamplingParams
+from grokd import weights
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from grokd.engine.llm_engine import LLMEngine
+from grokd.engine.models.grok1 import Grok1ForCausalLM
+from grokd.engine.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.gpu
 
@@ -98,7 +98,7 @@ def test_cuda_graph_decode_matches_eager(tmp_path, kv_cache_dtype):
     """Decode steps replayed from captured graphs give the eager engine's tokens and logprobs,
     over batch sizes that need padding (5 rows -> 8) and contexts crossing block buckets, over a
     float32 pool and an int8 one (dequantized inside the graph)."""
-    from engine.models.llama import LlamaForCausalLM
+    from grokd.engine.models.llama import LlamaForCausalLM
 
     path = tiny_llama_dir(tmp_path)
     ckpt = weights.load(path)
@@ -135,9 +135,9 @@ def test_moe_model_stays_eager_on_cuda(grok1_tiny_dir):
 def test_dense_llama_on_cuda_matches_cpu(tmp_path):
     """A tiny random Llama (GQA, untied head) in the HF layout: CUDA logits equal the CPU's in
     float32, and bf16 on CUDA stays close."""
-    from engine.models.llama import LlamaForCausalLM
-    from kernels.attention import kv_cache_shape
-    from kernels.metadata import AttentionMetadata
+    from grokd.engine.models.llama import LlamaForCausalLM
+    from grokd.kernels.attention import kv_cache_shape
+    from grokd.kernels.metadata import AttentionMetadata
 
     ckpt = weights.load(tiny_llama_dir(tmp_path))
     ids = torch.randint(0, 512, (37,))

@@ -12,9 +12,9 @@ import pytest
 import torch
 from engine_helpers import assert_idle, run_all
 
-from engine.decode_graphs import block_buckets, bucket
-from engine.model_runner import ModelRunner
-from engine.sampling_params import SamplingParams
+from grokd.engine.decode_graphs import block_buckets, bucket
+from grokd.engine.model_runner import ModelRunner
+from grokd.engine.sampling_params import SamplingParams
 
 
 def with_graph_runner(engine, mode: str = "eager", kv_cache_dtype: str = "auto"):
@@ -97,7 +97,7 @@ def test_prefill_and_mixed_steps_stay_on_the_plain_path(make_engine, grok1_tiny_
 
 
 def test_bad_mode_is_refused(tiny_model):
-    from engine.config import CacheConfig
+    from grokd.engine.config import CacheConfig
 
     with pytest.raises(ValueError, match="decode_graphs"):
         ModelRunner(tiny_model[0], CacheConfig(num_blocks=4), torch.float32, "cpu", 4, decode_graphs="always")

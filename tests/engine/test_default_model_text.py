@@ -3,9 +3,9 @@ detokenisation equals a full decode, and a stop string spanning tokens is cut an
 
 import pytest
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
-from engine.llm import LLM
-from engine.sampling_params import SamplingParams
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from grokd.engine.llm import LLM
+from grokd.engine.sampling_params import SamplingParams
 
 
 @pytest.fixture(scope="module")

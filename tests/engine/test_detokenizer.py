@@ -2,12 +2,12 @@
 
 import pytest
 
-from engine.detokenizer import Detokenizer
+from grokd.engine.detokenizer import Detokenizer
 
 
 @pytest.fixture(scope="module")
 def tok(grok1_tokenizer_path):
-    from engine.sp_tokenizer import SentencePieceTokenizer
+    from grokd.engine.sp_tokenizer import SentencePieceTokenizer
 
     return SentencePieceTokenizer(grok1_tokenizer_path)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from engine_helpers import assert_idle, run_all
 
-from engine.errors import ContextLengthError, QueueFullError
-from engine.logits_processors import LogitsProcessor, sampler
-from engine.request import Priority
-from engine.sampling_params import SamplingParams
+from grokd.engine.errors import ContextLengthError, QueueFullError
+from grokd.engine.logits_processors import LogitsProcessor, sampler
+from grokd.engine.request import Priority
+from grokd.engine.sampling_params import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 
@@ -278,7 +278,7 @@ def test_structured_output_through_the_grammar_seam(make_engine, tiny_tokenizer)
     import json
 
     pytest.importorskip("llguidance")
-    specs = pytest.importorskip("engine.structured.specs")
+    specs = pytest.importorskip("grokd.engine.structured.specs")
     eng = make_engine(tokenizer=tiny_tokenizer)
     params = SamplingParams(temperature=0.7, seed=1, max_tokens=40, structured=specs.JsonObjectSpec())
     eng.add_request("j", [5, 6, 7, 8], params)

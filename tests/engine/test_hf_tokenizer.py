@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from engine.hf_tokenizer import HFTokenizer, bytes_to_unicode
-from engine.tokenizer import Tokenizer
-from weights.checkpoint import TokenizerSource
+from grokd.engine.hf_tokenizer import HFTokenizer, bytes_to_unicode
+from grokd.engine.tokenizer import Tokenizer
+from grokd.weights.checkpoint import TokenizerSource
 
 TEXTS = [
     "Hello world!",
@@ -145,7 +145,7 @@ SPM_TEXTS = [
 
 
 def test_gguf_sentencepiece_vocab(spm_gguf) -> None:
-    from weights.gguf_reader import read_gguf
+    from grokd.weights.gguf_reader import read_gguf
 
     tok = HFTokenizer.from_source(read_gguf(spm_gguf).tokenizer)
     assert tok.bos_token_id == 1 and tok.eos_token_ids == [2]

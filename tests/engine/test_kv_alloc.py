@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model_runner import zeros_lazy
+from grokd.engine.model_runner import zeros_lazy
 from tests.kernels.test_host_memory import resident_bytes, vm_flags
 
 

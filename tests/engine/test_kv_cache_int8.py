@@ -7,10 +7,10 @@ import pytest
 import torch
 from engine_helpers import run_all
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
-from engine.llm_engine import LLMEngine
-from engine.model_runner import kv_bytes_per_block
-from engine.sampling_params import SamplingParams
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from grokd.engine.llm_engine import LLMEngine
+from grokd.engine.model_runner import kv_bytes_per_block
+from grokd.engine.sampling_params import SamplingParams
 
 
 class Dims(torch.nn.Module):
@@ -67,8 +67,8 @@ def test_grok1_tiny_int8_pool_gives_the_same_tokens_alone_batched_and_chunked(ti
 def test_smollm2_greedy_chat_answer_is_the_same_with_an_int8_pool(smollm2_checkpoint, smollm2_tokenizer):
     """The default model in bf16 through the CPU kernels (RoPE + quantized write, decode attention,
     the fused layer): an int8 pool gives the bf16 pool's greedy answer to a factual question."""
-    from engine.chat_template import render_chat
-    from engine.models.llama import LlamaForCausalLM
+    from grokd.engine.chat_template import render_chat
+    from grokd.engine.models.llama import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "auto", "cpu")
     text = render_chat([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from engine.config import CacheConfig, EngineConfig, ModelLoadConfig
-from engine.llm import LLM
-from engine.loader import MODEL_REGISTRY, TOKENIZER_REGISTRY, load_model_and_tokenizer
-from engine.sampling_params import SamplingParams
+from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig
+from grokd.engine.llm import LLM
+from grokd.engine.loader import MODEL_REGISTRY, TOKENIZER_REGISTRY, load_model_and_tokenizer
+from grokd.engine.sampling_params import SamplingParams
 
 
 def tiny_config(path, **model_kw) -> EngineConfig:
@@ -56,7 +56,7 @@ def test_llm_feeds_bounded_queue(grok1_tiny_dir, tiny_model, one_thread):
 
 
 def test_cli_generate_json(grok1_tiny_dir, grok1_tiny_reference, capsys, tiny_model, one_thread):
-    from server.cli import main
+    from grokd.server.cli import main
 
     case = grok1_tiny_reference["fp32"]["single"][0]
     ids = ",".join(map(str, case["prompt"]))

@@ -2,9 +2,9 @@
 
 import torch
 
-from engine.config import CacheConfig
-from engine.model_runner import kv_bytes_per_block, plan_num_blocks
-from engine.sampling_params import SamplingParams
+from grokd.engine.config import CacheConfig
+from grokd.engine.model_runner import kv_bytes_per_block, plan_num_blocks
+from grokd.engine.sampling_params import SamplingParams
 
 
 class Dims(torch.nn.Module):

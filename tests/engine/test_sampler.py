@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, sampler
-from engine.request import make_generator
-from engine.sampler import Sampler
-from engine.sampling_params import SamplingParams
+from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, sampler
+from grokd.engine.request import make_generator
+from grokd.engine.sampler import Sampler
+from grokd.engine.sampling_params import SamplingParams
 
 V = 8
 
@@ -218,7 +218,7 @@ def test_structured_mask_applies_even_with_custom_order(smp):
 
 
 def test_samplers_are_discovered_from_entry_points(monkeypatch):
-    import engine.logits_processors as lp
+    import grokd.engine.logits_processors as lp
 
     class EP:
         def load(self):

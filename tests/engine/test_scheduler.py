@@ -1,10 +1,10 @@
 """Scheduler policy without a model: the test plays the model runner (advance + append a token)."""
 
-from engine.block_manager import BlockManager
-from engine.config import SchedulerConfig
-from engine.request import Priority, Request, SeqStatus, Sequence
-from engine.sampling_params import SamplingParams
-from engine.scheduler import Scheduler
+from grokd.engine.block_manager import BlockManager
+from grokd.engine.config import SchedulerConfig
+from grokd.engine.request import Priority, Request, SeqStatus, Sequence
+from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.scheduler import Scheduler
 
 _ids = iter(range(10**6))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.sp_tokenizer import SentencePieceTokenizer
-from engine.tokenizer import Tokenizer
-from weights.checkpoint import TokenizerSource
+from grokd.engine.sp_tokenizer import SentencePieceTokenizer
+from grokd.engine.tokenizer import Tokenizer
+from grokd.weights.checkpoint import TokenizerSource
 
 PROMPT = "The answer to life the universe and everything is of course"
 IDS = [422, 3033, 356, 1180, 333, 9072, 360, 2175, 391, 359, 1805]

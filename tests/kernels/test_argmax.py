@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import argmax as am
-from kernels import cpu_build
-from kernels.dispatch import select_kernels
+from grokd.kernels import argmax as am
+from grokd.kernels.dispatch import select_kernels
 
-needs_library = pytest.mark.skipif(cpu_build.library() is None, reason="the C kernels could not be built here")
+needs_library = pytest.mark.c_kernels
 
 
 @needs_library

@@ -2,7 +2,7 @@
 
 import torch
 
-from kernels.attention import (
+from grokd.kernels.attention import (
     dequantize_kv,
     kv_cache_shape,
     kv_head_dim,
@@ -11,7 +11,7 @@ from kernels.attention import (
     sequence_kv,
     write_kv,
 )
-from kernels.metadata import AttentionMetadata
+from grokd.kernels.metadata import AttentionMetadata
 
 
 def dense_attention(q, k, v, scale, softcap):
@@ -52,7 +52,7 @@ def test_paged_matches_dense_with_chunked_prefill_and_scattered_blocks(device):
 def test_batched_decode_rows_match_the_reference_in_a_mixed_step(device):
     """Decode rows of different lengths plus a prefill chunk: batched path == per-sequence reference
     (on CUDA: the device's batched path against the CPU reference)."""
-    from kernels.batched_attention import paged_attention_batched
+    from grokd.kernels.batched_attention import paged_attention_batched
 
     torch.manual_seed(1)
     block_size, kv_heads, q_heads, d = 4, 2, 6, 8
@@ -89,7 +89,7 @@ def test_int8_pool_layout_and_attention_close_to_bf16(device):
     """An int8 pool: rows 4 bytes wider, written quantized, read back dequantized by both the
     per-sequence reference and the batched decode path (on CUDA: the device's batched path, as
     decode graphs replay it), within int8 error of the bf16 pool."""
-    from kernels.batched_attention import paged_attention_batched
+    from grokd.kernels.batched_attention import paged_attention_batched
 
     torch.manual_seed(3)
     block_size, kv_heads, q_heads, d = 4, 2, 6, 16

@@ -9,16 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernels import cpu_build
+import pytest
+
+from grokd.kernels import cpu_build
 
 _PROBE = (
     "import torch\n"
-    "from kernels import cpu_build\n"
-    "from kernels.dispatch import Kernels, select_kernels\n"
-    "from kernels.norm import rms_norm, rms_norm_cpu\n"
+    "from grokd.kernels import cpu_build\n"
+    "from grokd.kernels.dispatch import Kernels, select_kernels\n"
+    "from grokd.kernels.norm import rms_norm, rms_norm_cpu\n"
     "x = torch.randn(3, 64).bfloat16(); w = torch.ones(64).bfloat16()\n"
     "assert torch.equal(rms_norm_cpu(x, w, 1e-5), rms_norm(x, w, 1e-5))\n"
-    "from kernels.prefill_attention import paged_prefill_attention\n"
+    "from grokd.kernels.prefill_attention import paged_prefill_attention\n"
     "k = select_kernels('cpu')\n"
     "plain = Kernels()\n"
     "print(cpu_build.library() is None, k.decoder_layer is None and k.decoder_stack is None\n"
@@ -32,6 +34,7 @@ def _probe(**env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[2])
 
 
+@pytest.mark.c_kernels
 def test_cache_location_follows_the_grokd_convention(monkeypatch, tmp_path):
     monkeypatch.setenv("GROKD_CACHE_DIR", str(tmp_path / "grokd"))
     assert cpu_build.cache_root() == tmp_path / "grokd" / "kernels" and cpu_build.cache_root().is_dir()
@@ -46,6 +49,7 @@ def test_cache_location_follows_the_grokd_convention(monkeypatch, tmp_path):
     assert library is not None and library.path.name == "libgrokd_cpu.so" and library.path.stat().st_size > 0
 
 
+@pytest.mark.c_kernels
 def test_switched_off_or_no_compiler_means_the_pytorch_paths():
     off = _probe(GROKD_CPU_KERNELS="0")
     assert off.returncode == 0, off.stderr

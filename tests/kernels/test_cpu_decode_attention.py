@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import cpu_build
-from kernels import cpu_decode_attention as cda
-from kernels.attention import dequantize_kv, kv_cache_shape, paged_attention, quantize_kv
-from kernels.batched_attention import paged_attention_batched
-from kernels.dispatch import select_kernels
-from kernels.metadata import AttentionMetadata
+from grokd.kernels import cpu_build
+from grokd.kernels import cpu_decode_attention as cda
+from grokd.kernels.attention import dequantize_kv, kv_cache_shape, paged_attention, quantize_kv
+from grokd.kernels.batched_attention import paged_attention_batched
+from grokd.kernels.dispatch import select_kernels
+from grokd.kernels.metadata import AttentionMetadata
 from tests.kernels.paged_step import scattered_tables
+
+pytestmark = pytest.mark.c_kernels
 
 
 def test_kernel_is_built_and_shares_torchs_threads():

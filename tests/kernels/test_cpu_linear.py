@@ -1,4 +1,5 @@
-"""The AVX512-BF16 projection kernel against its twin, ``F.linear`` on the unpacked weight."""
+"""The projection kernels of the CPU tier this process runs (AVX512-BF16, AVX-512 or AVX2 ones) against
+their twins, ``F.linear`` on the unpacked weight and ``int8_linear_reference``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import cpu_linear, linear
+from grokd.kernels import cpu_linear, linear
 
-needs_kernel = pytest.mark.skipif(not cpu_linear.supports_weight(torch.zeros(32, 2, dtype=torch.bfloat16)),
-                                  reason="this CPU has no AVX512-BF16 (the oneDNN path is used instead)")
+# every x86 tier from avx2 up has both projection kernels; the generic one (aarch64) has none
+needs_kernel = pytest.mark.c_kernels
 
 
 def weight_and_input(rows: int, out_features: int, in_features: int, seed: int = 0):
@@ -91,9 +92,7 @@ def test_other_weights_keep_the_other_paths():
         cpu_linear.linear(torch.randn(2, 32), cpu_linear.pack(torch.randn(64, 32).bfloat16()))
 
 
-needs_int8_kernel = pytest.mark.skipif(
-    not cpu_linear.supports_int8(torch.zeros(32, 2, dtype=torch.int8), torch.ones(32, dtype=torch.bfloat16)),
-    reason="this CPU has no AVX-512 (torch's int8 kernel is used instead)")
+needs_int8_kernel = pytest.mark.c_kernels
 
 
 @needs_int8_kernel
@@ -101,7 +100,7 @@ needs_int8_kernel = pytest.mark.skipif(
 def test_int8_matches_its_reference(rows):
     w, x = weight_and_input(rows, 64, 100, seed=rows)
     q = linear.quantize_int8(w, torch.bfloat16)
-    packed = cpu_linear.pack_int8(q.qweight, q.scales, vnni=False)  # the weight-only kernel (AVX-512)
+    packed = cpu_linear.pack_int8(q.qweight, q.scales, vnni=False)  # the weight-only kernel (AVX-512 or AVX2)
     assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.nbytes() == 64 * 100 + 64 * 4
     assert torch.equal(packed.packed.transpose(1, 2).reshape(64, 100), q.qweight)
     got = linear.dense_linear(x, packed)

@@ -8,13 +8,15 @@ import dataclasses
 import pytest
 import torch
 
-from engine.models.llama import LlamaForCausalLM
-from kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
-from kernels.cpu_linear import Int8PanelWeight, PanelWeight
-from kernels.decoder_layer import StackOutput
-from kernels.dispatch import select_kernels
-from kernels.metadata import AttentionMetadata
+from grokd.engine.models.llama import LlamaForCausalLM
+from grokd.kernels.attention import dequantize_kv, kv_cache_shape, quantize_kv
+from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
+from grokd.kernels.decoder_layer import StackOutput
+from grokd.kernels.dispatch import select_kernels
+from grokd.kernels.metadata import AttentionMetadata
 from tests.kernels.paged_step import scattered_tables
+
+pytestmark = pytest.mark.c_kernels
 
 CONFIG = {"hidden_size": 128, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
           "num_key_value_heads": 2, "vocab_size": 96, "rms_norm_eps": 1e-5, "max_position_embeddings": 512,
@@ -89,8 +91,7 @@ def counting_calls(fused: LlamaForCausalLM, path: str) -> list[bool]:
 @pytest.mark.parametrize("rows", [1, 5, 16])
 def test_fused_layer_matches_the_models_ops(rows, kv_dtype, weights, path):
     fused, plain = model_pair(int8=weights == "int8")
-    if not isinstance(fused.layers[0].mlp.down_weight, Int8PanelWeight if weights == "int8" else PanelWeight):
-        pytest.skip("this CPU has no kernel for these projections: the fused layer never takes a step")
+    assert isinstance(fused.layers[0].mlp.down_weight, Int8PanelWeight if weights == "int8" else PanelWeight)
     ids, positions, caches, meta = decode_step(rows, seed=rows, kv_dtype=kv_dtype)
     plain_caches = [c.clone() for c in caches]
     calls = counting_calls(fused, path)
@@ -121,8 +122,7 @@ def test_the_stack_is_the_layers_one_after_another(kv_dtype):
     """One call for the whole stack runs the same kernels as one call per layer: the same bits, in
     the residual stream and in every pool."""
     fused, _ = model_pair()
-    if fused.decoder_stack is None:
-        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    assert fused.decoder_stack is not None
     ids, positions, caches, meta = decode_step(7, seed=3, kv_dtype=kv_dtype)
     layer_caches = [c.clone() for c in caches]
     with torch.no_grad():
@@ -137,12 +137,11 @@ def test_the_stack_is_the_layers_one_after_another(kv_dtype):
 def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
     """Layer 1 of the C stack refuses (a head dim RoPE does not take): the call reports one layer
     done and leaves the residual stream as layer 0 left it, not half-way through layer 1."""
-    from kernels import cpu_build
-    from kernels.decoder_layer import DecoderStack, _layer_struct, _step_struct, _Weights
+    from grokd.kernels import cpu_build
+    from grokd.kernels.decoder_layer import DecoderStack, _layer_struct, _step_struct, _Weights
 
     fused, _ = model_pair()
-    if fused.decoder_stack is None:
-        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    assert fused.decoder_stack is not None
     wide = LlamaForCausalLM({**CONFIG, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 544},
                             dtype=torch.bfloat16, kernels=select_kernels("cpu"))
     wide.pack_weights()
@@ -172,8 +171,7 @@ def test_the_model_runs_the_layers_a_stack_left():
     """When the stack stops after layer 0, the model runs layer 1 itself: the same result as the
     whole stack."""
     fused, _ = model_pair()
-    if fused.decoder_stack is None:
-        pytest.skip("this CPU has no kernel for these projections: there is no stack")
+    assert fused.decoder_stack is not None
     ids, positions, caches, meta = decode_step(4, seed=9)
     partial_caches = [c.clone() for c in caches]
     with torch.no_grad():

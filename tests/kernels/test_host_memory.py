@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from kernels import cpu_linear, host_memory
+from grokd.kernels import cpu_linear, host_memory
 
 # a kernel built without transparent huge pages refuses the advice: the memory is then plain pages
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()

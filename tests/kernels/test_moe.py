@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from kernels.moe import ExpertWeights, moe_forward, route
-from kernels.quant import dequantize
+from grokd.kernels.moe import ExpertWeights, moe_forward, route
+from grokd.kernels.quant import dequantize
 
 
 def _naive(x, router, wg, wv, w1, k):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.attention import kv_cache_shape, paged_attention, quantize_kv
-from kernels.batched_attention import paged_attention_batched
-from kernels.dispatch import select_kernels
-from kernels.metadata import AttentionMetadata
-from kernels.prefill_attention import paged_prefill_attention
+from grokd.kernels.attention import kv_cache_shape, paged_attention, quantize_kv
+from grokd.kernels.batched_attention import paged_attention_batched
+from grokd.kernels.dispatch import select_kernels
+from grokd.kernels.metadata import AttentionMetadata
+from grokd.kernels.prefill_attention import paged_prefill_attention
 from tests.kernels.paged_step import scattered_tables
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from kernels.quant import dequantize, int8_linear, quantize_int8
+from grokd.kernels.quant import dequantize, int8_linear, quantize_int8
 
 
 def _naive_weight(w8: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

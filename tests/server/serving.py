@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from server.app import ServerState, create_app
-from server.config import ServerConfig
+from grokd.server.app import ServerState, create_app
+from grokd.server.config import ServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ class LiveServer:
 
 def start_server(config: ServerConfig, *, setup: Any = None, timeout: float = 300.0) -> LiveServer:
     """Load the model named by ``config``, serve it in a thread, return once /ready answers."""
-    from engine.async_engine import AsyncEngine
+    from grokd.engine.async_engine import AsyncEngine
 
     state = ServerState.build(config, AsyncEngine(config.engine_config()))
     live = serve_state(state, setup=setup)
@@ -105,7 +105,7 @@ def start_process(args: list[str], timeout: float = 300.0, env: dict[str, str] |
     port = free_port()
     env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "grokd.server.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

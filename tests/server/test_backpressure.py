@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from server.app import ServerState
-from server.config import ServerConfig
+from grokd.server.app import ServerState
+from grokd.server.config import ServerConfig
 from tests.server.serving import LiveServer, serve_state, start_process, start_server, wait_ready
 
 MODEL = "grok1-tiny"
@@ -140,7 +140,7 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(grok1_tiny_dir) -> None:
 
 def test_503_not_ready_while_the_model_loads(grok1_tiny_dir) -> None:
     """grokd serve listens before loading: /health is up, everything else says 503 until ready."""
-    from engine.async_engine import AsyncEngine
+    from grokd.engine.async_engine import AsyncEngine
 
     config = ServerConfig(model=str(grok1_tiny_dir), dtype="float32")
     go = threading.Event()

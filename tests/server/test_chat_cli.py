@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 
-from engine.outputs import CompletionOutput, RequestOutput
-from server.chat_cli import ChatSession
-from server.cli import build_parser
+from grokd.engine.outputs import CompletionOutput, RequestOutput
+from grokd.server.chat_cli import ChatSession
+from grokd.server.cli import build_parser
 
 
 class FakeTokenizer:

@@ -8,8 +8,8 @@ import gc
 
 import pytest
 
-from server.errors import APIError
-from server.routes.generation import collect
+from grokd.server.errors import APIError
+from grokd.server.routes.generation import collect
 
 
 class _Request:
@@ -78,7 +78,7 @@ def test_cancelled_collect_leaves_no_unretrieved_exception(fail_on_cancel) -> No
 
 @pytest.mark.parametrize("fail_on_cancel", [False, True])
 def test_client_disconnect_gives_499_and_no_unretrieved_exception(monkeypatch, fail_on_cancel) -> None:
-    import server.routes.generation as generation
+    import grokd.server.routes.generation as generation
 
     monkeypatch.setattr(generation, "DISCONNECT_POLL_S", 0.01)
     calls = [_Call(fail_on_cancel), _Call(False)]

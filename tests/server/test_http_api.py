@@ -15,7 +15,7 @@ import pytest
 import torch
 from openai import OpenAI
 
-from server.config import ServerConfig
+from grokd.server.config import ServerConfig
 from tests.server.serving import LiveServer, start_server
 
 GOOD = "sk-good-key-0123456789"

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from engine.outputs import CompletionOutput, RequestOutput
-from server.auth import Authenticator, hash_key
-from server.config import ServerConfig, load_config
-from server.errors import APIError
-from server.registry import ModelRegistry, system_fingerprint
+from grokd.engine.outputs import CompletionOutput, RequestOutput
+from grokd.server.auth import Authenticator, hash_key
+from grokd.server.config import ServerConfig, load_config
+from grokd.server.errors import APIError
+from grokd.server.registry import ModelRegistry, system_fingerprint
 
 
 def test_config_precedence_cli_env_file_defaults(tmp_path) -> None:
@@ -47,7 +47,7 @@ def test_engine_config_from_server_config() -> None:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    from server.serve_cli import add_cli
+    from grokd.server.serve_cli import add_cli
 
     parser = argparse.ArgumentParser(prog="grokd")
     add_cli(parser.add_subparsers(dest="command"))
@@ -55,7 +55,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def test_serve_cli_flags(monkeypatch) -> None:
-    from server.serve_cli import config_from_args
+    from grokd.server.serve_cli import config_from_args
 
     monkeypatch.setenv("GROKD_MAX_NUM_SEQS", "9")
     monkeypatch.setenv("GROKD_PORT", "4444")
@@ -69,8 +69,8 @@ def test_serve_cli_flags(monkeypatch) -> None:
 
 
 def test_jobs_flags_reach_jobs_config(monkeypatch, tmp_path) -> None:
-    from server.jobs import JobsConfig
-    from server.serve_cli import config_from_args
+    from grokd.server.jobs import JobsConfig
+    from grokd.server.serve_cli import config_from_args
 
     defaults = config_from_args(_serve_parser().parse_args(["serve"])).jobs_config(tmp_path)
     plain = JobsConfig(state_dir=tmp_path)
@@ -145,9 +145,9 @@ def test_registry_aliases_and_fingerprint() -> None:
 
 def test_stream_ends_with_in_band_error_event() -> None:
     """An engine failure after the stream started becomes ``data: {"error": ...}`` and no [DONE]."""
-    from server.metrics import ServerMetrics, TokenTimer
-    from server.routes.generation import EngineCall
-    from server.streaming import StreamFailure, sse_response
+    from grokd.server.metrics import ServerMetrics, TokenTimer
+    from grokd.server.routes.generation import EngineCall
+    from grokd.server.streaming import StreamFailure, sse_response
 
     async def outputs():
         yield RequestOutput("r1", [1, 2], [CompletionOutput(0, delta_text="hi", delta_token_ids=[5])])
@@ -212,7 +212,7 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
              (["--kv-cache-dtype", "fp4"], {}, "kv_cache_dtype: expected one of auto, int8, got 'fp4'"),
              ([], {"GROKD_KV_CACHE_DTYPE": "fp8"}, "kv_cache_dtype: expected one of auto, int8, got 'fp8'"))
     for extra, env, named in cases:
-        proc = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", "1", *extra],
+        proc = subprocess.run([sys.executable, "-m", "grokd.server.cli", "serve", "--port", "1", *extra],
                               capture_output=True, text=True, timeout=120, env={**os.environ, **env})
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("grokd serve: error: ") and "Traceback" not in proc.stderr
@@ -229,7 +229,7 @@ def test_the_cli_needs_no_test_or_bench_extras():
     code = ("import sys\n"
             "for name in ('openai', 'transformers', 'matplotlib'):\n"
             "    sys.modules[name] = None  # any import of them raises ImportError\n"
-            "from server.cli import build_parser\n"
+            "from grokd.server.cli import build_parser\n"
             "args = build_parser().parse_args(['serve', '--port', '1'])\n"
             "print(args.port)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from engine.models.grok1 import Grok1ForCausalLM
-from weights import load
-from weights.checkpoint import QuantizedWeight
-from weights.convert import convert
+from grokd.engine.models.grok1 import Grok1ForCausalLM
+from grokd.weights import load
+from grokd.weights.checkpoint import QuantizedWeight
+from grokd.weights.convert import convert
 
 from .helpers import release_copy
 
@@ -75,7 +75,7 @@ def test_rerun_skips_finished_shards_and_redoes_missing(grok1_tiny_dir, tmp_path
 def test_convert_cli(grok1_tiny_dir, tmp_path, capsys):
     import argparse
 
-    from weights.convert import add_cli
+    from grokd.weights.convert import add_cli
 
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))

@@ -14,7 +14,7 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.quants import quantize  # noqa: E402
 
-from weights.gguf_reader import read_gguf, unpermute_rope_rows  # noqa: E402
+from grokd.weights.gguf_reader import read_gguf, unpermute_rope_rows  # noqa: E402
 
 HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 256, 4, 2, 512, 16
 HEAD_DIM = HIDDEN // HEADS
@@ -208,7 +208,7 @@ def test_default_model_path_error_mentions_wheel(monkeypatch) -> None:
     import importlib.metadata
     import importlib.util
 
-    from weights import default_model
+    from grokd.weights import default_model
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from weights import load
-from weights.checkpoint import CheckpointError
-from weights.load import detect_format
-from weights.safetensors_reader import architecture_of
+from grokd.weights import load
+from grokd.weights.checkpoint import CheckpointError
+from grokd.weights.load import detect_format
+from grokd.weights.safetensors_reader import architecture_of
 
 
 def test_detects_each_layout(grok1_tiny_dir, tmp_path):

@@ -15,8 +15,8 @@ from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.quants import dequantize as gguf_dequantize  # noqa: E402
 from gguf.quants import quantize  # noqa: E402
 
-from weights import gguf_reader, load_cache  # noqa: E402
-from weights.gguf_reader import read_gguf  # noqa: E402
+from grokd.weights import gguf_reader, load_cache  # noqa: E402
+from grokd.weights.gguf_reader import read_gguf  # noqa: E402
 
 HIDDEN, HEADS, FFN = 64, 2, 256
 TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "ab", "Ġ", "Ġa", "é", "日本"]
@@ -163,7 +163,7 @@ def test_cache_hit_is_identical_to_a_cold_load(gguf_file, tmp_path) -> None:
     assert_same_checkpoint(cold, warm)
     assert_same_checkpoint(read_gguf(gguf_file, cache_dir=None), warm)
     # the tokenizer built from cached fields is the same tokenizer
-    from engine.hf_tokenizer import HFTokenizer
+    from grokd.engine.hf_tokenizer import HFTokenizer
 
     a, b = HFTokenizer.from_source(cold.tokenizer), HFTokenizer.from_source(warm.tokenizer)
     for text in ("ab a<|im_end|>", "Ġa é 日本"):
@@ -201,7 +201,7 @@ def test_corrupt_entry_is_ignored_and_rewritten(gguf_file, tmp_path, caplog, dam
         from safetensors.torch import save_file
 
         save_file({"x": torch.zeros(2)}, str(entry), metadata={"magic": "something-else"})
-    with caplog.at_level(logging.WARNING, logger="weights.load_cache"):
+    with caplog.at_level(logging.WARNING, logger="grokd.weights.load_cache"):
         ckpt = read_gguf(gguf_file, cache_dir=cache)
     assert "ignoring unreadable entry" in caplog.text
     assert_same_checkpoint(reference, ckpt)  # streams (and so rewrites) the entry
@@ -267,7 +267,7 @@ def test_default_cache_dir_is_outside_the_repo(monkeypatch, tmp_path) -> None:
 def test_unwritable_cache_dir_only_warns(gguf_file, tmp_path, caplog) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with caplog.at_level(logging.WARNING, logger="weights.load_cache"):
+    with caplog.at_level(logging.WARNING, logger="grokd.weights.load_cache"):
         tensors = materialise(read_gguf(gguf_file, cache_dir=blocker / "cache"))
     assert tensors and "could not write" in caplog.text
 

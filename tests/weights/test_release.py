@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from weights import load
-from weights.checkpoint import CheckpointError, QuantizedWeight
-from weights.release import GROK1_RELEASE_CONFIG, release_config, release_entries, restricted_load
+from grokd.weights import load
+from grokd.weights.checkpoint import CheckpointError, QuantizedWeight
+from grokd.weights.release import GROK1_RELEASE_CONFIG, release_config, release_entries, restricted_load
 
 from .helpers import release_copy, replace_file
 

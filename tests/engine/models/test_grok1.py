@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.models.grok1 import Grok1ForCausalLM
-from kernels.attention import kv_cache_shape
-from kernels.metadata import AttentionMetadata
-from weights import load
+from grokd.engine.models.grok1 import Grok1ForCausalLM
+from grokd.kernels.attention import kv_cache_shape
+from grokd.kernels.metadata import AttentionMetadata
+from grokd.weights import load
 
 BLOCK = 4
 
@@ -113,7 +113,7 @@ def test_dense_checkpoint_can_be_held_in_int8(grok1_tiny_dir, grok1_tiny_referen
 
 
 def test_wrong_architecture_and_bad_shapes_are_refused(grok1_tiny_dir):
-    from weights.checkpoint import CheckpointError
+    from grokd.weights.checkpoint import CheckpointError
 
     ckpt = load(grok1_tiny_dir / "hf")
     bad = dict(ckpt.tensors())
@@ -129,6 +129,6 @@ def test_wrong_architecture_and_bad_shapes_are_refused(grok1_tiny_dir):
 
 
 def _cfg(ckpt):
-    from engine.models.grok1 import Grok1Config
+    from grokd.engine.models.grok1 import Grok1Config
 
     return Grok1Config.from_dict(ckpt.config)

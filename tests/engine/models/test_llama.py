@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.chat_template import render_chat
-from engine.models.llama import LlamaForCausalLM
-from kernels.attention import kv_cache_shape
-from kernels.cpu_linear import Int8PanelWeight, PanelWeight
-from kernels.metadata import AttentionMetadata
+from grokd.engine.chat_template import render_chat
+from grokd.engine.models.llama import LlamaForCausalLM
+from grokd.kernels.attention import kv_cache_shape
+from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
+from grokd.kernels.linear import pack_weight
+from grokd.kernels.metadata import AttentionMetadata
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -136,20 +137,26 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
     outs = [_chat_prompt_logits(model, smollm2_tokenizer, 1) for model in (bf16, ours)]
     assert outs[0].dtype == torch.float32
     assert int(outs[0].argmax()) == int(outs[1].argmax())
-    if torch.backends.mkldnn.is_available():  # bf16 projections and the tied head run packed
+    if _packs_bf16():  # bf16 projections and the tied head run packed
         assert _is_packed(bf16.layers[0].mlp.gate_up_weight) and _is_packed(bf16.output_weight)
         assert not _is_packed(ours.layers[0].mlp.gate_up_weight)  # float32 stays dense
 
 
 def _is_packed(weight) -> bool:
-    """In one of ``kernels.linear.pack_weight``'s forms: AVX512-BF16 panels or oneDNN's layout."""
+    """In one of ``kernels.linear.pack_weight``'s forms: the C kernels' panels or oneDNN's layout."""
     return isinstance(weight, PanelWeight) or (isinstance(weight, torch.Tensor) and weight.is_mkldnn)
+
+
+def _packs_bf16() -> bool:
+    """Whether this CPU tier packs bf16 weights at all: its C kernels take them (every x86 tier but
+    generic), or oneDNN does (avx512 and up); on the generic tier they stay plain tensors."""
+    return _is_packed(pack_weight(torch.zeros(32, 2, dtype=torch.bfloat16)))
 
 
 def test_int8_weights_agree_with_float32_on_the_top_tokens(smollm2_checkpoint, ours, smollm2_tokenizer) -> None:
     """Weight-only int8 (``--weights-dtype int8``) over bf16 activations: quarter of fp32's bytes,
     same greedy choice on a chat prompt, and logits close to the float model's."""
-    from kernels.linear import Int8Weight
+    from grokd.kernels.linear import Int8Weight
 
     int8 = LlamaForCausalLM.from_checkpoint(smollm2_checkpoint, torch.bfloat16, "int8", "cpu")
     int8_forms = (Int8Weight, Int8PanelWeight)  # as quantised, or packed for the CPU kernel
@@ -170,8 +177,8 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
     """A tiny random Llama (untied lm_head, GQA, rope_theta) saved by transformers as safetensors,
     opened through weights.load and the engine loader's tokenizer path, matches transformers."""
     transformers = pytest.importorskip("transformers")
-    from engine.hf_tokenizer import HFTokenizer
-    from weights.load import load
+    from grokd.engine.hf_tokenizer import HFTokenizer
+    from grokd.weights.load import load
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
@@ -208,7 +215,7 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
 
     # bf16: an untied head is packed into ``output_weight`` and its dense copy freed
     bf16 = LlamaForCausalLM.from_checkpoint(ckpt, torch.bfloat16, "auto", "cpu")
-    if torch.backends.mkldnn.is_available():
+    if _packs_bf16():
         assert bf16.lm_head is None and _is_packed(bf16.output_weight)
         assert not any(n.startswith("lm_head") for n, _ in bf16.named_parameters())
     kv16 = [torch.zeros(kv_cache_shape(4, BLOCK_SIZE, 2, 16), dtype=torch.bfloat16) for _ in range(bf16.num_layers)]
@@ -218,7 +225,7 @@ def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) ->
 
 
 def test_rope_settings_both_config_styles_and_llama3_scaling() -> None:
-    from engine.models.llama import RotaryEmbedding, rope_settings
+    from grokd.engine.models.llama import RotaryEmbedding, rope_settings
 
     assert rope_settings({"rope_theta": 500.0}) == (500.0, None)
     assert rope_settings({"rope_parameters": {"rope_theta": 7.0, "rope_type": "default"}}) == (7.0, None)

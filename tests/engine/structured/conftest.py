@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.sp_tokenizer import SentencePieceTokenizer
-from engine.structured.backend import StructuredOutputBackend
+from grokd.engine.sp_tokenizer import SentencePieceTokenizer
+from grokd.engine.structured.backend import StructuredOutputBackend
 
 
 def _corpus(n: int = 3000) -> list[str]:

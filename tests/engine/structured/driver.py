@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.structured.backend import StructuredOutputBackend
+from grokd.engine.structured.backend import StructuredOutputBackend
 
 
 def drive(backend: StructuredOutputBackend, spec, seed: int, max_tokens: int = 120, scale: float = 4.0):

@@ -9,9 +9,9 @@ from driver import drive
 from structured_schemas import SCHEMAS
 from test_tool_calls import PARAMS, TOOLS
 
-from engine.structured.specs import HERMES_FORMAT, JsonSchemaSpec
-from engine.structured.tool_calls import parse_tool_output
-from engine.structured.validation import spec_from_request
+from grokd.engine.structured.specs import HERMES_FORMAT, JsonSchemaSpec
+from grokd.engine.structured.tool_calls import parse_tool_output
+from grokd.engine.structured.validation import spec_from_request
 
 
 def test_schemas_validate_on_smollm2_vocab(smollm2_backend):

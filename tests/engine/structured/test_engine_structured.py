@@ -13,10 +13,10 @@ from engine_helpers import assert_idle, run_all
 from structured_schemas import SCHEMAS
 from test_tool_calls import PARAMS, TOOLS
 
-from engine.sampling_params import SamplingParams
-from engine.structured.specs import GROK1_FORMAT, HERMES_FORMAT, JsonSchemaSpec
-from engine.structured.tool_calls import parse_tool_output
-from engine.structured.validation import spec_from_request
+from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.structured.specs import GROK1_FORMAT, HERMES_FORMAT, JsonSchemaSpec
+from grokd.engine.structured.tool_calls import parse_tool_output
+from grokd.engine.structured.validation import spec_from_request
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 from driver import drive
 from structured_schemas import SCHEMAS
 
-from engine.structured.specs import JsonObjectSpec, JsonSchemaSpec
-from engine.structured.state import batch_allowed_masks
+from grokd.engine.structured.specs import JsonObjectSpec, JsonSchemaSpec
+from grokd.engine.structured.state import batch_allowed_masks
 
 
 def test_all_schemas_compile(backend):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.chat_template import render_chat
-from engine.structured.prompting import inject_tools, template_supports_tools
-from engine.structured.specs import HERMES_FORMAT
-from engine.structured.tool_calls import parse_tool_output
+from grokd.engine.chat_template import render_chat
+from grokd.engine.structured.prompting import inject_tools, template_supports_tools
+from grokd.engine.structured.specs import HERMES_FORMAT
+from grokd.engine.structured.tool_calls import parse_tool_output
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"

@@ -11,9 +11,15 @@ import pytest
 import torch
 from driver import drive
 
-from engine.structured.specs import GROK1_FORMAT, HERMES_FORMAT, JsonObjectSpec, JsonSchemaSpec, ToolCallSpec
-from engine.structured.tool_calls import ToolCallStreamer, parse_tool_output
-from engine.structured.validation import spec_from_request, validate_json_schema
+from grokd.engine.structured.specs import (
+    GROK1_FORMAT,
+    HERMES_FORMAT,
+    JsonObjectSpec,
+    JsonSchemaSpec,
+    ToolCallSpec,
+)
+from grokd.engine.structured.tool_calls import ToolCallStreamer, parse_tool_output
+from grokd.engine.structured.validation import spec_from_request, validate_json_schema
 
 TOOLS = [
     {

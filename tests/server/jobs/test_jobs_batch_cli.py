@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from server.batch_cli import ensure_batch
-from server.cli import main as grokd
-from server.jobs.config import JobsConfig
-from server.jobs.runner import BatchRunner
-from server.jobs.store import JobStore
+from grokd.server.batch_cli import ensure_batch
+from grokd.server.cli import main as grokd
+from grokd.server.jobs.config import JobsConfig
+from grokd.server.jobs.runner import BatchRunner
+from grokd.server.jobs.store import JobStore
 
 from .jobs_helpers import FakeExecutor
 

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from server.errors import install_error_handlers
-from server.jobs import JobsConfig, JobsService
+from grokd.server.errors import install_error_handlers
+from grokd.server.jobs import JobsConfig, JobsService
 
 from .jobs_helpers import FakeExecutor, answer_for, chat_line, jsonl
 

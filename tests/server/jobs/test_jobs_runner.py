@@ -6,9 +6,9 @@ import asyncio
 import json
 from collections import Counter
 
-from server.jobs.config import BATCH_PRIORITY, JobsConfig
-from server.jobs.runner import BatchRunner
-from server.jobs.store import JobStore
+from grokd.server.jobs.config import BATCH_PRIORITY, JobsConfig
+from grokd.server.jobs.runner import BatchRunner
+from grokd.server.jobs.store import JobStore
 
 from .jobs_helpers import FakeExecutor, answer_for, chat_line, jsonl
 

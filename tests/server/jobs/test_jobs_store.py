@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from server.jobs.store import SCHEMA_VERSION, JobStore, StoreError, write_atomic
+from grokd.server.jobs.store import SCHEMA_VERSION, JobStore, StoreError, write_atomic
 
 
 def test_fresh_store_is_migrated_and_reopens(tmp_path):

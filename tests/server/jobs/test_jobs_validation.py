@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.jobs.validation import looks_like_jsonl, protocol_body_validator, validate_batch_file
+from grokd.server.jobs.validation import looks_like_jsonl, protocol_body_validator, validate_batch_file
 
 from .jobs_helpers import chat_line, jsonl
 

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
 
-from server.live import LiveContextError, LiveContextService, resolve
-from server.live.cli import add_arguments, config_from_args
+from grokd.server.live import LiveContextError, LiveContextService, resolve
+from grokd.server.live.cli import add_arguments, config_from_args
 
 from .conftest import CharTokenizer
 

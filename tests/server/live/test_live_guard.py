@@ -7,7 +7,13 @@ import ipaddress
 
 import pytest
 
-from server.live.http_guard import BlockedURLError, FetchError, FetchLimits, GuardedFetcher, is_public_address
+from grokd.server.live.http_guard import (
+    BlockedURLError,
+    FetchError,
+    FetchLimits,
+    GuardedFetcher,
+    is_public_address,
+)
 
 
 def _get(fetcher: GuardedFetcher, url: str):
@@ -132,7 +138,7 @@ def test_total_timeout(stub) -> None:
 
 def test_connect_time_check_catches_rebinding() -> None:
     """The transport re-checks at connect time even if the pre-check was skipped."""
-    from server.live.http_guard import AddressPolicy, _CheckedBackend
+    from grokd.server.live.http_guard import AddressPolicy, _CheckedBackend
 
     async def connect() -> None:
         await _CheckedBackend(AddressPolicy()).connect_tcp("127.0.0.1", 9)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.live.base import SourceQuery
-from server.live.local import IngestError, LocalConfig, LocalIndex, fts_query, parse_jsonl, parse_list
+from grokd.server.live.base import SourceQuery
+from grokd.server.live.local import IngestError, LocalConfig, LocalIndex, fts_query, parse_jsonl, parse_list
 
 NOW = time.time()
 
@@ -126,7 +126,7 @@ def test_no_terms_returns_newest(index) -> None:
     ],
 )
 def test_fts_syntax_cannot_be_injected(index, hostile: str) -> None:
-    from server.live.textutil import keywords
+    from grokd.server.live.textutil import keywords
 
     docs = index.search_sync(SourceQuery(text=hostile, terms=tuple(keywords(hostile))))
     assert isinstance(docs, list)

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from server.live.params import parse_search_parameters, resolve, split_live_search_tools
+from grokd.server.live.params import parse_search_parameters, resolve, split_live_search_tools
 
 
 def test_defaults() -> None:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.live.base import Document, LiveSourceError, SourceQuery
-from server.live.retrieval import (
+from grokd.server.live.base import Document, LiveSourceError, SourceQuery
+from grokd.server.live.retrieval import (
     LiveContextError,
     build_query,
     fetch_all,

@@ -8,8 +8,8 @@ import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
-from server.live import LiveConfig, LiveContextService, build_router
-from server.live.base import SourceQuery
+from grokd.server.live import LiveConfig, LiveContextService, build_router
+from grokd.server.live.base import SourceQuery
 
 
 def _client(tmp_path, **kwargs) -> tuple[TestClient, LiveContextService]:

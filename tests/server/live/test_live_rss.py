@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.live.base import LiveSourceError, SourceQuery
-from server.live.http_guard import GuardedFetcher
-from server.live.rss import RssConfig, RssSource
+from grokd.server.live.base import LiveSourceError, SourceQuery
+from grokd.server.live.http_guard import GuardedFetcher
+from grokd.server.live.rss import RssConfig, RssSource
 
 DATA = Path(__file__).parent / "data"
 ETAG = '"v1"'

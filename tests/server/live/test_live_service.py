@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.live import DEGRADED_HEADER, LiveConfig, LiveContextError, LiveContextService
-from server.live.base import Document, SourceQuery
-from server.live.local import parse_list
+from grokd.server.live import DEGRADED_HEADER, LiveConfig, LiveContextError, LiveContextService
+from grokd.server.live.base import Document, SourceQuery
+from grokd.server.live.local import parse_list
 
 from .conftest import CharTokenizer
 from .test_live_rss import DATA
@@ -121,8 +121,8 @@ def test_user_question_is_never_logged(service, stub, caplog) -> None:
 def test_serve_logging_keeps_search_urls_out() -> None:
     import logging
 
-    from server.config import ServerConfig
-    from server.serve_cli import configure_logging
+    from grokd.server.config import ServerConfig
+    from grokd.server.serve_cli import configure_logging
 
     loggers = [logging.getLogger(n) for n in ("httpx", "httpcore")]
     saved = [lg.level for lg in loggers]

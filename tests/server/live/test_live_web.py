@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.live.base import LiveSourceError, SourceNotConfiguredError, SourceQuery
-from server.live.http_guard import GuardedFetcher
-from server.live.service import LiveConfig, LiveContextService
-from server.live.web import SearxngBackend, SearxngConfig, WebSource
+from grokd.server.live.base import LiveSourceError, SourceNotConfiguredError, SourceQuery
+from grokd.server.live.http_guard import GuardedFetcher
+from grokd.server.live.service import LiveConfig, LiveContextService
+from grokd.server.live.web import SearxngBackend, SearxngConfig, WebSource
 
 RESULTS = {
     "query": "comet",

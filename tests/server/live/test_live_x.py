@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.live.base import LiveSourceError, SourceQuery
-from server.live.http_guard import GuardedFetcher
-from server.live.x import XConfig, XSource, build_query
+from grokd.server.live.base import LiveSourceError, SourceQuery
+from grokd.server.live.http_guard import GuardedFetcher
+from grokd.server.live.x import XConfig, XSource, build_query
 
 TOKEN = "test-bearer"
 NOW = datetime.now(UTC)

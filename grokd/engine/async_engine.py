@@ -1,0 +1,267 @@
+"""Asyncio front of the engine: the step loop runs in its own thread so HTTP never waits on a
+forward pass.
+
+Callers' adds and aborts go through a locked inbox the loop drains before each step; outputs
+come back through ``loop.call_soon_threadsafe`` into one ``asyncio.Queue`` per request. Only the
+loop thread touches the ``LLMEngine``, and it also builds it: torch's OpenMP runtime (libgomp)
+keeps one worker team per thread that ever ran a parallel op, and once the process holds more
+OpenMP threads than there are CPUs its barriers stop spinning and sleep in the kernel instead.
+Loading the model on another thread left a second team behind and made every decode step ~40%
+slower on a 2-core box (hundreds of futex sleeps per step); one thread for all model work avoids it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from grokd.engine.config import EngineConfig
+from grokd.engine.errors import EngineDeadError, QueueFullError
+from grokd.engine.llm_engine import EngineStats, LLMEngine
+from grokd.engine.outputs import CompletionOutput, RequestOutput
+from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 3  # after this many failed steps in a row the model is deemed broken
+
+__all__ = ["AsyncEngine", "EngineStats", "ModelInfo"]
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    max_model_len: int
+    vocab_size: int
+    fingerprint: str
+    chat_template: str | None
+    dtype: str
+    checkpoint_path: str
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class AsyncEngine:
+    def __init__(self, config: EngineConfig, engine: LLMEngine | None = None) -> None:
+        """Load model and tokenizer on the loop thread (or wrap a ready ``LLMEngine``); the loop
+        starts stepping in ``start``. Load errors are raised here, as from a direct build."""
+        self.config = config
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._started = False
+        self._stop = False
+        self.engine = self._spawn_loop_thread(engine)
+        self.tokenizer: Tokenizer = self.engine.tokenizer
+        ckpt = self.engine.checkpoint
+        self.model_info = ModelInfo(
+            architecture=getattr(ckpt, "architecture", type(self.engine.model).__name__),
+            max_model_len=self.engine.max_model_len,
+            vocab_size=self.engine.vocab_size,
+            fingerprint=getattr(ckpt, "fingerprint", "") or "",
+            chat_template=getattr(ckpt, "chat_template", None)
+            or getattr(self.tokenizer, "chat_template", None),
+            dtype=config.model.dtype,
+            checkpoint_path=str(getattr(ckpt, "path", config.model.model or "")),
+        )
+        self._adds: list[tuple[str, list[int], SamplingParams, int]] = []
+        self._aborts: list[str] = []
+        self._streams: dict[str, _Stream] = {}
+        self._accepting = True
+        self._stats = self.engine.stats()
+
+    @property
+    def structured_backend(self):
+        """The engine's grammar backend (the server may ``check`` specs with it for early 400s)."""
+        return self.engine.structured_backend
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def _spawn_loop_thread(self, engine: LLMEngine | None) -> LLMEngine:
+        """Start the loop thread, which builds the engine (unless given one) and then waits for
+        ``start``; returns the engine once it is built."""
+        built: queue.SimpleQueue[LLMEngine | BaseException] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._thread_main, args=(engine, built), name="grokd-engine",
+                                        daemon=True)
+        self._thread.start()
+        result = built.get()
+        if isinstance(result, BaseException):
+            self._thread.join()
+            raise result
+        return result
+
+    def _thread_main(self, engine: LLMEngine | None, built: queue.SimpleQueue) -> None:
+        try:
+            engine = engine if engine is not None else LLMEngine.from_config(self.config)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the constructor
+            built.put(exc)
+            return
+        built.put(engine)
+        with self._lock:
+            self._wake.wait_for(lambda: self._started or self._stop)
+            if not self._started:  # shut down before it was ever started
+                return
+        self._loop()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._stop:
+                return
+            self._started = True
+            self._wake.notify_all()
+        # Build the grammar backend's tokenizer table off the request path (0.2-1.3 s), so the
+        # first structured request does not pay for it.
+        threading.Thread(target=lambda: self.engine.structured_backend, name="grokd-grammar-warmup",
+                         daemon=True).start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout``, abort the rest."""
+        with self._lock:
+            self._accepting = False
+            self._wake.wait_for(lambda: not self._streams or not self._started, timeout=timeout)
+            self._aborts.extend(self._streams)
+            self._stop = True
+            self._wake.notify_all()
+        self._thread.join(timeout=max(1.0, timeout))
+
+    @property
+    def is_ready(self) -> bool:
+        return self._accepting and self._started and self._thread.is_alive()
+
+    # ---- requests ----------------------------------------------------------------------------
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream ``RequestOutput`` deltas; the last has ``finished=True``. Validation, context length
+        and queue capacity are checked before anything is yielded. Closing the iterator aborts."""
+        request_id = request_id or f"req-{uuid.uuid4().hex}"
+        self.engine.validate(prompt_token_ids, params)
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if not self.is_ready:
+                raise EngineDeadError("engine is not running")
+            if request_id in self._streams:
+                raise ValueError(f"request_id: {request_id!r} is already in flight")
+            queued = self.engine.scheduler.num_waiting_requests() + len(self._adds)
+            if queued >= self.config.scheduler.max_queued_requests:
+                raise QueueFullError(
+                    f"waiting queue is full ({self.config.scheduler.max_queued_requests} requests)"
+                )
+            self._streams[request_id] = stream
+            self._adds.append((request_id, list(prompt_token_ids), params, int(priority)))
+            self._wake.notify_all()
+        finished = False
+        try:
+            while True:
+                out = await stream.queue.get()
+                finished = out.finished
+                yield out
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            if request_id in self._streams:
+                self._aborts.append(request_id)
+                self._wake.notify_all()
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    # ---- the loop thread ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException:
+            log.exception("engine loop died")
+            raise
+        finally:  # whatever is still streaming will never be served now: end it with an error
+            with self._lock:
+                self._accepting = False
+                left = list(self._streams)
+            self._deliver([_final(rid, [], "error", "engine stopped") for rid in left])
+
+    def _serve(self) -> None:
+        eng = self.engine
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: self._stop or self._adds or self._aborts or eng.has_unfinished())
+                adds, self._adds = self._adds, []
+                aborts, self._aborts = self._aborts, []
+                stop = self._stop
+            outputs: list[RequestOutput] = []
+            for rid in aborts:
+                out = eng.abort(rid)
+                if out is None:  # aborted before the loop saw it
+                    adds = [a for a in adds if a[0] != rid]
+                    out = _final(rid, [], "abort")
+                outputs.append(out)
+            for rid, prompt, params, priority in adds:
+                try:
+                    eng.add_request(rid, prompt, params, priority)
+                except Exception as exc:  # validated already; any late failure ends that request only
+                    outputs.append(_final(rid, prompt, "error", f"{type(exc).__name__}: {exc}"))
+            if stop:
+                outputs.extend(eng.abort_all())
+                self._deliver(outputs)
+                return
+            try:
+                if eng.has_unfinished():
+                    outputs.extend(eng.step())
+                if eng.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                    outputs.extend(eng.abort_all(error="engine failed repeatedly; all requests aborted"))
+                    eng.consecutive_failures = 0
+            except Exception as exc:  # scheduler/bookkeeping failure: fail everything, keep serving
+                log.exception("engine loop error")
+                outputs.extend(eng.abort_all(error=f"engine error: {type(exc).__name__}: {exc}"))
+            self._stats = eng.stats()
+            self._deliver(outputs)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        """Hand a step's outputs to their event loops: one wake-up per loop per step, not one per
+        request (each ``call_soon_threadsafe`` writes the loop's self-pipe and wakes it)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
+        with self._lock:
+            for out in outputs:
+                stream = self._streams.get(out.request_id)
+                if stream is None:
+                    continue
+                if out.finished:
+                    del self._streams[out.request_id]
+                by_loop.setdefault(stream.loop, []).append((stream.queue, out))
+            self._wake.notify_all()
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the caller's event loop is closed: nobody is listening
+                pass
+
+
+def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    for target, out in items:
+        target.put_nowait(out)
+
+
+def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None) -> RequestOutput:
+    return RequestOutput(
+        request_id=request_id,
+        prompt_token_ids=prompt,
+        outputs=[CompletionOutput(index=0, finish_reason=reason)],
+        finished=True,
+        error=error,
+    )

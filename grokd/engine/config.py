@@ -1,0 +1,126 @@
+"""Engine configuration: built once from CLI flags / env / config file, then passed down."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from grokd.kernels import cpu_tier
+
+log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The activation dtype ``auto`` stands for: bfloat16 on CUDA and on CPU tiers with grokd's C
+    kernels (AVX2 and up: bf16 weights are read as bf16 and multiplied in float32 registers, half the
+    bytes of float32), float32 on the generic tier (aarch64, or x86 without AVX2 and FMA), where
+    PyTorch's own bf16 matmul is 2-3x slower than its float32 one (benchmarks/RESULTS.md). The choice
+    is logged; a named dtype is kept as it is."""
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cpu"):
+        return "bfloat16"
+    tier = cpu_tier.active()
+    chosen = "bfloat16" if tier.has_c_kernels else "float32"
+    log.info("dtype auto: %s (cpu kernels: %s)", chosen, tier.name)
+    return chosen
+
+
+def check_device(device: str) -> str:
+    """``device`` if grokd can run on it (``cpu``, ``cuda``, ``cuda:N``), else a ValueError that
+    names the setting, raised when the config is built rather than deep inside model loading."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
+
+
+@dataclass
+class ModelLoadConfig:
+    """Which weights to load and how to hold them.
+
+    ``model`` is a path (release dir, HF/safetensors dir, .gguf file) or ``None`` for the
+    default model. ``dtype`` is the activation dtype (``auto``: ``resolve_dtype``, once, here);
+    ``weights_dtype`` how linear weights are
+    stored (``auto`` keeps what the checkpoint has, e.g. int8 for the Grok-1 release).
+    ``enforce_eager`` turns off CUDA-graph replay of decode steps (``engine.decode_graphs``).
+    """
+
+    model: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "auto"  # auto | bfloat16 | float32 | float16
+    weights_dtype: str = "auto"  # auto | int8 | bfloat16 | float32
+    device: str = "cpu"
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        self.dtype = resolve_dtype(self.dtype, self.device)
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> ModelLoadConfig:
+        """From any object with attributes named like the fields (parsed CLI flags, the server's
+        config); absent or ``None`` attributes keep the defaults."""
+        given = {f.name: getattr(ns, f.name, None) for f in fields(cls)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+
+KV_CACHE_DTYPES = ("auto", "int8")
+
+
+@dataclass
+class CacheConfig:
+    """Paged KV cache: fixed-size blocks in one pool sized from a memory budget.
+
+    ``dtype``: ``auto`` stores keys and values in the activation dtype; ``int8`` quantizes each
+    token's head with its own float32 scale (``kernels.attention.quantize_kv``), about half the
+    bytes: twice the tokens in the same budget, and less to read per decode step at long contexts.
+    """
+
+    block_size: int = 16
+    kv_cache_memory: int | None = None  # bytes; None = kv_cache_fraction of free memory
+    kv_cache_fraction: float = 0.2
+    num_blocks: int | None = None  # explicit override (tests)
+    enable_prefix_caching: bool = True
+    dtype: str = "auto"  # auto | int8
+
+    def __post_init__(self) -> None:
+        if self.dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, got {self.dtype!r}")
+
+
+def default_token_budget(device: str) -> int:
+    """``grokd serve``'s ``max_num_batched_tokens`` when none is given. On the CPU a step costs
+    about its token count times the model's FLOPs, so a burst of prompts prefilled in one 2,048-token
+    step makes every one of them wait for all: 1,024 halved TTFT p50 at 32 streams (1.7 against
+    3.1 s, SmolLM2 on 2 cores) for 3% of throughput (benchmarks/RESULTS.md, session 5). A GPU
+    prefills 2,048 tokens in milliseconds."""
+    return 1024 if device == "cpu" else 2048
+
+
+@dataclass
+class SchedulerConfig:
+    """Batching limits per step and admission control.
+
+    ``max_prefill_tokens_while_decoding``: in a step that also decodes, at most this many prompt
+    tokens (``None``: up to the whole budget). A step's time grows with its tokens, and every
+    decoding stream waits for the step, so this bounds the inter-token latency a burst of prompts
+    inflicts on the streams already running; a step without decodes still prefills a full budget.
+    """
+
+    max_num_batched_tokens: int = 2048
+    max_prefill_tokens_while_decoding: int | None = None
+    max_num_seqs: int = 64
+    max_queued_requests: int = 1024
+
+
+@dataclass
+class EngineConfig:
+    model: ModelLoadConfig = field(default_factory=ModelLoadConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    seed: int = 0

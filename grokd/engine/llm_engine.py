@@ -1,0 +1,417 @@
+"""The synchronous engine core: add requests, run steps, get incremental outputs.
+
+One ``step()`` = schedule a batch, run the model once, sample, append tokens, detokenise, check
+stop conditions, free finished sequences, and return a ``RequestOutput`` for every request that
+changed. Not thread-safe: ``AsyncEngine`` drives it from a single thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from grokd.engine.block_manager import BlockManager
+from grokd.engine.config import EngineConfig
+from grokd.engine.detokenizer import Detokenizer
+from grokd.engine.errors import ContextLengthError, QueueFullError
+from grokd.engine.loader import torch_dtype
+from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, StructuredBackend
+from grokd.engine.model_runner import ModelRunner
+from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, make_generator
+from grokd.engine.sampler import Sampler, top_logprobs
+from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.tokenizer import Tokenizer
+from grokd.kernels.dispatch import select_kernels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    num_waiting: int
+    num_running: int
+    num_preempted_total: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_cached: int  # free but holding reusable prefix blocks
+    prefix_cache_queried_tokens: int
+    prefix_cache_hit_tokens: int
+    steps_total: int
+    last_step_tokens: int
+    last_step_seconds: float
+    prompt_tokens_total: int
+    generation_tokens_total: int
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer | None,
+        checkpoint: Any = None,
+        structured_backend: StructuredBackend | None = None,
+        extra_samplers: Iterable[type[LogitsProcessor]] = (),
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.checkpoint = checkpoint
+        self._structured_backend = structured_backend
+        self._structured_lock = threading.Lock()
+        self.device = torch.device(config.model.device)
+        self.max_model_len = int(config.model.max_model_len or model.max_position_embeddings)
+        self.vocab_size = int(model.vocab_size)
+        bs = config.cache.block_size
+        useful = config.scheduler.max_num_seqs * -(-self.max_model_len // bs)
+        self.runner = ModelRunner(
+            model, config.cache, torch_dtype(config.model.dtype), self.device, useful,
+            decode_graphs="off" if config.model.enforce_eager else "auto",
+            max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=-(-self.max_model_len // bs),
+        )
+        self.block_manager = BlockManager(self.runner.num_blocks, bs, config.cache.enable_prefix_caching)
+        self.scheduler = Scheduler(config.scheduler, self.block_manager)
+        self.registry = ProcessorRegistry(extra_samplers)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(config.seed)
+        self.sampler = Sampler(self.registry, gen, argmax=select_kernels(self.device).argmax)
+        self.eos_ids = list(tokenizer.eos_token_ids) if tokenizer is not None else []
+        self.requests: dict[str, Request] = {}
+        self._seq_ids = SeqIdCounter()
+        self._req_ids = SeqIdCounter()
+        self.steps_total = 0
+        self.last_step_tokens = 0
+        self.last_step_seconds = 0.0
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.consecutive_failures = 0
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, **kwargs: Any) -> LLMEngine:
+        from grokd.engine.loader import load_model_and_tokenizer
+
+        model, tokenizer, ckpt = load_model_and_tokenizer(config.model)
+        return cls(config, model, tokenizer, checkpoint=ckpt, **kwargs)
+
+    @property
+    def structured_backend(self) -> StructuredBackend | None:
+        """The grammar backend, built on first use (compiling a tokenizer table is not free);
+        ``None`` when no tokenizer or no backend package is available."""
+        with self._structured_lock:
+            if self._structured_backend is None and self.tokenizer is not None:
+                try:
+                    from grokd.engine.structured.backend import StructuredOutputBackend
+                except ImportError:
+                    return None
+                self._structured_backend = StructuredOutputBackend(self.tokenizer)
+            return self._structured_backend
+
+    # ---- admission ---------------------------------------------------------------------------
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise ``ValueError``/``ContextLengthError`` for a request that can never be served."""
+        params.validate()
+        self.registry.validate(params)
+        if not prompt_token_ids:
+            raise ValueError("prompt: must contain at least one token")
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size:
+            raise ValueError(f"prompt: token ids must be in [0, {self.vocab_size})")
+        if any(not 0 <= int(t) < self.vocab_size for t in params.logit_bias):
+            raise ValueError(f"logit_bias: token ids must be in [0, {self.vocab_size})")
+        if params.structured is not None:
+            backend = self.structured_backend
+            if backend is None:
+                raise ValueError("structured: no structured-output backend is configured")
+            check = getattr(backend, "check", None)
+            if check is not None:
+                check(params.structured)  # compile errors surface before the request is queued
+        if (params.stop or params.bad_words) and self.tokenizer is None:
+            raise ValueError("stop/bad_words: need a tokenizer")
+        n_prompt = len(prompt_token_ids)
+        n_total = n_prompt + (params.max_tokens or 1)
+        if n_total > self.max_model_len:
+            raise ContextLengthError(
+                f"this request needs {n_total} tokens (prompt {n_prompt} + max_tokens "
+                f"{params.max_tokens or 1}), over the model's context limit {self.max_model_len}"
+            )
+
+    def queue_full(self) -> bool:
+        return self.scheduler.num_waiting_requests() >= self.config.scheduler.max_queued_requests
+
+    def add_request(
+        self,
+        request_id: str | None,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        priority: int = 0,
+        arrival_time: float | None = None,
+    ) -> str:
+        self.validate(prompt_token_ids, params)
+        if request_id is None:
+            request_id = f"req-{self._req_ids.next()}"
+        if request_id in self.requests:
+            raise ValueError(f"request_id: {request_id!r} is already in flight")
+        if self.queue_full():
+            raise QueueFullError(
+                f"waiting queue is full ({self.config.scheduler.max_queued_requests} requests)"
+            )
+        req = Request(request_id, list(prompt_token_ids), params, int(priority))
+        if arrival_time is not None:
+            req.arrival_time = arrival_time
+        req.bad_words_ids = self._bad_words_ids(params.bad_words)
+        if params.prompt_logprobs is not None:
+            req.prompt_logprobs = [None]
+        for i in range(params.n):
+            seq = Sequence(self._seq_ids.next(), req, i, list(prompt_token_ids), len(prompt_token_ids))
+            seq.generator = make_generator(params.seed, i, self.device)
+            if params.structured is not None:
+                seq.structured_state = self.structured_backend.new_state(
+                    params.structured,
+                    self.tokenizer,
+                    # the grammar must close before the last token the request may produce
+                    max_tokens=params.max_tokens or (self.max_model_len - len(prompt_token_ids)),
+                )
+            if self.tokenizer is not None:
+                seq.detok = Detokenizer(
+                    self.tokenizer, params.stop, params.skip_special_tokens, params.include_stop_str_in_output
+                )
+            if params.logprobs is not None:
+                seq.logprobs = []
+            req.seqs.append(seq)
+        self.requests[request_id] = req
+        for seq in req.seqs[1:]:
+            seq.status = SeqStatus.PARKED
+        self.scheduler.add(req.seqs[0])
+        self.prompt_tokens_total += len(prompt_token_ids)
+        return request_id
+
+    def _bad_words_ids(self, words: list[str]) -> list[list[int]]:
+        out: list[list[int]] = []
+        for w in words:
+            for variant in (w, " " + w.lstrip()):
+                ids = self.tokenizer.encode(variant)
+                if ids and ids not in out:
+                    out.append(ids)
+        return out
+
+    # ---- abort / errors ----------------------------------------------------------------------
+    def abort(self, request_id: str) -> RequestOutput | None:
+        req = self.requests.get(request_id)
+        if req is None:
+            return None
+        del self.requests[request_id]
+        return self._finish_request(req, "abort")
+
+    def abort_all(self, error: str | None = None) -> list[RequestOutput]:
+        reason = "error" if error else "abort"
+        reqs, self.requests = list(self.requests.values()), {}
+        return [self._finish_request(r, reason, error) for r in reqs]
+
+    def _finish_request(self, req: Request, reason: str, error: str | None = None) -> RequestOutput:
+        for seq in req.seqs:
+            if not seq.is_finished:
+                self._finish_seq(seq, reason)
+        if error:
+            req.error = error
+        return self._output(req)
+
+    def _finish_seq(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
+        if seq.status is not SeqStatus.PARKED:
+            self.scheduler.remove(seq)
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = reason
+        seq.stop_reason = stop_reason
+        if seq.detok is not None:
+            seq.detok.finish()
+
+    # ---- the step ----------------------------------------------------------------------------
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    def step(self) -> list[RequestOutput]:
+        t0 = time.perf_counter()
+        sched = self.scheduler.schedule()
+        touched: dict[str, Request] = {}
+        for seq, msg in sched.rejected:
+            seq.request.error = msg
+            touched[seq.request.request_id] = seq.request
+            self._finish_request(seq.request, "error", msg)
+        batch = sched.scheduled
+        if batch:
+            try:
+                self._run(batch, touched)
+                self.consecutive_failures = 0
+            except Exception as exc:  # fail this step's requests, keep the engine going
+                log.exception("engine step failed")
+                self.consecutive_failures += 1
+                msg = f"engine step failed: {type(exc).__name__}: {exc}"
+                for item in batch:
+                    req = item.seq.request
+                    if not req.finished:
+                        self._finish_request(req, "error", msg)
+                    touched[req.request_id] = req
+        self.steps_total += 1
+        self.last_step_tokens = sched.num_tokens
+        self.last_step_seconds = time.perf_counter() - t0
+        outputs = [self._output(r) for r in touched.values()]
+        for r in touched.values():
+            if r.finished:
+                self.requests.pop(r.request_id, None)
+        return outputs
+
+    def _run(self, batch: list[ScheduledSeq], touched: dict[str, Request]) -> None:
+        want_prompt = {
+            i
+            for i, item in enumerate(batch)
+            if item.seq.index == 0
+            and item.seq.request.wants_prompt_logprobs
+            and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
+        }
+        result = self.runner.execute(batch, want_prompt)
+        sampling = [item.seq for item in batch if item.samples]
+        rows = [self._row(seq) for seq in sampling]
+        sampled = self.sampler(result.sample_logits, rows)
+        for i in want_prompt:
+            self._prompt_logprobs(batch[i], result.prompt_logits[i])
+        for item in batch:
+            item.seq.num_computed_tokens += item.num_tokens
+            self.block_manager.commit(item.seq)
+        now = time.time()  # wall clock, like RequestOutput.arrival_time
+        for seq, tok, lp in zip(sampling, sampled.token_ids, sampled.logprobs, strict=True):
+            req = seq.request
+            touched[req.request_id] = req
+            if req.first_token_time is None:
+                req.first_token_time = now
+            self._append(seq, tok, lp)
+
+    def _row(self, seq: Sequence) -> SamplingRow:
+        return SamplingRow(
+            params=seq.params,
+            prompt_ids=seq.token_ids[: seq.num_prompt_tokens],
+            output_ids=seq.output_token_ids,
+            eos_ids=self.eos_ids,
+            bad_words_ids=seq.request.bad_words_ids,
+            generator=seq.generator,
+            structured_state=seq.structured_state,
+        )
+
+    def _prompt_logprobs(self, item: ScheduledSeq, logits: torch.Tensor) -> None:
+        seq, req = item.seq, item.seq.request
+        start = seq.num_computed_tokens
+        targets = [p + 1 for p in range(start, start + item.num_tokens) if p + 1 < seq.num_prompt_tokens]
+        if not targets:
+            return
+        raw = logits[: len(targets)].float().log_softmax(-1)
+        chosen = torch.tensor([seq.token_ids[t] for t in targets], dtype=torch.int64, device=raw.device)
+        lps = top_logprobs(raw, chosen, [seq.params.prompt_logprobs] * len(targets))
+        for t, lp in zip(targets, lps, strict=True):
+            if t == len(req.prompt_logprobs):
+                req.prompt_logprobs.append(lp)
+
+    def _append(self, seq: Sequence, tok: int, lp: TokenLogprob | None) -> None:
+        p = seq.params
+        first_token = seq.num_output_tokens == 0
+        seq.token_ids.append(tok)
+        self.generation_tokens_total += 1
+        if seq.logprobs is not None and lp is not None:
+            seq.logprobs.append(lp)
+        if seq.structured_state is not None:
+            seq.structured_state.accept(tok)
+        if first_token and seq.index == 0:
+            self._fork_siblings(seq)
+        n_out = seq.num_output_tokens
+        checks = n_out >= p.min_tokens
+        if checks and tok in p.stop_token_ids:
+            if p.include_stop_str_in_output and seq.detok is not None:
+                seq.detok.add_token(tok, check_stop=False)
+            return self._finish_seq(seq, "stop", tok)
+        if checks and not p.ignore_eos and tok in self.eos_ids:
+            return self._finish_seq(seq, "stop")
+        if seq.detok is not None:
+            matched = seq.detok.add_token(tok, check_stop=checks)
+            if matched is not None:
+                return self._finish_seq(seq, "stop", matched)
+        if seq.structured_state is not None and seq.structured_state.is_terminated():
+            return self._finish_seq(seq, "stop")
+        max_new = p.max_tokens if p.max_tokens is not None else self.max_model_len - seq.num_prompt_tokens
+        if n_out >= max_new or len(seq.token_ids) >= self.max_model_len:
+            return self._finish_seq(seq, "length")
+
+    def _fork_siblings(self, parent: Sequence) -> None:
+        """Start the other ``n - 1`` samples on the parent's full prompt blocks (shared, not copied);
+        each recomputes only the prompt tail that does not fill a block, then samples on its own."""
+        bs = self.block_manager.block_size
+        shared = (parent.num_prompt_tokens - 1) // bs
+        for seq in parent.request.seqs[1:]:
+            if seq.status is not SeqStatus.PARKED:
+                continue
+            self.block_manager.fork(parent, seq, shared)
+            seq.num_computed_tokens = shared * bs
+            seq.num_cached_tokens = shared * bs
+            self.scheduler.add(seq)
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def _output(self, req: Request) -> RequestOutput:
+        outs = []
+        for seq in req.seqs:
+            tokens = seq.output_token_ids
+            new_tokens = tokens[seq.delta_start_tokens :]
+            seq.delta_start_tokens = len(tokens)
+            delta_lp = None
+            if seq.logprobs is not None:
+                delta_lp = seq.logprobs[seq.delta_start_logprobs :]
+                seq.delta_start_logprobs = len(seq.logprobs)
+            delta_text = seq.detok.take_delta() if seq.detok is not None else ""
+            outs.append(
+                CompletionOutput(
+                    index=seq.index,
+                    text=seq.detok.output_text if seq.detok is not None else "",
+                    token_ids=list(tokens),
+                    logprobs=list(seq.logprobs) if seq.logprobs is not None else None,
+                    delta_text=delta_text,
+                    delta_token_ids=new_tokens,
+                    delta_logprobs=delta_lp,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                )
+            )
+        prompt_lp = None
+        if req.prompt_logprobs is not None and not req.wants_prompt_logprobs:
+            prompt_lp = list(req.prompt_logprobs)
+        return RequestOutput(
+            request_id=req.request_id,
+            prompt_token_ids=req.prompt_token_ids,
+            outputs=outs,
+            finished=req.finished,
+            num_cached_tokens=req.seqs[0].num_cached_tokens,
+            prompt_logprobs=prompt_lp,
+            error=req.error,
+            arrival_time=req.wall_arrival_time,
+            first_token_time=req.first_token_time,
+        )
+
+    # ---- stats -------------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_waiting=self.scheduler.num_waiting_requests(),
+            num_running=len(self.scheduler.running),
+            num_preempted_total=self.scheduler.num_preempted_total,
+            kv_blocks_total=bm.num_blocks,
+            kv_blocks_used=bm.num_used,
+            kv_blocks_cached=bm.num_cached,
+            prefix_cache_queried_tokens=bm.prefix_queried_tokens,
+            prefix_cache_hit_tokens=bm.prefix_hit_tokens,
+            steps_total=self.steps_total,
+            last_step_tokens=self.last_step_tokens,
+            last_step_seconds=self.last_step_seconds,
+            prompt_tokens_total=self.prompt_tokens_total,
+            generation_tokens_total=self.generation_tokens_total,
+        )

@@ -1,0 +1,71 @@
+"""Resolve a ``ModelLoadConfig`` into ``(model, tokenizer, checkpoint)``.
+
+Architectures and tokenizer kinds map to classes by dotted path, imported lazily, so adding one
+is a line here and nothing imports a model it does not serve.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import torch
+
+from grokd.engine.config import ModelLoadConfig
+from grokd.engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+MODEL_REGISTRY = {
+    "grok-1": "grokd.engine.models.grok1:Grok1ForCausalLM",
+    "llama": "grokd.engine.models.llama:LlamaForCausalLM",
+}
+TOKENIZER_REGISTRY = {
+    "sentencepiece": "grokd.engine.sp_tokenizer:SentencePieceTokenizer",
+    "hf": "grokd.engine.hf_tokenizer:HFTokenizer",
+    "gguf": "grokd.engine.hf_tokenizer:HFTokenizer",
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"dtype: unsupported {name!r} (choose from {', '.join(DTYPES)})")
+    return DTYPES[name]
+
+
+def load_tokenizer(ckpt: Any) -> Tokenizer | None:
+    """The checkpoint's tokenizer, or ``None`` when it ships none (the engine then works on ids)."""
+    src = ckpt.tokenizer
+    if src is None:
+        log.warning("%s: no tokenizer found (pass --tokenizer PATH); serving token ids only", ckpt.path)
+        return None
+    if src.kind not in TOKENIZER_REGISTRY:
+        raise ValueError(f"unsupported tokenizer kind {src.kind!r}")
+    return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
+
+
+def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[torch.nn.Module, Tokenizer | None, Any]:
+    from grokd.weights.load import load as load_checkpoint
+
+    path = cfg.model
+    if path is None:
+        from grokd.weights.default_model import default_model_path
+
+        path = str(default_model_path())
+    ckpt = load_checkpoint(path, tokenizer=cfg.tokenizer)
+    if ckpt.architecture not in MODEL_REGISTRY:
+        raise ValueError(
+            f"unsupported architecture {ckpt.architecture!r} (known: {', '.join(MODEL_REGISTRY)})"
+        )
+    model_cls = resolve(MODEL_REGISTRY[ckpt.architecture])
+    model = model_cls.from_checkpoint(
+        ckpt, dtype=torch_dtype(cfg.dtype), weights_dtype=cfg.weights_dtype, device=cfg.device
+    )
+    return model, load_tokenizer(ckpt), ckpt

@@ -1,0 +1,79 @@
+"""Grok-1 mixture-of-experts, PyTorch reference: route in fp32, run only the selected experts.
+
+Router: ``softmax(float32(x) @ W_r)`` over all experts, top-k gates NOT renormalised, ties go to
+the lower expert index (as ``jax.lax.top_k``). Expert: ``linear_1(gelu_tanh(x @ W_g) * (x @ W_v))``.
+Output: ``sum_j cast(g_j) * y_j``, gates cast to the activation dtype first (GROK1.md §2.5).
+Tokens are grouped by expert so each expert runs one batched matmul over its tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from grokd.kernels.quant import int8_linear
+
+
+@dataclass
+class ExpertWeights:
+    """Stacked weights of one projection for all experts.
+
+    Plain: ``weight [E, out, in]`` (torch layout), ``scales`` None. int8: ``weight [E, in, out]``
+    int8 (release layout) with ``scales [E, G, out]`` bf16.
+    """
+
+    weight: torch.Tensor
+    scales: torch.Tensor | None = None
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1] if self.scales is None else self.weight.shape[2]
+
+    def apply(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        if self.scales is None:
+            return F.linear(x, self.weight[e].to(x.dtype))
+        return int8_linear(x, self.weight[e], self.scales[e])
+
+
+def route(x: torch.Tensor, router_weight: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gates ``[T, k]`` (fp32, not renormalised) and expert ids ``[T, k]``; ``router_weight [E, D]``."""
+    logits = x.float() @ router_weight.float().t()
+    probs = torch.softmax(logits, dim=-1)
+    # stable descending sort keeps the lower index first among equal probabilities
+    gates, idx = torch.sort(probs, dim=-1, descending=True, stable=True)
+    return gates[:, :top_k], idx[:, :top_k]
+
+
+def moe_forward(
+    x: torch.Tensor,
+    router_weight: torch.Tensor,
+    w_gate: ExpertWeights,
+    w_up: ExpertWeights,
+    w_down: ExpertWeights,
+    top_k: int,
+    activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """MoE output for ``x [T, D]`` in ``x``'s dtype, computing only the experts tokens chose."""
+    act = activation or (lambda t: F.gelu(t, approximate="tanh"))
+    gates, idx = route(x, router_weight, top_k)
+    gates = gates.to(x.dtype)
+    flat_idx = idx.reshape(-1)
+    order = torch.argsort(flat_idx, stable=True)
+    counts = torch.bincount(flat_idx, minlength=router_weight.shape[0]).tolist()
+    token_of = order // top_k
+    gate_of = gates.reshape(-1)[order]
+    out = torch.zeros(x.shape[0], w_down.out_features, dtype=torch.float32, device=x.device)
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        tok = token_of[start : start + n]
+        xe = x[tok]
+        h = act(w_gate.apply(xe, e)) * w_up.apply(xe, e)
+        y = w_down.apply(h, e)
+        out.index_add_(0, tok, gate_of[start : start + n, None].float() * y.float())
+        start += n
+    return out.to(x.dtype)

@@ -1,0 +1,183 @@
+"""``grokd serve``: load the model, build the app, run uvicorn.
+
+SIGTERM/SIGINT drain first: /ready and new requests answer 503 while in-flight requests finish
+(up to ``--drain-timeout``), then uvicorn stops and the lifespan shuts the engine down. A second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from grokd.server.config import ServerConfig, _parse_size, load_config
+
+log = logging.getLogger("grokd.server")
+
+
+def _size(text: str) -> int:
+    return _parse_size(text)
+
+
+def add_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help="serve a model over the xAI/OpenAI HTTP API",
+                              description="Serve a model over the xAI/OpenAI-compatible HTTP API.")
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every flag defaults to None so that env vars and the config file can fill what is unset."""
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="checkpoint dir, .gguf file or HF dir (default: SmolLM2-135M-Instruct)")
+    m.add_argument("--served-model-name", help="model id clients use (default: from the path)")
+    m.add_argument("--alias", action="append", help="extra name for the model (repeatable)")
+    m.add_argument("--model-version", help="version for the pinned alias <name>-<version>")
+    m.add_argument("--tokenizer", help="tokenizer path when the checkpoint has none")
+    m.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"],
+                   help="activation dtype (default auto: bfloat16 on CUDA and on CPUs with AVX2 and up, else float32)")
+    m.add_argument("--weights-dtype", choices=["auto", "int8", "bfloat16", "float32"])
+    m.add_argument("--device")
+    m.add_argument("--max-model-len", type=int)
+    m.add_argument("--enforce-eager", action="store_true", default=None,
+                   help="no CUDA-graph replay of decode steps (CUDA only; for debugging)")
+    m.add_argument("--seed", type=int)
+    c = p.add_argument_group("cache and scheduler")
+    c.add_argument("--block-size", type=int)
+    c.add_argument("--kv-cache-memory", type=_size, help="KV cache budget in bytes (8G, 512M, ...)")
+    c.add_argument("--num-kv-blocks", type=int)
+    c.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
+    c.add_argument("--kv-cache-dtype", metavar="{auto,int8}",
+                   help="KV cache storage: auto (the activation dtype) or int8 (per-token scales, about half the bytes)")
+    c.add_argument("--max-num-batched-tokens", type=int,
+                   help="tokens per engine step (prefill chunks + decodes); default 1024 on the CPU, 2048 on a GPU")
+    c.add_argument("--max-prefill-tokens-while-decoding", type=int,
+                   help="prompt tokens at most in a step that also decodes (bounds inter-token latency under bursts)")
+    c.add_argument("--max-num-seqs", type=int)
+    c.add_argument("--max-queued-requests", type=int, help="waiting-queue bound; beyond it requests get 429")
+    h = p.add_argument_group("http")
+    h.add_argument("--host")
+    h.add_argument("--port", type=int)
+    keys = h.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", action="append", help="accepted API key (repeatable)")
+    keys.add_argument("--api-key-file", help="file with one key (or sha256:HEX) per line")
+    h.add_argument("--rate-limit-rpm", type=int, help="per-key requests per minute (0 = unlimited)")
+    h.add_argument("--rate-limit-tpm", type=int, help="per-key tokens per minute (0 = unlimited)")
+    h.add_argument("--max-body-bytes", type=int)
+    h.add_argument("--retry-after-s", type=float, help="Retry-After sent with 429/503")
+    h.add_argument("--drain-timeout-s", "--drain-timeout", type=float, dest="drain_timeout_s")
+    h.add_argument("--state-dir", help="directory for files, batches and deferred results")
+    h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
+    h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    j = p.add_argument_group("files, batches and deferred completions")
+    j.add_argument("--batch-max-in-flight", type=int,
+                   help="batch lines inside the engine at once while interactive requests run (default 2)")
+    j.add_argument("--batch-idle-max-in-flight", type=int,
+                   help="batch lines inside the engine at once when there is no interactive work (default 16)")
+    j.add_argument("--max-upload-bytes", type=_size, help="/v1/files upload limit (default 50M)")
+    j.add_argument("--deferred-retention-s", type=float,
+                   help="seconds deferred completion results are kept (default 86400)")
+    p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
+    try:
+        from grokd.server.live.cli import add_arguments as add_live_arguments
+    except ImportError:
+        return
+    add_live_arguments(p)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    cli = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    return load_config(cli, config_file=args.config)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first signal drains (503 to new work) before stopping."""
+
+    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+        super().__init__(config)
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.state.draining or self._loop is None:
+            super().handle_exit(sig, frame)
+            self.force_exit = self.force_exit or sig == signal.SIGINT
+            return
+        log.info("signal %s: draining (timeout %.0fs)", sig, self.state.config.drain_timeout_s)
+        self.state.draining = True
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        clean = await self.state.drain(self.state.config.drain_timeout_s)
+        if not clean:
+            log.warning("drain timeout: %d requests still running are aborted", self.state.in_flight)
+        self.should_exit = True
+
+
+def build_state(config: ServerConfig) -> Any:
+    """Load the model now and return a ready-to-serve state (batch CLI, tests)."""
+    from grokd.engine.async_engine import AsyncEngine
+    from grokd.server.app import ServerState
+
+    engine = AsyncEngine(config.engine_config())
+    return ServerState.build(config, engine)
+
+
+def configure_logging(config: ServerConfig) -> None:
+    """Root logging at ``--log-level``. httpx logs every request URL at INFO, and live search
+    URLs (X, SearXNG) carry words of the user's question, so without ``--log-prompts`` its
+    request lines are kept out (warnings and errors still show)."""
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.log_prompts:
+        for name in ("httpx", "httpcore"):
+            if logging.getLogger(name).level < logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:  # a bad flag, GROKD_* variable or TOML value: one line, exit 2
+        print(f"grokd serve: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    from grokd.engine.async_engine import AsyncEngine
+    from grokd.server.app import ServerState, create_app
+
+    exit_code = 0
+
+    def load_failed(exc: BaseException) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        server.should_exit = True
+
+    # Listen first, load in the background: /health answers at once, /ready and the API say
+    # 503 "not ready yet" until the model is loaded.
+    state = ServerState.loading(config, lambda: AsyncEngine(config.engine_config()), load_failed)
+    try:
+        from grokd.server.live.cli import config_from_args as live_config_from_args
+    except ImportError:
+        pass
+    else:
+        args.state_dir = config.state_dir
+        state.extras["live_config"] = live_config_from_args(args)
+    app = create_app(state)
+    log.info("listening on http://%s:%d; loading %s", config.host, config.port, config.model or "the default model")
+    server = DrainingServer(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
+        state,
+    )
+    server.run()
+    return exit_code

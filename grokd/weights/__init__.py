@@ -1,0 +1,5 @@
+"""Checkpoint readers: Grok-1 release pickles, safetensors (HF-style ports), GGUF."""
+
+from grokd.weights.load import load
+
+__all__ = ["load"]

@@ -1,0 +1,38 @@
+"""The activation dtype ``auto`` resolves once, when the config is built, by device and CPU tier."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from grokd.engine.config import ModelLoadConfig, resolve_dtype
+from grokd.kernels import cpu_tier
+
+
+@pytest.fixture
+def tier(monkeypatch):
+    """Caps this process's CPU tier for one test (``GROKD_CPU_ISA``)."""
+
+    def cap(name: str) -> None:
+        monkeypatch.setenv(cpu_tier.ENV, name)
+        cpu_tier.active.cache_clear()
+
+    yield cap
+    cpu_tier.active.cache_clear()
+
+
+def test_auto_is_float32_where_the_cpu_tier_has_no_kernels(tier, caplog):
+    tier("generic")
+    with caplog.at_level(logging.INFO, logger="grokd.engine.config"):
+        assert ModelLoadConfig(dtype="auto").dtype == "float32"
+    assert "dtype auto: float32 (cpu kernels: generic)" in caplog.text
+    assert resolve_dtype("auto", "cuda:1") == "bfloat16"  # the GPU path is bf16 whatever the CPU
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"  # a named dtype is kept as it is
+
+
+@pytest.mark.c_kernels
+def test_auto_is_bfloat16_from_avx2_up(tier):
+    tier("avx2")
+    assert ModelLoadConfig().dtype == "bfloat16"
+    assert ModelLoadConfig(dtype="float32").dtype == "float32"

@@ -1,5 +1,0 @@
-"""Checkpoint readers: Grok-1 release pickles, safetensors (HF-style ports), GGUF."""
-
-from weights.load import load
-
-__all__ = ["load"]
