@@ -471,13 +471,23 @@ static float *widen_rows(const uint16_t *x, int64_t m, int64_t x_stride, int64_t
     return xf;
 }
 
+/* 8 float32 rounded to bf16 as f32_to_bf16 does (nearest even, NaN kept quiet), all in registers:
+   a round trip through memory makes gcc keep a tile's sums on the stack through its whole k loop */
+static inline __attribute__((always_inline)) __m128i bf16_8(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd), 16);
+    const __m256i quiet_nan = _mm256_srli_epi32(_mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), 16);
+    const __m256i r = _mm256_blendv_epi8(rounded, quiet_nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)); /* each lane <= 0xFFFF */
+}
+
 /* two vectors of float32 sums (16 columns), times the columns' scales when given, rounded to bf16 */
-static inline void store_bf16_16(uint16_t *out, __m256 lo, __m256 hi, const float *scales) {
-    float f[PANEL];
+static inline __attribute__((always_inline)) void store_bf16_16(uint16_t *out, __m256 lo, __m256 hi,
+                                                                const float *scales) {
     if (scales) lo = _mm256_mul_ps(lo, _mm256_loadu_ps(scales)), hi = _mm256_mul_ps(hi, _mm256_loadu_ps(scales + 8));
-    _mm256_storeu_ps(f, lo);
-    _mm256_storeu_ps(f + 8, hi);
-    for (int j = 0; j < PANEL; j++) out[j] = f32_to_bf16(f[j]);
+    _mm_storeu_si128((__m128i *)out, bf16_8(lo));
+    _mm_storeu_si128((__m128i *)(out + 8), bf16_8(hi));
 }
 #endif
 
@@ -489,6 +499,7 @@ static inline void store_bf16_16(uint16_t *out, __m256 lo, __m256 hi, const floa
 static inline __attribute__((always_inline)) void tile_bf16_avx2(const float *xf, int64_t k, const uint16_t *w,
                                                                  uint16_t *out, int64_t out_stride, const int rows) {
     __m256 lo[AVX2_ROWS], hi[AVX2_ROWS], lo_odd[AVX2_ROWS], hi_odd[AVX2_ROWS];
+#pragma GCC unroll 4
     for (int r = 0; r < rows; r++) lo[r] = hi[r] = lo_odd[r] = hi_odd[r] = _mm256_setzero_ps();
     const __m256i high_half = _mm256_set1_epi32((int)0xFFFF0000u);
     for (int64_t kp = 0; kp < k / 2; kp++) {
@@ -496,6 +507,7 @@ static inline __attribute__((always_inline)) void tile_bf16_avx2(const float *xf
         const __m256i b = _mm256_loadu_si256((const __m256i *)(w + kp * 2 * PANEL + PANEL)); /* columns 8-15 */
         const __m256 a0 = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
         const __m256 b0 = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+#pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             const __m256 x0 = _mm256_broadcast_ss(xf + r * k + 2 * kp);
             lo[r] = _mm256_fmadd_ps(x0, a0, lo[r]);
@@ -503,12 +515,14 @@ static inline __attribute__((always_inline)) void tile_bf16_avx2(const float *xf
         }
         const __m256 a1 = _mm256_castsi256_ps(_mm256_and_si256(a, high_half));
         const __m256 b1 = _mm256_castsi256_ps(_mm256_and_si256(b, high_half));
+#pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             const __m256 x1 = _mm256_broadcast_ss(xf + r * k + 2 * kp + 1);
             lo_odd[r] = _mm256_fmadd_ps(x1, a1, lo_odd[r]);
             hi_odd[r] = _mm256_fmadd_ps(x1, b1, hi_odd[r]);
         }
     }
+#pragma GCC unroll 4
     for (int r = 0; r < rows; r++)
         store_bf16_16(out + r * out_stride, _mm256_add_ps(lo[r], lo_odd[r]), _mm256_add_ps(hi[r], hi_odd[r]), NULL);
 }
@@ -549,16 +563,19 @@ static inline __attribute__((always_inline)) void tile_int8_avx2(const float *xf
                                                                  const float *scales, uint16_t *out,
                                                                  int64_t out_stride, const int rows) {
     __m256 lo[AVX2_ROWS], hi[AVX2_ROWS], lo_odd[AVX2_ROWS], hi_odd[AVX2_ROWS];
+#pragma GCC unroll 4
     for (int r = 0; r < rows; r++) lo[r] = hi[r] = lo_odd[r] = hi_odd[r] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= k; i += 2) {
         const __m256 a0 = widen8_i8(q + i * PANEL), b0 = widen8_i8(q + i * PANEL + 8);
+#pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             const __m256 x0 = _mm256_broadcast_ss(xf + r * k + i);
             lo[r] = _mm256_fmadd_ps(x0, a0, lo[r]);
             hi[r] = _mm256_fmadd_ps(x0, b0, hi[r]);
         }
         const __m256 a1 = widen8_i8(q + (i + 1) * PANEL), b1 = widen8_i8(q + (i + 1) * PANEL + 8);
+#pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             const __m256 x1 = _mm256_broadcast_ss(xf + r * k + i + 1);
             lo_odd[r] = _mm256_fmadd_ps(x1, a1, lo_odd[r]);
@@ -567,12 +584,14 @@ static inline __attribute__((always_inline)) void tile_int8_avx2(const float *xf
     }
     if (i < k) { /* an odd number of features: the last one into the even sums */
         const __m256 a0 = widen8_i8(q + i * PANEL), b0 = widen8_i8(q + i * PANEL + 8);
+#pragma GCC unroll 4
         for (int r = 0; r < rows; r++) {
             const __m256 x0 = _mm256_broadcast_ss(xf + r * k + i);
             lo[r] = _mm256_fmadd_ps(x0, a0, lo[r]);
             hi[r] = _mm256_fmadd_ps(x0, b0, hi[r]);
         }
     }
+#pragma GCC unroll 4
     for (int r = 0; r < rows; r++)
         store_bf16_16(out + r * out_stride, _mm256_add_ps(lo[r], lo_odd[r]), _mm256_add_ps(hi[r], hi_odd[r]), scales);
 }
