@@ -8,8 +8,9 @@ lower it, never raise it, so one AVX-512 machine can run, and test, every tier b
 
 - ``avx512_bf16``: bf16 projections and attention on ``vdpbf16ps``, int8 on ``vpdpwssd`` (Zen 4/5,
   Sapphire Rapids, Cooper Lake);
-- ``avx512_vnni``: bf16 widened to float32 in registers, int8 on ``vpdpwssd`` (Cascade Lake, Ice Lake);
-- ``avx512``: the same with 512-bit float32 FMAs only (Skylake-SP);
+- ``avx512_vnni``: bf16 widened to float32 in registers (the avx2 kernel), int8 on ``vpdpwssd``
+  (Cascade Lake, Ice Lake);
+- ``avx512``: int8 widened to float32 for 512-bit FMAs instead (Skylake-SP);
 - ``avx2``: bf16 and int8 widened to float32 in 256-bit registers (Zen 2/3, Haswell and later client
   parts); oneDNN has no bf16 GEMM there, so nothing may hand it one;
 - ``generic``: no C kernels, the PyTorch paths (every other architecture, aarch64 included).

@@ -1,8 +1,9 @@
 /* y = x . W^T for bf16 activations on the CPU, on torch's OpenMP team: bf16 weights on CPUs with
  * AVX512-BF16 (below), weight-only int8 on CPUs with AVX-512 (the second part of this file),
  * int8 weights against int16 activations on CPUs with AVX512-VNNI (the third part), and both
- * weight formats widened to float32 in 256-bit registers on CPUs with AVX2 and FMA but no
- * AVX512-BF16 (the last part: the same packed layouts, so one packing serves every tier).
+ * weight formats widened to float32 in 256-bit registers (the last part: the same packed layouts,
+ * so one packing serves every tier): bf16 on CPUs with AVX2 and FMA but no AVX512-BF16, int8 on
+ * CPUs with AVX2 and FMA but no AVX-512.
  *
  * Twin: torch.nn.functional.linear (kernels/cpu_linear.py packs the weights and calls this; its
  * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's packed bf16 GEMM streams
