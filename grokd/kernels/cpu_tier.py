@@ -129,11 +129,28 @@ def resolve(machine: Tier, requested: str | None, onednn_cap: str | None) -> Tie
     return tier
 
 
+def onednn_capped_below_torch(machine: Tier, onednn_cap: str | None) -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` takes oneDNN below AVX-512 on a CPU that has it. torch sends
+    bf16 matmuls to oneDNN by the CPU's own flags (AVX-512 BW/VL/DQ), not by that cap, and a capped
+    oneDNN refuses every bf16 primitive: such a process must turn torch's oneDNN paths off."""
+    cap = _ONEDNN_CAPS.get((onednn_cap or "").upper())
+    avx512 = BY_NAME["avx512"].rank
+    return cap is not None and BY_NAME[cap].rank < avx512 <= machine.rank
+
+
 @functools.cache
 def active() -> Tier:
     """The tier this process runs, decided once and logged once: the machine's, lowered by
-    ``GROKD_CPU_ISA`` and ``ONEDNN_MAX_CPU_ISA``. Tests that switch tiers clear this cache."""
+    ``GROKD_CPU_ISA`` and ``ONEDNN_MAX_CPU_ISA`` (which also turns torch's oneDNN paths off where
+    ``onednn_capped_below_torch``, so that torch runs its own kernels, as on a CPU without AVX-512).
+    Tests that switch tiers clear this cache."""
     machine = this_machine()
+    if onednn_capped_below_torch(machine, os.environ.get(ONEDNN_ENV)):
+        import torch
+
+        torch.backends.mkldnn.enabled = False
+        log.info("%s=%s is below this CPU's AVX-512: torch's oneDNN paths are off", ONEDNN_ENV,
+                 os.environ.get(ONEDNN_ENV))
     tier = resolve(machine, os.environ.get(ENV), os.environ.get(ONEDNN_ENV))
     if tier is not machine:
         detail = f" (capped; the CPU has {machine.name})"

@@ -49,10 +49,23 @@ def test_caps_lower_the_tier_and_never_raise_it(caplog):
         cpu_tier.resolve(zen5, "avx3", None)
 
 
+def test_a_onednn_cap_below_avx512_on_an_avx512_cpu_turns_torchs_onednn_paths_off():
+    """torch picks oneDNN for bf16 matmuls by the CPU's flags; a capped oneDNN would refuse them."""
+    zen5, zen3 = cpu_tier.BY_NAME["avx512_bf16"], cpu_tier.BY_NAME["avx2"]
+    assert cpu_tier.onednn_capped_below_torch(zen5, "AVX2")
+    assert cpu_tier.onednn_capped_below_torch(zen5, "sse41")
+    assert not cpu_tier.onednn_capped_below_torch(zen5, "AVX512_CORE")  # oneDNN keeps bf16 there
+    assert not cpu_tier.onednn_capped_below_torch(zen5, None)
+    assert not cpu_tier.onednn_capped_below_torch(zen3, "AVX2")  # torch never routes bf16 to oneDNN here
+
+
 def test_each_tier_caps_a_fresh_process_at_itself():
     """The environment a tier prints makes a new process run exactly that tier, and log it once."""
     for tier in [cpu_tier.BY_NAME["generic"], *TIERS_HERE]:
-        code = "from grokd.kernels import cpu_tier; print(cpu_tier.active().name)"
+        code = ("import torch; from grokd.kernels import cpu_tier; print(cpu_tier.active().name)\n"
+                "x = torch.randn(5, 64).bfloat16(); w = torch.randn(32, 64).bfloat16()\n"
+                "torch.testing.assert_close(torch.nn.functional.linear(x, w).float(), x.float() @ w.float().T,"
+                " atol=0.1, rtol=0.02)\n")  # torch's own bf16 matmul works under the tier's caps
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                               env={**os.environ, **tier.env()})
         assert proc.returncode == 0, proc.stderr
