@@ -40,23 +40,14 @@ from pathlib import Path
 
 import torch
 
-from grokd.kernels import cpu_tier
+from grokd.kernels import c_abi, cpu_tier
 
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("argmax.c", "decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
+SOURCES = ("abi.c", "argmax.c", "decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-mtune=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")  # + the tier's
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
-
-
-class Shape(ctypes.Structure):
-    """``Shape`` in ``decode_attention.c``: one decode-attention call's sizes, strides in elements."""
-
-    _fields_ = [(name, ctypes.c_int64) for name in (
-        "rows", "q_heads", "kv_heads", "block_size", "head_dim", "num_blocks",
-        "q_row_stride", "q_head_stride", "table_stride", "len_stride")] + [
-        ("scale", ctypes.c_float), ("softcap", ctypes.c_float), ("bf16", ctypes.c_int32)]
 
 
 @dataclass(frozen=True)
@@ -159,7 +150,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("grokd_decode_attention_bf16", "grokd_decode_attention_f32", "grokd_decode_attention_bf16_i8",
                  "grokd_decode_attention_f32_i8"):
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = [p, p, p, p, Shape, p, i32], i32
+        fn.argtypes, fn.restype = [p, p, p, p, c_abi.Shape, p, i32], i32
     lib.grokd_linear_bf16_available.argtypes, lib.grokd_linear_bf16_available.restype = [], i32
     lib.grokd_linear_bf16.argtypes, lib.grokd_linear_bf16.restype = [p, i64, i64, p, i64, i64, p, i32], i32
     lib.grokd_linear_int8_available.argtypes, lib.grokd_linear_int8_available.restype = [], i32
@@ -170,12 +161,12 @@ def _declare(lib: ctypes.CDLL) -> None:
                  "grokd_rope_write_kv_f32_i8"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, i64, i64, p, p, p, i64, i64, p, i32], i32
-    from grokd.kernels.decoder_layer import _StepKV, _Weights  # the layer's argument structs
-
+    lib.grokd_struct_layout.argtypes, lib.grokd_struct_layout.restype = [i32, p], i64
+    lib.grokd_struct_fields.argtypes, lib.grokd_struct_fields.restype = [i32], ctypes.c_char_p
     fn = lib.grokd_decoder_layer_bf16
-    fn.argtypes, fn.restype = [p, i64, _Weights, _StepKV, i32], i32
+    fn.argtypes, fn.restype = [p, i64, c_abi.LayerWeights, c_abi.StepKV, i32], i32
     fn = lib.grokd_decoder_layers_bf16
-    fn.argtypes, fn.restype = [p, i64, p, p, i64, _StepKV, p, f32, p, i32], i64
+    fn.argtypes, fn.restype = [p, i64, p, p, i64, c_abi.StepKV, p, f32, p, i32], i64
     for name in ("grokd_rms_norm_bf16", "grokd_rms_norm_f32"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = [p, i64, i64, i64, p, f32, p, i32], None

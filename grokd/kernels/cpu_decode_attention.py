@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import torch
 
-from grokd.kernels import cpu_build
+from grokd.kernels import c_abi, cpu_build
 from grokd.kernels.attention import kv_head_dim
 from grokd.kernels.batched_attention import batched_decode_attention
 from grokd.kernels.metadata import DecodeRows
@@ -82,7 +82,7 @@ def decode_attention(
     library = cpu_build.library()
     out = torch.empty(q.shape, dtype=q.dtype)
     tables, lens = rows.block_tables, rows.seq_lens
-    shape = cpu_build.Shape(
+    shape = c_abi.Shape(
         q.shape[0], q.shape[1], kv_cache.shape[2], kv_cache.shape[3], kv_head_dim(kv_cache), kv_cache.shape[1],
         q.stride(0), q.stride(1), tables.stride(0), lens.stride(0),
         float(scale), float(softcap or 0.0), q.dtype == torch.bfloat16,

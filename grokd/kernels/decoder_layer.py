@@ -26,6 +26,7 @@ import torch
 
 from grokd.kernels import cpu_build
 from grokd.kernels.attention import kv_head_dim
+from grokd.kernels.c_abi import LayerWeights, StepKV
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from grokd.kernels.metadata import AttentionMetadata
 
@@ -50,21 +51,7 @@ class DenseLayerWeights:
     scale: float
 
 
-class _Weights(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_void_p) for n in ("norm1", "norm2", "qkv", "o", "gate_up", "down", "qkv_scales",
-                                               "o_scales", "gate_up_scales", "down_scales")] + [
-        (n, ctypes.c_int64) for n in ("hidden", "heads", "kv_heads", "head_dim", "intermediate")] + [
-        ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("kind", ctypes.c_int32)]
-
-
-class _StepKV(ctypes.Structure):
-    _fields_ = [("cos", ctypes.c_void_p), ("sin", ctypes.c_void_p), ("pool", ctypes.c_void_p),
-                ("num_blocks", ctypes.c_int64), ("block_size", ctypes.c_int64),
-                ("slots", ctypes.c_void_p), ("tables", ctypes.c_void_p), ("seq_lens", ctypes.c_void_p),
-                ("table_stride", ctypes.c_int64), ("len_stride", ctypes.c_int64), ("pool_int8", ctypes.c_int32)]
-
-
-def _layer_struct(w: DenseLayerWeights) -> _Weights | None:
+def _layer_struct(w: DenseLayerWeights) -> LayerWeights | None:
     """``w`` as the C layer reads it, or ``None`` when the kernel cannot take this layer's weights:
     all four projections panel-packed in bf16 or all in weight-only int8 (one packing), bf16 norms."""
     projections = (w.qkv, w.o, w.gate_up, w.down)
@@ -79,12 +66,12 @@ def _layer_struct(w: DenseLayerWeights) -> _Weights | None:
         return None
     kind = 2 if int8 and w.qkv.vnni else int(int8)  # LayerWeights.kind: 0 bf16 panels, 1 int8, 2 int8 for VNNI
     scales = [p.scales.data_ptr() if int8 else None for p in projections]
-    return _Weights(w.norm1.data_ptr(), w.norm2.data_ptr(), *(p.packed.data_ptr() for p in projections), *scales,
+    return LayerWeights(w.norm1.data_ptr(), w.norm2.data_ptr(), *(p.packed.data_ptr() for p in projections), *scales,
                     w.norm1.shape[0], w.heads, w.kv_heads, w.head_dim, w.intermediate, w.eps, w.scale, kind)
 
 
 def _step_struct(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
-                 meta: AttentionMetadata, kv_heads: int, head_dim: int) -> _StepKV | None:
+                 meta: AttentionMetadata, kv_heads: int, head_dim: int) -> StepKV | None:
     """The step's arguments (``kv_cache`` as every layer's pool is shaped), or ``None`` when the
     kernel does not take this step: bf16 activations, decode rows only, a bf16 or int8 pool."""
     if (x.dtype != torch.bfloat16 or x.dim() != 2 or not x.is_contiguous() or x.device.type != "cpu"
@@ -98,7 +85,7 @@ def _step_struct(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache
             or decode.block_tables.stride(-1) != 1 or decode.block_tables.dtype != torch.int64
             or decode.seq_lens.dtype != torch.int64):
         return None
-    return _StepKV(cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), kv_cache.shape[1], kv_cache.shape[3],
+    return StepKV(cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), kv_cache.shape[1], kv_cache.shape[3],
                    meta.slot_mapping.data_ptr(), decode.block_tables.data_ptr(), decode.seq_lens.data_ptr(),
                    decode.block_tables.stride(0), decode.seq_lens.stride(0), kv_cache.dtype == torch.int8)
 
@@ -138,11 +125,11 @@ class DecoderStack:
     record, the checks and two structs per layer (about 60 us each: 1.7 ms of a 9.7 ms batch-1 step
     of SmolLM2). Build it with ``build`` after the weights are packed."""
 
-    def __init__(self, layers: list[DenseLayerWeights], structs: list[_Weights], final_norm: torch.Tensor | None,
+    def __init__(self, layers: list[DenseLayerWeights], structs: list[LayerWeights], final_norm: torch.Tensor | None,
                  eps: float) -> None:
         self._layers = layers  # keeps the tensors the structs point into alive
         self._final_norm, self._eps = final_norm, eps
-        self._structs = (_Weights * len(structs))(*structs)
+        self._structs = (LayerWeights * len(structs))(*structs)
         self._kv_heads, self._head_dim, self._hidden = layers[0].kv_heads, layers[0].head_dim, layers[0].norm1.shape[0]
         # the last step's pools, checked, and their pointers: a model runner keeps the same pools for
         # its lifetime, so a step only compares identities (the checks are ~90 tensor queries, which

@@ -138,7 +138,8 @@ def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
     """Layer 1 of the C stack refuses (a head dim RoPE does not take): the call reports one layer
     done and leaves the residual stream as layer 0 left it, not half-way through layer 1."""
     from grokd.kernels import cpu_build
-    from grokd.kernels.decoder_layer import DecoderStack, _layer_struct, _step_struct, _Weights
+    from grokd.kernels.c_abi import LayerWeights
+    from grokd.kernels.decoder_layer import DecoderStack, _layer_struct, _step_struct
 
     fused, _ = model_pair()
     assert fused.decoder_stack is not None
@@ -146,7 +147,7 @@ def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
                             dtype=torch.bfloat16, kernels=select_kernels("cpu"))
     wide.pack_weights()
     structs = [_layer_struct(fused.layers[0].fused_weights()), _layer_struct(wide.layers[0].fused_weights())]
-    assert all(isinstance(w, _Weights) for w in structs)
+    assert all(isinstance(w, LayerWeights) for w in structs)
     ids, positions, caches, meta = decode_step(3, seed=5)
     x = torch.nn.functional.embedding(ids, fused.embed_tokens).bfloat16()
     cos, sin = fused.rope.tables(positions, torch.bfloat16)
@@ -155,7 +156,7 @@ def test_a_refusing_layer_stops_the_stack_with_its_input_restored():
     library = cpu_build.library()
     out = x.clone()
     normed = torch.full_like(x, 7.0)
-    done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), 3, (_Weights * 2)(*structs), pools, 2, step,
+    done = library.lib.grokd_decoder_layers_bf16(out.data_ptr(), 3, (LayerWeights * 2)(*structs), pools, 2, step,
                                                  fused.norm.weight.data_ptr(), 1e-5, normed.data_ptr(),
                                                  library.threads())
     assert done == 1

@@ -5,6 +5,8 @@
  * torch's threads, read it at the cache's speed. Built by kernels/cpu_build.py. */
 #include <stdint.h>
 
+#include "grokd.h"
+
 #define LANES 16
 
 static int64_t row_argmax(const float *x, int64_t n) {

@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "grokd.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -85,13 +86,6 @@ typedef float f32x8 __attribute__((vector_size(32)));
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
-
-typedef struct {
-    int64_t rows, q_heads, kv_heads, block_size, head_dim, num_blocks;
-    int64_t q_row_stride, q_head_stride, table_stride, len_stride; /* in elements */
-    float scale, softcap;
-    int32_t bf16;
-} Shape;
 
 /* 32 bf16 -> two float32 vectors, the even-indexed elements and the odd-indexed ones: a mask and a
    shift of each 32-bit lane, where widening in order would take shuffles (the slow part). Dot

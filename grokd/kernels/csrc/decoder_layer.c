@@ -4,7 +4,7 @@
  * stage is the kernel the PyTorch-side path already calls (this file only chains them), so a
  * batch-1 step stops paying about a hundred microseconds of Python and op dispatch per layer.
  * Twin: the model's own layer (engine/models/llama.py), which tests/kernels/test_decoder_layer.py
- * compares it to. Built by kernels/cpu_build.py; bf16 activations with AVX512-BF16 projections or
+ * compares it to. Built by kernels/cpu_build.py; bf16 activations with the CPU tier's bf16 projections or
  * weight-only int8 ones (--weights-dtype int8), over a bf16 or an int8 KV pool. */
 #include <math.h>
 #include <stdint.h>
@@ -12,46 +12,12 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "grokd.h"
 
 #if defined(__x86_64__) && defined(GROKD_LIBMVEC)
 #pragma omp declare simd notinbranch
 #endif
 extern float expf(float);
-
-typedef struct { /* decode_attention.c's Shape */
-    int64_t rows, q_heads, kv_heads, block_size, head_dim, num_blocks;
-    int64_t q_row_stride, q_head_stride, table_stride, len_stride;
-    float scale, softcap;
-    int32_t bf16;
-} Shape;
-
-int grokd_decode_attention_bf16(const uint16_t *q, const uint16_t *pool, const int64_t *tables,
-                                const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
-int grokd_decode_attention_bf16_i8(const uint16_t *q, const int8_t *pool, const int64_t *tables,
-                                   const int64_t *seq_lens, Shape s, uint16_t *out, int num_threads);
-int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint16_t *packed, int64_t n, int64_t k,
-                      uint16_t *out, int num_threads);
-int grokd_linear_int8(const uint16_t *x, int64_t m, int64_t x_stride, const int8_t *packed, const float *scales,
-                      int64_t n, int64_t k, uint16_t *out, int num_threads);
-int grokd_linear_int8_vnni(const uint16_t *x, int64_t m, int64_t x_stride, const int8_t *packed, const float *scales,
-                           int64_t n, int64_t k, uint16_t *out, int num_threads);
-void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride, const uint16_t *weight,
-                         float eps, uint16_t *out, int num_threads);
-int grokd_rope_write_kv_bf16(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                             int64_t dim, const uint16_t *cos, const uint16_t *sin, uint16_t *pool,
-                             int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
-int grokd_rope_write_kv_bf16_i8(uint16_t *qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                                int64_t dim, const uint16_t *cos, const uint16_t *sin, int8_t *pool,
-                                int64_t num_blocks, int64_t block_size, const int64_t *slots, int num_threads);
-
-typedef struct {
-    const uint16_t *norm1, *norm2;           /* [hidden] */
-    const void *qkv, *o, *gate_up, *down;    /* projections packed as `kind` says */
-    const float *qkv_scales, *o_scales, *gate_up_scales, *down_scales; /* int8: one per output */
-    int64_t hidden, heads, kv_heads, head_dim, intermediate;
-    float eps, scale;
-    int32_t kind; /* the projections' packing: 0 bf16 panels, 1 int8 panels, 2 int8 pairs for vpdpwssd */
-} LayerWeights;
 
 /* out [rows, n] = x [rows, k] . W^T through whichever projection kernel the weights were packed for */
 static int project(const uint16_t *x, int64_t rows, int64_t x_stride, const void *packed, const float *scales,
@@ -61,15 +27,6 @@ static int project(const uint16_t *x, int64_t rows, int64_t x_stride, const void
     if (kind == 1) return grokd_linear_int8(x, rows, x_stride, (const int8_t *)packed, scales, n, k, out, num_threads);
     return grokd_linear_bf16(x, rows, x_stride, (const uint16_t *)packed, n, k, out, num_threads);
 }
-
-typedef struct {
-    const uint16_t *cos, *sin; /* [rows, head_dim] */
-    void *pool;                /* [2, num_blocks, kv_heads, block_size, head_dim (+ 4 when int8)] */
-    int64_t num_blocks, block_size;
-    const int64_t *slots, *tables, *seq_lens;
-    int64_t table_stride, len_stride;
-    int32_t pool_int8; /* the pool holds int8 rows with their scales (kernels.attention.quantize_kv) */
-} StepKV;
 
 /* x [rows, hidden] (the residual stream, updated in place). Returns 0, or nonzero when a stage
    refused its inputs or scratch memory ran out (x is then unspecified: the caller passes a copy);

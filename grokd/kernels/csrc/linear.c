@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "grokd.h"
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "bf16.h"
+#include "grokd.h"
 
 /* x [rows, dim] with row stride x_stride (elements); weight [dim]; out [rows, dim] contiguous */
 void grokd_rms_norm_bf16(const uint16_t *x, int64_t rows, int64_t dim, int64_t x_stride,

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "grokd.h"
 
 #define MAX_DIM 512
 
