@@ -1,4 +1,4 @@
-"""Interactive TTFT while a large batch runs (issue 8): the batch runner must not starve chat.
+"""Interactive TTFT while a large batch runs: the batch runner must not starve chat.
 
 Starts ``grokd serve`` (default model, temporary ``--state-dir``) on a free port, measures
 streaming chat time-to-first-token at idle, uploads a batch of chat lines through the Files and

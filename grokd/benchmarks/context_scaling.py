@@ -1,7 +1,7 @@
 """``grokd bench context``: decode time per output token (TPOT) vs context length, in process.
 
 Paged attention should make a decode step's cost nearly flat in the context it attends over
-for a small model (weights dominate the bytes read), so issue 6's target is every context's
+for a small model (weights dominate the bytes read), so the target is every context's
 TPOT within ±15% of the 128-token figure. Each context: prefill random token ids (greedy,
 ignore_eos), warm up a few decode steps, then time each of ``--steps`` decode steps on its own.
 By default every context decodes in its own engine (one shared model) and their steps are timed in
@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-TARGET = 0.15  # allowed TPOT drift vs the shortest context (issue 6)
+TARGET = 0.15  # allowed TPOT drift vs the shortest context
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interleave", choices=["steps", "contexts"], default="steps",
                    help="steps: every context decodes in its own engine and their steps are timed in turn, so "
                         "drift of the machine's speed hits every context alike; contexts: one context after "
-                        "another (alternating order per round), as sessions 2-5 measured")
+                        "another (alternating order per round)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
     p.add_argument("--no-progress", action="store_true")

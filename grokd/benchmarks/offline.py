@@ -3,7 +3,7 @@ batch sizes 1/8/16/32, side by side with HF transformers ``generate`` on the sam
 dtype. Greedy, random token-id prompts, exactly ``--max-tokens`` new tokens per request
 (ignore_eos; HF gets ``min_new_tokens``), so both sides do identical work.
 
-The grokd rounds reuse ``benchmarks.engine_throughput.run_round`` (issue 3's script).
+The grokd rounds reuse ``grokd.benchmarks.engine_throughput.run_round``.
 """
 
 from __future__ import annotations

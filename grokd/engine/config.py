@@ -18,8 +18,8 @@ def resolve_dtype(dtype: str, device: str) -> str:
     """The activation dtype ``auto`` stands for: bfloat16 on CUDA and on CPU tiers with grokd's C
     kernels (AVX2 and up: bf16 weights are read as bf16 and multiplied in float32 registers, half the
     bytes of float32), float32 on the generic tier (aarch64, or x86 without AVX2 and FMA), where
-    PyTorch's own bf16 matmul is 2-3x slower than its float32 one (benchmarks/RESULTS.md). The choice
-    is logged; a named dtype is kept as it is."""
+    PyTorch's own bf16 matmul prefills several times slower than its float32 one
+    (benchmarks/RESULTS.md#cpu-tiers). The choice is logged; a named dtype is kept as it is."""
     if dtype != "auto":
         return dtype
     if not device.startswith("cpu"):
@@ -96,8 +96,8 @@ class CacheConfig:
 def default_token_budget(device: str) -> int:
     """``grokd serve``'s ``max_num_batched_tokens`` when none is given. On the CPU a step costs
     about its token count times the model's FLOPs, so a burst of prompts prefilled in one 2,048-token
-    step makes every one of them wait for all: 1,024 halved TTFT p50 at 32 streams (1.7 against
-    3.1 s, SmolLM2 on 2 cores) for 3% of throughput (benchmarks/RESULTS.md, session 5). A GPU
+    step makes every one of them wait for all: 1,024 about halves TTFT p50 at 32 streams for a few
+    percent of throughput (benchmarks/RESULTS.md#cpu-token-budget). A GPU
     prefills 2,048 tokens in milliseconds."""
     return 1024 if device == "cpu" else 2048
 

@@ -1,8 +1,8 @@
 """Decode steps replayed from captured CUDA graphs.
 
 Why: eager decode of a small model on a GPU is bound by kernel launches and Python, not by the
-chip. On the H200 a SmolLM2-135M step at batch 1 took 18.7 ms, while reading its weights takes
-0.06 ms (benchmarks/RESULTS.md, session 3). A captured graph replays a step's ~1,000 kernels in
+chip: an eager SmolLM2-135M step at batch 1 takes hundreds of times longer than reading its weights
+(benchmarks/RESULTS.md#gpu). A captured graph replays a step's ~1,000 kernels in
 one launch, as vLLM and SGLang do.
 
 A graph fixes every shape, so a decode batch is padded to a bucket: rows to the next entry of

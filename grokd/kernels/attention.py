@@ -8,8 +8,9 @@ sequence's blocks for one head yields ``[tokens, head_dim]`` rows a matmul reads
 An int8 pool (``--kv-cache-dtype int8``) stores each token's head as ``head_dim`` int8 values
 followed by their float32 scale (4 bytes), so its last dimension is ``head_dim + 4``: symmetric
 quantization per (token, head), ``x ≈ q * scale`` with ``scale = max|x| / 127``. It nearly halves
-the bytes a decode step reads at long contexts (which bound it on the CPU, benchmarks/RESULTS.md)
-and, with one scale per 64-128 values, stays far closer to bf16 than an fp8 cast does.
+the bytes a decode step reads at long contexts (which bound it on the CPU,
+benchmarks/RESULTS.md#tpot-against-context) and, with one scale per 64-128 values, stays far closer
+to bf16 than an fp8 cast does.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The reference in ``kernels.attention`` loops over sequences in Python: per layer and step that is
 one gather, two einsums and a softmax per sequence, which dominated CPU decode time at batch 16
-(see benchmarks/RESULTS.md). Here all decode rows read their context with *one* ``index_select``
+(benchmarks/RESULTS.md#changelog). Here all decode rows read their context with *one* ``index_select``
 through the block tables (``DecodeRows.gather_index``): thanks to the head-major block layout it lands as
 ``[rows, kv_heads, tokens, head_dim]``, which the two batched matmuls read without another copy.
 Rows are padded to the longest context and masked with an additive bias built once per step.

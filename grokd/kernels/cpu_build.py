@@ -2,7 +2,7 @@
 
 Why plain C through the system compiler: PyTorch has no fused paged-decode op, no cheap small-batch
 norm and no bf16 GEMM that reaches this machine's peak at decode batch sizes on the CPU
-(benchmarks/RESULTS.md, sessions 3 and 4). A torch C++ extension would compile for a minute
+(benchmarks/RESULTS.md#cpu-decode-kernels, #cpu-projections). A torch C++ extension would compile for a minute
 against torch's headers; these files compile in about a second with gcc, which every machine that
 installs Python packages from source has. Each CPU tier (``grokd.kernels.cpu_tier``) gets its own
 library, compiled with that tier's flags and no more (``-mavx2 -mfma ...`` for AVX2, not

@@ -2,11 +2,10 @@
 
 Why: the batched PyTorch path (``kernels.batched_attention``) first copies every decode row's
 context out of the pool with ``index_select``, then runs two oneDNN batched matmuls and a softmax
-over the padded copy: about 110 µs per layer at one row of 128 tokens, and 3.4 ms per layer at 32
-rows of 1,000. This kernel reads each row's blocks where they lie, widens bf16 to float32 in
-registers and splits long contexts across torch's own OpenMP threads (``kernels.cpu_build``): about
-8 µs and 2.2 ms for those two cases (benchmarks/RESULTS.md, session 4), so it takes every decode
-step, whatever the context.
+over the padded copy. This kernel reads each row's blocks where they lie, widens bf16 to float32 in
+registers and splits long contexts across torch's own OpenMP threads (``kernels.cpu_build``): several
+times faster from one row of 128 tokens to 32 rows of 1,000 (benchmarks/RESULTS.md#cpu-decode-kernels),
+so it takes every decode step, whatever the context.
 
 The numerics are the reference's (``kernels.attention.paged_attention``, its twin in the tests):
 

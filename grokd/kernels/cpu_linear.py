@@ -2,9 +2,9 @@
 (built per CPU tier by ``kernels.cpu_build``): on every x86 tier from ``avx2`` up (``kernels.cpu_tier``).
 
 Why: at decode batch sizes oneDNN's packed bf16 GEMM (``kernels.linear``) leaves speed behind: at
-one row it streamed the weights at 22 GB/s where this kernel reaches the 31 GB/s the machine's two
-threads can read, and at 16 rows it was 12% slower (benchmarks/RESULTS.md, session 4; both are at
-the ~195 GFLOP/s-per-thread compute roof from 256 rows on). The weights are packed once, at load,
+one row it streams the weights slower than the machine's two threads can read them, where this
+kernel reaches that bandwidth, and it is slower at 16 rows too; from 256 rows on both sit at the
+compute roof (benchmarks/RESULTS.md#cpu-projections). The weights are packed once, at load,
 into panels of 16 output columns by pairs of input features (``PanelWeight``), the operand layout
 of ``vdpbf16ps``; the kernel keeps a 32-column by 8-row tile of float32 sums in registers and
 splits column groups across torch's OpenMP threads. Its twin is ``F.linear`` on the unpacked

@@ -2,7 +2,7 @@
 (``kernels/csrc/decoder_layer.c``, built by ``kernels.cpu_build``).
 
 Why: with every stage already a C kernel, a batch-1 decode step still spent about a hundred
-microseconds per layer between them, in Python and op dispatch (benchmarks/RESULTS.md, session 4).
+microseconds per layer between them, in Python and op dispatch (benchmarks/RESULTS.md#changelog).
 This chains the same kernels (RMSNorm, the AVX512-BF16 projections, RoPE with the KV write, paged
 decode attention, SwiGLU, the residual adds) without coming back to Python. It takes a step only
 when all of them would: bf16 activations over a bf16 or int8 KV pool, projections without biases
@@ -12,8 +12,8 @@ otherwise ``decoder_layer_cpu`` returns ``None`` and the model runs its own ops,
 
 ``DecoderStack`` goes one level up: every layer of the model, then its final RMSNorm, in one C call
 per step, with the layers' argument structs built once when the weights are packed. Between
-per-layer calls a batch-1 step still spent 1.7 ms of 9.7 in Python, because that code runs with the
-caches cold from the weights each layer has just streamed (benchmarks/RESULTS.md, session 7).
+per-layer calls a batch-1 step still spent about a fifth of its time in Python, because that code runs
+with the caches cold from the weights each layer has just streamed (benchmarks/RESULTS.md#cpu-decode-kernels).
 """
 
 from __future__ import annotations

@@ -3,11 +3,8 @@
 Why: a CPU decode step streams every weight once, so it lives on memory bandwidth, and with 4 KiB
 pages a pass over SmolLM2's 270 MB of weights walks 66,000 page-table entries. Most distributions
 ship transparent huge pages in ``madvise`` mode: only memory that asks for them gets them, and
-torch's allocator never asks. On this project's 2-core Zen 5 VM a float32 sum over 256 MiB read
-29.0-29.7 GB/s from 4 KiB pages and 32.4-35.2 GB/s from huge pages, and in an interleaved A/B of
-SmolLM2 decode steps (weights and KV pool both in huge pages, or neither) a step took 9.93 instead
-of 10.31 ms at 128 tokens of context and 11.29 instead of 11.68 at 2,048 (benchmarks/RESULTS.md,
-session 6).
+torch's allocator never asks. Streaming reads run faster from huge pages, and so do SmolLM2's decode
+steps with the packed weights in them (benchmarks/RESULTS.md#host-memory).
 
 So the packed weights live here: an anonymous mapping with ``MADV_HUGEPAGE`` set before anything
 touches it, its length rounded up to whole huge pages so that the kernel also aligns it to one

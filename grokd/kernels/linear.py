@@ -2,7 +2,7 @@
 
 A plain ``F.linear`` on CPU reorders the bf16 weight into oneDNN's blocked format on *every*
 call; at decode batch sizes (1-32 rows) that reorder and the cache misses it causes cost more
-than the multiply itself (benchmarks/RESULTS.md: 13 GB/s effective at batch 1). Packing at load
+than the multiply itself (benchmarks/RESULTS.md#changelog). Packing at load
 time, as inductor's CPU "freezing" pass does, removes it: the packed weight is an opaque
 ``torch._mkldnn`` tensor consumed by ``torch.ops.mkldnn._linear_pointwise``. The products are
 bit-identical to ``F.linear`` (tests/kernels/test_linear.py), which stays the reference. On CPUs

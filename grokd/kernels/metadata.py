@@ -17,7 +17,7 @@ class DecodeRows:
 
     The mask is built on first use: only the PyTorch attention reads it, and on the CPU, where the
     C kernels take the step, its few small ops cost about 0.1 ms of a batch-1 step (they run with
-    the caches cold from the step's weights, benchmarks/RESULTS.md, session 7)."""
+    the caches cold from the step's weights, benchmarks/RESULTS.md#cpu-decode-kernels)."""
 
     tokens: torch.Tensor
     block_tables: torch.Tensor

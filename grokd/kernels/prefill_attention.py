@@ -3,9 +3,9 @@
 
 Why: the reference (``kernels.attention.paged_attention``, this kernel's twin) materialises every
 sequence's ``[kv_heads, group, q_len, context]`` float32 scores and runs the mask, scale and
-softmax over them as separate ops. On the 2-core CPU a 1,024-token prompt took 89.5 ms per layer
-that way (2.7 s of attention for SmolLM2's 30 layers before the first token); SDPA's fused kernel,
-which tiles the scores and never writes them out, took 13.5 ms (benchmarks/RESULTS.md, session 7).
+softmax over them as separate ops, which at long prompts costs several times what SDPA's fused
+kernel does: that one tiles the scores and never writes them out
+(benchmarks/RESULTS.md#cpu-prefill-attention).
 
 Numerics: the same softmax(scale * q.k) . v with the causal mask aligned to the context's end
 (the queries are its last ``q_len`` tokens: chunked prefill), grouped-query heads without copying

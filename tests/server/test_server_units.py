@@ -222,7 +222,7 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
 def test_the_cli_needs_no_test_or_bench_extras():
     """Building `grokd`'s parser imports every bench module; none may need the openai client,
     transformers or matplotlib at import time, or `grokd serve` fails where only the runtime
-    dependencies are installed (as it did on the lent GPU)."""
+    dependencies are installed (as it once did on a GPU machine)."""
     import subprocess
     import sys
 

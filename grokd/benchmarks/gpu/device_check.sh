@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# One lent-GPU session's checks, run from the repository root on the device machine (no network):
+# The checks for a CUDA machine without network access, run from the repository root there:
 #   1. the GPU-marked tests (kernels and engine on CUDA against the CPU references / golden fixture)
 #   2. the card's ceilings (device copy bandwidth, bf16 matmul) for MBU figures
 #   3. `bench offline` on CUDA: grokd (CUDA-graph decode, then eager) vs HF transformers, a
 #      SmolLM2-135M-shaped model, bf16
-# Inputs travel in the git-ignored .gpu/ (carry it): .gpu/shared = ../shared's fixture subset,
-# .gpu/smollm2 = SmolLM2's config and tokenizer files. No weights can travel (64 MiB limit) or be
-# downloaded there, so the SmolLM2-shaped model gets random weights: decode cost does not depend
+# Inputs travel in the git-ignored .gpu/ (copy it along): .gpu/shared = ../shared's fixture subset,
+# .gpu/smollm2 = SmolLM2's config and tokenizer files. The weights are too large to copy along and
+# cannot be downloaded there, so the SmolLM2-shaped model gets random weights: decode cost does not depend
 # on the values, and ignore_eos / min_new_tokens fix every request at --max-tokens.
 set -uo pipefail
 OUT=${OUT:-/tmp/grokd-gpu}

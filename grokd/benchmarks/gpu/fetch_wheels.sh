@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fetch, into the git-ignored .whl/, the wheels `serve_check.sh` installs on the lent GPU machine:
-# the server's dependencies that its image lacks (KINDS.md lists what it has), pinned to what
-# `make test` installs here. Python 3.12, manylinux x86-64. Run here, then carry .whl.
+# Fetch, into the git-ignored .whl/, the wheels `serve_check.sh` installs on a GPU machine without
+# network access: the server's dependencies that its image lacks, pinned to what `make test`
+# installs here. Python 3.12, manylinux x86-64. Run here, then copy .whl along.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude

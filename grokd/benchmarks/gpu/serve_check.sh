@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The HTTP path on the lent GPU: `grokd serve --device cuda` on a SmolLM2-shaped model (random
+# The HTTP path on a GPU: `grokd serve --device cuda` on a SmolLM2-shaped model (random
 # weights, see device_check.sh), loaded by `grokd bench serve` with CUDA-graph decode and with
-# --enforce-eager (RUNS picks; graphs-kv-int8 adds --kv-cache-dtype int8); the GPU-marked tests first. Run from the repository root on the device machine,
-# carrying .gpu (inputs) and .whl (the server's dependencies missing from the machine's image:
+# --enforce-eager (RUNS picks; graphs-kv-int8 adds --kv-cache-dtype int8); the GPU-marked tests
+# first. Run from the repository root on the GPU machine, with .gpu (inputs) and .whl (the
+# server's dependencies missing from the machine's image:
 # benchmarks/gpu/fetch_wheels.sh). DEVICE=cpu and CONC/PROMPTS shrink it for a dry run here.
 set -uo pipefail
 OUT=${OUT:-/tmp/grokd-gpu}

@@ -36,10 +36,8 @@
  * exactly in int32 by vpdpbusd over key rows transposed sixteen tokens at a time (so the scores come
  * out one token per lane, with no horizontal sums); the weighted sum quantizes each head's p_t *
  * scale_v(t) to int16 (one scale per chunk: finer than the bf16 probabilities of the other paths)
- * and sums in int32 with vpdpwssd, two tokens per instruction. At SmolLM2's shape, one row of 2,048
- * tokens: 48 -> 35-37 us per layer in cache, 65 -> 51 us with the KV in DRAM (the caches flushed
- * between calls as a step's weights flush them), and in a real decode step 1.88 -> 1.57 ms over the
- * 30 layers (benchmarks/RESULTS.md, session 6).
+ * and sums in int32 with vpdpwssd, two tokens per instruction (benchmarks/RESULTS.md#cpu-decode-kernels
+ * and its changelog).
  *
  * The work is split into (row, kv head, chunk of CHUNK_TOKENS) items so that one long context keeps
  * every thread busy. In general, phase 1 writes each item's scores, phase 2 does each (row, query
@@ -216,7 +214,7 @@ static inline __m512bh i8x32_to_bf16(const int8_t *p) {
 #endif
 #endif
 
-/* GROKD_NO_VNNI builds the paths from before them, for A/B runs (benchmarks/results/session6/scripts) */
+/* GROKD_NO_VNNI builds the paths from before them, for A/B runs against the VNNI ones */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && !defined(GROKD_NO_VNNI)
 #define HAVE_VNNI 1
 /* sixteen rows of sixteen int32 (row t: token t's key, four bytes a lane) -> out[i], lane t the i-th
@@ -279,7 +277,7 @@ static inline int quantize_q_i8(const float *q, int64_t dim, int8_t *out, float 
 #define HAVE_DPBF16 1
 /* AVX512-BF16's vdpbf16ps, for the bf16-q, bf16-pool kernel (DPBF16 below). Lane i of its float32
    accumulator adds the product of bf16 elements 2i + 1, then that of 2i, rounding after each add
-   (as Intel documents it; checked to the bit on this Zen 5 over 1.6 million random lanes). A product
+   (as Intel documents it; checked to the bit on a Zen 4 over 1.6 million random lanes). A product
    of two bf16 is exact in float32, so these are the widened loops' additions: a q.k dot product
    needs no widening of K, and a weighted sum takes two tokens per instruction, token t in the odd
    element and t + 1 in the even one (p_t v_t added first, as the widened loop adds it). The widened

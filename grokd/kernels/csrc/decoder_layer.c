@@ -83,10 +83,10 @@ done:
    other KV arguments are shared); then, when final_norm is given and every layer ran, the model's
    final RMSNorm of x into normed. Returns how many layers ran: n, or the index of the first layer
    that refused, with x restored to that layer's input, so that the caller runs the rest with the
-   model's ops (which rewrite the same KV slots). Why: from Python, each layer still cost about 60
-   microseconds of module calls, checks and argument structs around its C call, 1.7 ms of a 9.7 ms
-   batch-1 step for SmolLM2's 30 layers, and a separate call for the final norm about 0.2 ms more
-   (Python and torch run with the caches cold from the weights; benchmarks/RESULTS.md, session 7). */
+   model's ops (which rewrite the same KV slots). Why: from Python, each layer still cost tens of
+   microseconds of module calls, checks and argument structs around its C call, and a separate call
+   for the final norm more (Python and torch run with the caches cold from the weights;
+   benchmarks/RESULTS.md#cpu-decode-kernels). */
 int64_t grokd_decoder_layers_bf16(uint16_t *x, int64_t rows, const LayerWeights *layers, void *const *pools,
                                   int64_t n, StepKV kv, const uint16_t *final_norm, float eps, uint16_t *normed,
                                   int num_threads) {

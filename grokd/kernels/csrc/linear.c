@@ -7,8 +7,8 @@
  *
  * Twin: torch.nn.functional.linear (kernels/cpu_linear.py packs the weights and calls this; its
  * tests compare the two). Why: at decode batch sizes (1-32 rows) oneDNN's packed bf16 GEMM streams
- * the weights slower than the machine can read them at one row (22 against 31 GB/s) and is 5-12%
- * slower at 16-32 rows (benchmarks/RESULTS.md, session 4); a weight-stationary micro-kernel built on
+ * the weights slower than the machine can read them at one row and is slower at 16-32 rows
+ * (benchmarks/RESULTS.md#cpu-projections); a weight-stationary micro-kernel built on
  * vdpbf16ps, which multiplies pairs of bf16 and adds them into float32, does better there.
  *
  * Weights are packed once (kernels/cpu_linear.py) into panels of 16 output columns, each a run of
@@ -19,9 +19,8 @@
  *
  * Prefill (PREFILL_ROWS rows or more, n a multiple of 64) takes a wider tile instead: 4 panels by up
  * to 6 rows, 24 accumulators, so that each broadcast of x feeds four vdpbf16ps instead of two, and
- * the threads split the rows (every column group has work for both). On the 2-core Zen 5 this runs
- * SmolLM2's four projections at 1,024 rows at 435 against 408 GFLOP/s, 93% of the 467 GFLOP/s that
- * vdpbf16ps itself reaches there (one per cycle per core; benchmarks/RESULTS.md, session 7).
+ * the threads split the rows (every column group has work for both): close to the peak that
+ * vdpbf16ps itself reaches (benchmarks/RESULTS.md#cpu-projections, benchmarks/bf16_peak.c).
  *
  * Numerics: the products are exact in float32 and summed in float32 two at a time (vdpbf16ps, with
  * denormal inputs read as zero, as oneDNN's bf16 kernels on the same instruction do), then rounded
