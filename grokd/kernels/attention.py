@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.metadata import AttentionMetadata
 
 KV_SCALE_BYTES = 4  # an int8 row's float32 scale, stored after its values
@@ -100,7 +101,7 @@ def paged_attention(
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, s_len) in enumerate(zip(meta.query_lens_list, meta.seq_lens_list, strict=True)):
-        n_blocks = (s_len + block_size - 1) // block_size
+        n_blocks = ceil_div(s_len, block_size)
         keys, values = sequence_kv(kv_cache, meta.block_tables[i, :n_blocks], s_len, q.dtype)
         qi = q[start : start + q_len].view(q_len, kv_heads, group, head_dim)
         scores = torch.einsum("tkgd,skd->kgts", qi, keys.to(q.dtype)).float() * scale

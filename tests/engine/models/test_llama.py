@@ -8,6 +8,7 @@ import torch
 
 from grokd.engine.chat_template import render_chat
 from grokd.engine.models.llama import LlamaForCausalLM
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from grokd.kernels.linear import pack_weight
@@ -75,7 +76,7 @@ def test_parity_with_transformers(ours, reference, smollm2_tokenizer, hf_smollm2
     # Our side: all three prompts in one flat prefill batch, then batched one-token decode steps.
     n_seqs = len(prompts)
     max_len = max(len(p) for p in prompts) + NEW_TOKENS
-    blocks_per_seq = (max_len + BLOCK_SIZE - 1) // BLOCK_SIZE
+    blocks_per_seq = ceil_div(max_len, BLOCK_SIZE)
     num_blocks = n_seqs * blocks_per_seq + 1
     # Interleaved, non-contiguous block tables exercise the paging (block 0 left unused).
     tables = [[1 + s + n_seqs * b for b in range(blocks_per_seq)] for s in range(n_seqs)]
