@@ -20,7 +20,6 @@ from grokd.engine.block_manager import BlockManager
 from grokd.engine.config import EngineConfig
 from grokd.engine.detokenizer import Detokenizer
 from grokd.engine.errors import ContextLengthError, QueueFullError
-from grokd.engine.loader import torch_dtype
 from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, StructuredBackend
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
@@ -31,6 +30,7 @@ from grokd.engine.scheduler import ScheduledSeq, Scheduler
 from grokd.engine.tokenizer import Tokenizer
 from grokd.kernels.arith import ceil_div
 from grokd.kernels.dispatch import select_kernels
+from grokd.kernels.dtypes import torch_dtype
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,6 @@ from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape, kv_row_width
 from grokd.kernels.metadata import AttentionMetadata
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def available_memory(device: torch.device) -> int:
     """Bytes that could still be allocated on ``device`` (free GPU memory, or MemAvailable)."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grokd.kernels.dispatch import Kernels, select_kernels
+from grokd.kernels.dtypes import DTYPES
 from grokd.kernels.metadata import AttentionMetadata
 from grokd.kernels.moe import ExpertWeights
 from grokd.kernels.quant import dequantize, quantize_int8
@@ -73,11 +74,11 @@ def _to_storage(
         if weights_dtype in ("auto", "int8"):
             return value.weight.to(device), value.scales.to(device, torch.bfloat16)
         w = dequantize(value.weight, value.scales).transpose(-1, -2)
-        return w.to(device, getattr(torch, weights_dtype)).contiguous(), None
+        return w.to(device, DTYPES[weights_dtype]).contiguous(), None
     if weights_dtype == "int8":
         q, s = quantize_int8(value.transpose(-1, -2))
         return q.to(device), s.to(device)
-    dtype = value.dtype if weights_dtype == "auto" else getattr(torch, weights_dtype)
+    dtype = value.dtype if weights_dtype == "auto" else DTYPES[weights_dtype]
     return value.to(device, dtype), None
 
 

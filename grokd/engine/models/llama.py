@@ -19,6 +19,7 @@ from torch import nn
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
 from grokd.kernels.decoder_layer import DenseLayerWeights
 from grokd.kernels.dispatch import Kernels, select_kernels
+from grokd.kernels.dtypes import DTYPES
 from grokd.kernels.host_memory import Arena
 from grokd.kernels.linear import Int8Weight, quantize_int8
 from grokd.kernels.metadata import AttentionMetadata
@@ -26,9 +27,6 @@ from grokd.weights.checkpoint import Checkpoint, QuantizedWeight
 
 # Name the GGUF reader gives llama.cpp's ``rope_freqs.weight`` (not an HF tensor).
 ROPE_FREQS_NAME = "model.rope_freqs"
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 class RMSNorm(nn.Module):
     """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF);
@@ -300,8 +298,8 @@ class LlamaForCausalLM(nn.Module):
         """
         if weights_dtype in ("auto", "int8"):
             wdtype = dtype
-        elif weights_dtype in _DTYPES:
-            wdtype = _DTYPES[weights_dtype]
+        elif weights_dtype in DTYPES:
+            wdtype = DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
         model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
