@@ -11,7 +11,7 @@ from grokd.engine.models.llama import LlamaForCausalLM
 from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
-from grokd.kernels.linear import pack_weight
+from grokd.kernels.linear import OneDNNWeight, pack_weight
 from grokd.kernels.metadata import AttentionMetadata
 
 PROMPTS = [
@@ -145,7 +145,7 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
 
 def _is_packed(weight) -> bool:
     """In one of ``kernels.linear.pack_weight``'s forms: the C kernels' panels or oneDNN's layout."""
-    return isinstance(weight, PanelWeight) or (isinstance(weight, torch.Tensor) and weight.is_mkldnn)
+    return isinstance(weight, PanelWeight | OneDNNWeight)
 
 
 def _packs_bf16() -> bool:
