@@ -108,13 +108,11 @@ def weight_bytes_per_step(model: Any, batch: int) -> float:
 
 
 def _packed_weights(model: Any) -> list[Any]:
-    """Projections kept outside ``parameters()``: weight-only int8 (``kernels.linear.Int8Weight``)
-    and the CPU kernels' panels (``kernels.cpu_linear``)."""
-    from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
-    from grokd.kernels.linear import Int8Weight
+    """Projections kept outside ``parameters()``: every packed form (``kernels.linear.PackedWeight``:
+    weight-only int8, the CPU kernels' panels, oneDNN's layout)."""
+    from grokd.kernels.linear import PackedWeight
 
-    kinds = Int8Weight | PanelWeight | Int8PanelWeight
-    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, kinds)]
+    return [w for m in model.modules() for w in vars(m).values() if isinstance(w, PackedWeight)]
 
 
 def prefill_flops(model: Any, tokens: int, seqs: int, prompt_len: int) -> float:

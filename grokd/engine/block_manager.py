@@ -18,6 +18,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from grokd.kernels.arith import ceil_div
+
 
 class BlockOwner(Protocol):
     """What the block manager needs of a sequence."""
@@ -68,7 +70,7 @@ class BlockManager:
         return self.num_blocks - self.num_free
 
     def blocks_needed(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
+        return ceil_div(num_tokens, self.block_size)
 
     # ---- prefix cache -----------------------------------------------------------------------
     def match_prefix(self, seq: BlockOwner) -> tuple[list[int], list[int]]:

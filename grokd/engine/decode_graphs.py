@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.metadata import AttentionMetadata
 
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)
@@ -91,7 +92,7 @@ class DecodeGraphs:
         """Hidden states ``[len(ids), hidden]`` of one decode step (one token per sequence); the
         result is a view of a static buffer, valid until the next call."""
         rows = len(ids)
-        blocks_needed = max(-(-n // self.block_size) for n in seq_lens)
+        blocks_needed = max(ceil_div(n, self.block_size) for n in seq_lens)
         b = bucket(rows, self.batch_sizes)
         nb = bucket(blocks_needed, self.block_sizes)
         if b is None or nb is None:
@@ -102,7 +103,7 @@ class DecodeGraphs:
                  for t, n in zip(tables, seq_lens, strict=True)]
         flat_tables: list[int] = []
         for t, n in zip(tables, seq_lens, strict=True):
-            used = t[: -(-n // self.block_size)]
+            used = t[: ceil_div(n, self.block_size)]
             flat_tables += used + [sink] * (nb - len(used))
         flat_tables += [sink] * (nb * pad)
         packed = (ids + [0] * pad) + (positions + [0] * pad) + (slots + [sink * self.block_size] * pad) \

@@ -20,7 +20,6 @@ from grokd.engine.block_manager import BlockManager
 from grokd.engine.config import EngineConfig
 from grokd.engine.detokenizer import Detokenizer
 from grokd.engine.errors import ContextLengthError, QueueFullError
-from grokd.engine.loader import torch_dtype
 from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, StructuredBackend
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
@@ -29,7 +28,9 @@ from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
 from grokd.engine.tokenizer import Tokenizer
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.dispatch import select_kernels
+from grokd.kernels.dtypes import torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,11 @@ class LLMEngine:
         self.max_model_len = int(config.model.max_model_len or model.max_position_embeddings)
         self.vocab_size = int(model.vocab_size)
         bs = config.cache.block_size
-        useful = config.scheduler.max_num_seqs * -(-self.max_model_len // bs)
+        useful = config.scheduler.max_num_seqs * ceil_div(self.max_model_len, bs)
         self.runner = ModelRunner(
             model, config.cache, torch_dtype(config.model.dtype), self.device, useful,
             decode_graphs="off" if config.model.enforce_eager else "auto",
-            max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=-(-self.max_model_len // bs),
+            max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=ceil_div(self.max_model_len, bs),
         )
         self.block_manager = BlockManager(self.runner.num_blocks, bs, config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager)

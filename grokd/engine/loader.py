@@ -14,6 +14,7 @@ import torch
 
 from grokd.engine.config import ModelLoadConfig
 from grokd.engine.tokenizer import Tokenizer
+from grokd.kernels.dtypes import torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,11 @@ TOKENIZER_REGISTRY = {
     "hf": "grokd.engine.hf_tokenizer:HFTokenizer",
     "gguf": "grokd.engine.hf_tokenizer:HFTokenizer",
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve(dotted: str) -> Any:
     module, _, attr = dotted.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"dtype: unsupported {name!r} (choose from {', '.join(DTYPES)})")
-    return DTYPES[name]
 
 
 def load_tokenizer(ckpt: Any) -> Tokenizer | None:

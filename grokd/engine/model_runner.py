@@ -15,10 +15,9 @@ from grokd.engine.config import CacheConfig
 from grokd.engine.decode_graphs import DecodeGraphs
 from grokd.engine.scheduler import ScheduledSeq
 from grokd.kernels import host_memory
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape, kv_row_width
 from grokd.kernels.metadata import AttentionMetadata
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def available_memory(device: torch.device) -> int:
@@ -114,7 +113,7 @@ class ModelRunner:
         self.kv_caches = [zeros_lazy(shape, self.kv_dtype, self.device) for _ in range(model.num_layers)]
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
-            max_blocks = max_blocks_per_seq or -(-model.max_position_embeddings // cache.block_size)
+            max_blocks = max_blocks_per_seq or ceil_div(model.max_position_embeddings, cache.block_size)
             self.graphs = DecodeGraphs(model, self.kv_caches, cache.block_size, self.num_blocks,
                                        max_batch, max_blocks, capture)
 
@@ -149,7 +148,7 @@ class ModelRunner:
             offset += n
         dev = self.device
         if (self.graphs is not None and not prompt_spans and len(ids) == len(batch)
-                and self.graphs.fits(len(batch), -(-max(seq_lens, default=0) // self.block_size))):
+                and self.graphs.fits(len(batch), ceil_div(max(seq_lens, default=0), self.block_size))):
             hidden = self.graphs.run(ids, pos, seq_lens, tables)
         else:
             meta = AttentionMetadata.build(query_lens, seq_lens, tables, self.block_size, device=dev)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.metadata import AttentionMetadata
+from grokd.kernels.quant import quantize_rows
 
 KV_SCALE_BYTES = 4  # an int8 row's float32 scale, stored after its values
 
@@ -40,13 +42,10 @@ def kv_head_dim(kv_cache: torch.Tensor) -> int:
 
 
 def quantize_kv(x: torch.Tensor) -> torch.Tensor:
-    """``x [..., head_dim]`` -> int8 rows ``[..., head_dim + 4]``: ``round(x / scale)`` (half to
-    even), then the float32 ``scale = max|x| / 127`` (1 for an all-zero row) as four bytes.
-    ``kernels/csrc/rope_write_kv.c`` quantizes with exactly these operations."""
-    x = x.float()
-    amax = x.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    values = torch.round(x / scale).clamp_(-127, 127).to(torch.int8)
+    """``x [..., head_dim]`` -> int8 rows ``[..., head_dim + 4]``: ``kernels.quant.quantize_rows``'s
+    values ``round(x / scale)`` (half to even), then its float32 ``scale = max|x| / 127`` (1 for an
+    all-zero row) as four bytes. ``kernels/csrc/rope_write_kv.c`` quantizes with exactly these operations."""
+    values, scale = quantize_rows(x)
     return torch.cat((values, scale.view(torch.int8)), dim=-1)
 
 
@@ -101,7 +100,7 @@ def paged_attention(
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, s_len) in enumerate(zip(meta.query_lens_list, meta.seq_lens_list, strict=True)):
-        n_blocks = (s_len + block_size - 1) // block_size
+        n_blocks = ceil_div(s_len, block_size)
         keys, values = sequence_kv(kv_cache, meta.block_tables[i, :n_blocks], s_len, q.dtype)
         qi = q[start : start + q_len].view(q_len, kv_heads, group, head_dim)
         scores = torch.einsum("tkgd,skd->kgts", qi, keys.to(q.dtype)).float() * scale

@@ -15,7 +15,7 @@ so the two differ only in summation order.
 widened to float32 in registers, one scale per output applied to each finished sum. A decode step
 then reads one byte per weight. ``aten._weight_int8pack_mm``, which it replaces, was slower than the
 bf16 kernel (10.1 against 8.0 ms per pass over the weights at one row; this one: 7.0) and gets
-``in_features % 16 != 0`` wrong. Twin: ``kernels.linear.int8_linear_reference``.
+``in_features % 16 != 0`` wrong. Twin: ``kernels.linear.per_channel_int8_reference``.
 
 On a CPU with AVX512-VNNI the int8 weights are packed in pairs for ``vpdpwssd`` instead (``vnni``),
 and the bf16 activations converted to int16 per block of 128 features (finer than bf16 itself):
@@ -65,6 +65,12 @@ class PanelWeight:
         out_features, in_features = self.shape
         return self.packed.permute(0, 2, 1, 3).reshape(out_features, in_features)
 
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T`` through ``linear_bf16``, in ``x``'s dtype (cast to bf16 and back)."""
+        if x.dtype != self.dtype:
+            return linear_bf16(x.to(self.dtype), self).to(x.dtype)
+        return linear_bf16(x, self)
+
 
 @dataclass(frozen=True)
 class Int8PanelWeight:
@@ -85,6 +91,13 @@ class Int8PanelWeight:
 
     def nbytes(self) -> int:
         return self.packed.numel() + self.scales.numel() * self.scales.element_size()
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ (qweight * scales[:, None]).T`` through ``linear_int8``, in ``x``'s dtype (cast to
+        bf16 and back)."""
+        if x.dtype != self.dtype:
+            return linear_int8(x.to(self.dtype), self).to(x.dtype)
+        return linear_int8(x, self)
 
 
 def _has_kernel(name: str = "grokd_linear_bf16_available") -> bool:
@@ -154,7 +167,7 @@ def pack(weight: torch.Tensor, arena: host_memory.Arena | None = None) -> PanelW
     return PanelWeight((arena.copy if arena is not None else host_memory.copy)(panels), weight.shape)
 
 
-def linear(x: torch.Tensor, weight: PanelWeight) -> torch.Tensor:
+def linear_bf16(x: torch.Tensor, weight: PanelWeight) -> torch.Tensor:
     """``x @ weight.T`` for bf16 ``x [..., in]`` -> ``[..., out]`` in bf16."""
     return _call(x, weight.shape, "grokd_linear_bf16", weight.packed.data_ptr())
 

@@ -28,6 +28,7 @@ from grokd.kernels import cpu_build
 from grokd.kernels.attention import kv_head_dim
 from grokd.kernels.c_abi import LayerWeights, StepKV
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
+from grokd.kernels.linear import PackedWeight
 from grokd.kernels.metadata import AttentionMetadata
 
 
@@ -39,10 +40,10 @@ class DenseLayerWeights:
 
     norm1: torch.Tensor
     norm2: torch.Tensor
-    qkv: object
-    o: object
-    gate_up: object
-    down: object
+    qkv: torch.Tensor | PackedWeight
+    o: torch.Tensor | PackedWeight
+    gate_up: torch.Tensor | PackedWeight
+    down: torch.Tensor | PackedWeight
     heads: int
     kv_heads: int
     head_dim: int

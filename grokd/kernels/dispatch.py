@@ -2,8 +2,8 @@
 and the per-sequence reference stays in ``kernels.attention``. On the CPU, decode rows go through
 the in-place C kernel (``kernels.cpu_decode_attention``) and RMSNorm through another
 (``kernels.norm``), both built by ``kernels.cpu_build``; prefill rows go through torch's fused SDPA
-(``kernels.prefill_attention``), and dense projections run on packed weights where
-``kernels.linear.can_pack`` allows. On CUDA, PyTorch ops are replayed from graphs
+(``kernels.prefill_attention``), and projections on the weight forms ``kernels.linear.pack_weight``
+picks for the CPU (each form runs its own kernel). On CUDA, PyTorch ops are replayed from graphs
 (``engine.decode_graphs``)."""
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ class Kernels:
     write_kv: Callable = _attention.write_kv
     rope_write_kv: Callable = _rope.rope_write_kv
     moe: Callable = _moe.moe_forward
-    linear: Callable = _quant.int8_linear
-    dense_linear: Callable = _linear.dense_linear
-    pack_weight: Callable = _linear.pack_weight
+    # ``x @ W.T`` for a plain ``[out, in]`` tensor or any ``kernels.linear.PackedWeight`` (the
+    # per-channel int8, panel and oneDNN forms, the Grok release's ``quant.GroupedInt8Weight``)
+    linear: Callable = _linear.linear
+    # load time: a packer putting one model's projections into this device's fastest forms, and the
+    # quantiser of dense weights to the Grok release's grouped int8 layout
+    weight_packer: Callable[..., _linear.WeightPacker] = _linear.WeightPacker
+    quantize_grouped_int8: Callable = _quant.quantize_grouped_int8
     rms_norm: Callable = _norm.rms_norm
     argmax: Callable = _argmax.argmax  # greedy decoding, per row of the logits
     # a whole decoder layer in one call for the steps it takes (returns None for the others)

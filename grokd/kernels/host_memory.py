@@ -24,6 +24,8 @@ import mmap
 
 import torch
 
+from grokd.kernels.arith import ceil_div
+
 HUGE_PAGE = 2 << 20  # x86-64's PMD size
 
 
@@ -35,7 +37,7 @@ def anonymous(nbytes: int, huge: bool = True) -> mmap.mmap:
     private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default, MAP_SHARED, is shmem: no THP there
     if nbytes < HUGE_PAGE or not huge:
         return mmap.mmap(-1, nbytes, flags=private)
-    buf = mmap.mmap(-1, math.ceil(nbytes / HUGE_PAGE) * HUGE_PAGE, flags=private)
+    buf = mmap.mmap(-1, ceil_div(nbytes, HUGE_PAGE) * HUGE_PAGE, flags=private)
     try:
         buf.madvise(mmap.MADV_HUGEPAGE)
     except (AttributeError, OSError):  # no MADV_HUGEPAGE on this platform, or THP compiled out
@@ -78,5 +80,5 @@ class Arena:
         if self._chunk is None or self._used + nbytes > self.chunk_bytes:
             self._chunk, self._used = anonymous(self.chunk_bytes), 0
         out = torch.frombuffer(self._chunk, dtype=tensor.dtype, count=tensor.numel(), offset=self._used)
-        self._used += -(-nbytes // 64) * 64  # the next tensor on a cache line
+        self._used += ceil_div(nbytes, 64) * 64  # the next tensor on a cache line
         return out.view(tensor.shape).copy_(tensor)

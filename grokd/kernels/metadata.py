@@ -7,6 +7,8 @@ from functools import cached_property
 
 import torch
 
+from grokd.kernels.arith import ceil_div
+
 
 @dataclass
 class DecodeRows:
@@ -83,7 +85,7 @@ class AttentionMetadata:
             return None
         device = self.seq_lens.device
         idx = torch.tensor(rows, dtype=torch.long, device=device)
-        blocks = -(-max(self.seq_lens_list[i] for i in rows) // self.block_size)
+        blocks = ceil_div(max(self.seq_lens_list[i] for i in rows), self.block_size)
         return DecodeRows(
             tokens=self.query_start_loc[idx],
             block_tables=self.block_tables[idx, :blocks],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from grokd.kernels.quant import int8_linear
+from grokd.kernels.quant import GroupedInt8Weight
 
 
 @dataclass
@@ -22,7 +22,7 @@ class ExpertWeights:
     """Stacked weights of one projection for all experts.
 
     Plain: ``weight [E, out, in]`` (torch layout), ``scales`` None. int8: ``weight [E, in, out]``
-    int8 (release layout) with ``scales [E, G, out]`` bf16.
+    int8 with ``scales [E, G, out]`` bf16, each expert a ``quant.GroupedInt8Weight`` (release layout).
     """
 
     weight: torch.Tensor
@@ -35,7 +35,7 @@ class ExpertWeights:
     def apply(self, x: torch.Tensor, e: int) -> torch.Tensor:
         if self.scales is None:
             return F.linear(x, self.weight[e].to(x.dtype))
-        return int8_linear(x, self.weight[e], self.scales[e])
+        return GroupedInt8Weight(self.weight[e], self.scales[e]).linear(x)
 
 
 def route(x: torch.Tensor, router_weight: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:

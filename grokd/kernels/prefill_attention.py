@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import paged_attention, sequence_kv
 from grokd.kernels.metadata import AttentionMetadata
 
@@ -39,7 +40,7 @@ def paged_prefill_attention(
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, s_len) in enumerate(zip(meta.query_lens_list, meta.seq_lens_list, strict=True)):
-        blocks = -(-s_len // block_size)
+        blocks = ceil_div(s_len, block_size)
         keys, values = sequence_kv(kv_cache, meta.block_tables[i, :blocks], s_len, q.dtype)  # [s_len, kv, dim]
         o = F.scaled_dot_product_attention(
             q[start : start + q_len].transpose(0, 1).unsqueeze(0),

@@ -1,42 +1,69 @@
-"""int8 weight-only quantisation as in the Grok-1 release: int8 weights with bf16 scales.
+"""int8 weights in the Grok-1 release's grouped layout, and the symmetric int8 rounding of rows
+that the per-channel weights (``kernels.linear``) and the int8 KV pool (``kernels.attention``) share.
 
-The release computes its effective weight as ``bf16(int8 -> bf16 * scale)``; any other rounding
-(e.g. dequantising in float32) changes expert routing and moves logits by whole units, so the
-reference here reproduces exactly that product and only then casts to the activation dtype.
+Grouped layout (``GroupedInt8Weight``): int8 ``[*lead, K, N]`` in ``x @ W`` order (input features
+first) with bf16 scales ``[*lead, G, N]``, one scale row per block of ``K / G`` input features. The
+release computes its effective weight as ``bf16(int8 -> bf16 * scale)``; any other rounding (e.g.
+dequantising in float32) changes expert routing and moves logits by whole units, so ``linear``
+reproduces exactly that product and only then casts to the activation dtype.
+
+Rows (``quantize_rows``): one float32 scale per row of the last dimension, ``max|row| / 127``, and
+values divided by it unrounded. The per-output-channel weights and the KV rows are both this, along
+the same axis; ``quantize_grouped_int8`` is not, since it rounds each scale to bf16 before dividing
+(so that ``qweight * scales`` is the weight the release's own product would see).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
-def dequantize(weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """``bf16(weight * scales)`` for ``weight [*lead, K, N]`` int8 and ``scales [*lead, G, N]``.
-
-    Row ``k`` uses scale row ``k // (K // G)`` (per-block scales along the input dimension).
-    """
-    k, groups = weight.shape[-2], scales.shape[-2]
-    if k % groups:
-        raise ValueError(f"input dim {k} is not a multiple of the {groups} scale groups")
-    w = weight.to(torch.bfloat16)
-    if groups == 1:
-        return w * scales.to(torch.bfloat16)
-    lead = weight.shape[:-2]
-    n = weight.shape[-1]
-    w = w.view(*lead, groups, k // groups, n) * scales.to(torch.bfloat16).unsqueeze(-2)
-    return w.view(*lead, k, n)
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row of ``x``'s last dimension: int8 values ``[..., n]`` and float32 scales
+    ``[..., 1]``, ``x ≈ values * scales``. ``scale = max|row| / 127`` (1 for an all-zero row, whose
+    values are all 0, so nothing divides by zero); ``values = round(x / scale)``, half to even.
+    ``kernels/csrc/rope_write_kv.c`` quantizes KV rows with exactly these operations."""
+    x = x.float()
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    return torch.round(x / scale).clamp_(-127, 127).to(torch.int8), scale
 
 
-def int8_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """``x @ bf16(weight * scales)`` computed in ``x``'s dtype; ``weight [K, N]`` int8, ``scales [G, N]``."""
-    return x @ dequantize(weight, scales).to(x.dtype)
+@dataclass(frozen=True)
+class GroupedInt8Weight:
+    """An int8 weight in the Grok-1 release's layout: ``qweight [*lead, K, N]`` int8, ``x @ W``
+    order, and bf16 ``scales [*lead, G, N]``; input row ``k`` uses scale row ``k // (K // G)``."""
+
+    qweight: torch.Tensor
+    scales: torch.Tensor
+
+    def dequantize(self) -> torch.Tensor:
+        """The effective weight ``bf16(bf16(qweight) * scales)``, ``[*lead, K, N]``."""
+        weight, scales = self.qweight, self.scales
+        k, groups = weight.shape[-2], scales.shape[-2]
+        if k % groups:
+            raise ValueError(f"input dim {k} is not a multiple of the {groups} scale groups")
+        w = weight.to(torch.bfloat16)
+        if groups == 1:
+            return w * scales.to(torch.bfloat16)
+        lead, n = weight.shape[:-2], weight.shape[-1]
+        w = w.view(*lead, groups, k // groups, n) * scales.to(torch.bfloat16).unsqueeze(-2)
+        return w.view(*lead, k, n)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., K] @ dequantize()`` -> ``[..., N]``, computed in ``x``'s dtype."""
+        return x @ self.dequantize().to(x.dtype)
+
+    def nbytes(self) -> int:
+        return self.qweight.numel() + self.scales.numel() * self.scales.element_size()
 
 
-def quantize_int8(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric absmax quantisation of ``w [*lead, K, N]`` (``x @ W`` layout) to int8 + bf16 scales.
-
-    For holding dense checkpoints in int8 memory; lossy, unlike the release's own int8 weights.
-    """
+def quantize_grouped_int8(w: torch.Tensor, groups: int = 1) -> GroupedInt8Weight:
+    """Symmetric absmax int8 of ``w [*lead, K, N]`` (``x @ W`` order) in ``groups`` blocks of input
+    features, with bf16 scales: the release's layout, for holding dense checkpoints in int8 memory
+    (lossy, unlike the release's own int8 weights). Each scale is rounded to bf16 before the division."""
     k, n = w.shape[-2], w.shape[-1]
     lead = w.shape[:-2]
     if k % groups:
@@ -44,4 +71,4 @@ def quantize_int8(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch
     wf = w.float().reshape(*lead, groups, k // groups, n)
     scales = (wf.abs().amax(dim=-2) / 127.0).clamp_min(1e-12).to(torch.bfloat16)
     q = torch.round(wf / scales.float().unsqueeze(-2)).clamp(-127, 127).to(torch.int8)
-    return q.reshape(*lead, k, n), scales
+    return GroupedInt8Weight(q.reshape(*lead, k, n), scales)

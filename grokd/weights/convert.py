@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from grokd.kernels.quant import dequantize
+from grokd.kernels.quant import GroupedInt8Weight
 from grokd.weights.checkpoint import CheckpointError, QuantizedWeight
 from grokd.weights.release import ReleaseEntry, ReleaseReader, find_release_root, hf_name, release_config
 from grokd.weights.safetensors_reader import INDEX_NAME, MANIFEST_NAME, QWEIGHT_SUFFIX, SCALES_SUFFIX
@@ -110,7 +110,7 @@ def _converted(name: str, value: torch.Tensor | QuantizedWeight, weights_dtype: 
     if isinstance(value, QuantizedWeight):
         if weights_dtype == "int8":
             return [(name + QWEIGHT_SUFFIX, value.weight), (name + SCALES_SUFFIX, value.scales)]
-        return [(name, dequantize(value.weight, value.scales).t().contiguous())]
+        return [(name, GroupedInt8Weight(value.weight, value.scales).dequantize().t().contiguous())]
     return [(name, value)]
 
 

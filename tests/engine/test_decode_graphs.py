@@ -15,6 +15,7 @@ from engine_helpers import assert_idle, run_all
 from grokd.engine.decode_graphs import block_buckets, bucket
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.sampling_params import SamplingParams
+from grokd.kernels.arith import ceil_div
 
 
 def with_graph_runner(engine, mode: str = "eager", kv_cache_dtype: str = "auto"):
@@ -23,7 +24,7 @@ def with_graph_runner(engine, mode: str = "eager", kv_cache_dtype: str = "auto")
     cfg = engine.config
     engine.runner = ModelRunner(
         engine.model, dataclasses.replace(cfg.cache, dtype=kv_cache_dtype), torch.float32, "cpu", engine.runner.num_blocks, decode_graphs=mode,
-        max_batch=cfg.scheduler.max_num_seqs, max_blocks_per_seq=-(-engine.max_model_len // cfg.cache.block_size),
+        max_batch=cfg.scheduler.max_num_seqs, max_blocks_per_seq=ceil_div(engine.max_model_len, cfg.cache.block_size),
     )
     return engine
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from grokd.kernels.arith import ceil_div
+
 
 def scattered_tables(seq_lens: list[int], block_size: int, generator: torch.Generator,
                      spare: int = 0) -> tuple[list[list[int]], int]:
     """``(tables, num_blocks)``: each sequence's blocks drawn from a random permutation of a pool of
     exactly the blocks needed plus ``spare``."""
-    need = [-(-n // block_size) for n in seq_lens]
+    need = [ceil_div(n, block_size) for n in seq_lens]
     num_blocks = sum(need) + spare
     perm = torch.randperm(num_blocks, generator=generator).tolist()
     tables, at = [], 0

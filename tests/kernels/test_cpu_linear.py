@@ -1,5 +1,5 @@
 """The projection kernels of the CPU tier this process runs (AVX512-BF16, AVX-512 or AVX2 ones) against
-their twins, ``F.linear`` on the unpacked weight and ``int8_linear_reference``."""
+their twins, ``F.linear`` on the unpacked weight and ``per_channel_int8_reference``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_packing_round_trips():
 @pytest.mark.parametrize("rows", [1, 3, 8, 9, 16, 33])  # whole and partial 8-row tiles
 def test_matches_f_linear(rows):
     w, x = weight_and_input(rows, 96, 576, seed=rows)
-    got = cpu_linear.linear(x, cpu_linear.pack(w))
+    got = cpu_linear.linear_bf16(x, cpu_linear.pack(w))
     expected = F.linear(x.float(), w.float())  # exact sums: the kernel differs by its bf16 rounding
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 96)
     torch.testing.assert_close(got.float(), expected, atol=1e-2, rtol=8e-3)
@@ -45,13 +45,13 @@ def test_prefill_tile_matches_f_linear(rows, out_features):
     """From 64 rows on, columns in multiples of 64 take the 4-panel tile split by rows (whole and
     partial 6-row tiles, an odd split between the threads); 96 columns keep the 2-panel tile."""
     w, x = weight_and_input(rows, out_features, 576, seed=rows + out_features)
-    got = cpu_linear.linear(x, cpu_linear.pack(w))
+    got = cpu_linear.linear_bf16(x, cpu_linear.pack(w))
     expected = F.linear(x.float(), w.float())
     assert got.shape == (rows, out_features)
     torch.testing.assert_close(got.float(), expected, atol=1e-2, rtol=8e-3)
     assert (got == expected.bfloat16()).float().mean() > 0.97
     # the same sums in the same order as the decode tile, row by row: bit-identical to one row at a time
-    assert torch.equal(got[:3], cpu_linear.linear(x[:3], cpu_linear.pack(w)))
+    assert torch.equal(got[:3], cpu_linear.linear_bf16(x[:3], cpu_linear.pack(w)))
 
 
 @needs_kernel
@@ -65,7 +65,7 @@ def test_leading_dims_strided_rows_and_threads():
     for threads in (1, 2):
         torch.set_num_threads(threads)
         try:
-            results.append(cpu_linear.linear(wide.view(3, 4, 130), packed))
+            results.append(cpu_linear.linear_bf16(wide.view(3, 4, 130), packed))
         finally:
             torch.set_num_threads(before)
     assert results[0].shape == (3, 4, 64) and torch.equal(results[0], results[1])
@@ -73,13 +73,13 @@ def test_leading_dims_strided_rows_and_threads():
 
 
 @needs_kernel
-def test_dense_linear_and_pack_weight_choose_it():
+def test_linear_and_pack_weight_choose_it():
     w, x = weight_and_input(5, 64, 32)
     packed = linear.pack_weight(w)
     assert isinstance(packed, cpu_linear.PanelWeight)
-    torch.testing.assert_close(linear.dense_linear(x, packed), cpu_linear.linear(x, packed))
+    torch.testing.assert_close(linear.linear(x, packed), cpu_linear.linear_bf16(x, packed))
     # float32 activations are cast in and back, as for the other weight forms
-    assert linear.dense_linear(x.float(), packed).dtype == torch.float32
+    assert linear.linear(x.float(), packed).dtype == torch.float32
 
 
 def test_other_weights_keep_the_other_paths():
@@ -89,7 +89,7 @@ def test_other_weights_keep_the_other_paths():
         assert not cpu_linear.supports_weight(w)
         assert not isinstance(linear.pack_weight(w), cpu_linear.PanelWeight)
     with pytest.raises(ValueError, match="bf16 CPU activations"):
-        cpu_linear.linear(torch.randn(2, 32), cpu_linear.pack(torch.randn(64, 32).bfloat16()))
+        cpu_linear.linear_bf16(torch.randn(2, 32), cpu_linear.pack(torch.randn(64, 32).bfloat16()))
 
 
 needs_int8_kernel = pytest.mark.c_kernels
@@ -99,15 +99,15 @@ needs_int8_kernel = pytest.mark.c_kernels
 @pytest.mark.parametrize("rows", [1, 5, 8, 17])
 def test_int8_matches_its_reference(rows):
     w, x = weight_and_input(rows, 64, 100, seed=rows)
-    q = linear.quantize_int8(w, torch.bfloat16)
+    q = linear.quantize_per_channel_int8(w, torch.bfloat16)
     packed = cpu_linear.pack_int8(q.qweight, q.scales, vnni=False)  # the weight-only kernel (AVX-512 or AVX2)
     assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.nbytes() == 64 * 100 + 64 * 4
     assert torch.equal(packed.packed.transpose(1, 2).reshape(64, 100), q.qweight)
-    got = linear.dense_linear(x, packed)
-    expected = linear.int8_linear_reference(x, q)
+    got = linear.linear(x, packed)
+    expected = linear.per_channel_int8_reference(x, q)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
     torch.testing.assert_close(got.float(), expected.float(), atol=1e-2, rtol=8e-3)
-    torch.testing.assert_close(got.float(), linear.dense_linear(x, q).float(), atol=1e-2, rtol=8e-3)  # unpacked
+    torch.testing.assert_close(got.float(), linear.linear(x, q).float(), atol=1e-2, rtol=8e-3)  # unpacked
 
 
 needs_vnni_kernel = pytest.mark.skipif(not cpu_linear.supports_vnni(), reason="this CPU has no AVX512-VNNI")
@@ -120,17 +120,17 @@ def test_int8_vnni_matches_the_same_reference(rows, in_features):
     """With AVX512-VNNI the weights are packed in pairs and the activations go to int16 per block of
     128: the same twin and tolerance as the weight-only kernel (int16 is finer than bf16)."""
     w, x = weight_and_input(rows, 64, in_features, seed=rows + in_features)
-    q = linear.quantize_int8(w, torch.bfloat16)
+    q = linear.quantize_per_channel_int8(w, torch.bfloat16)
     packed = linear.pack_weight(q)  # the default where the CPU has VNNI
     assert isinstance(packed, cpu_linear.Int8PanelWeight) and packed.vnni
     kp = in_features + in_features % 2
     assert packed.packed.dtype == torch.int8 and packed.packed.shape == (4, kp // 2, 16, 2)
     unpacked = packed.packed.permute(0, 2, 1, 3).reshape(64, kp)
     assert torch.equal(unpacked[:, :in_features], q.qweight) and not unpacked[:, in_features:].any()
-    got = linear.dense_linear(x, packed)
+    got = linear.linear(x, packed)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, 64)
-    torch.testing.assert_close(got.float(), linear.int8_linear_reference(x, q).float(), atol=1e-2, rtol=8e-3)
-    fma = linear.dense_linear(x, cpu_linear.pack_int8(q.qweight, q.scales, vnni=False))
+    torch.testing.assert_close(got.float(), linear.per_channel_int8_reference(x, q).float(), atol=1e-2, rtol=8e-3)
+    fma = linear.linear(x, cpu_linear.pack_int8(q.qweight, q.scales, vnni=False))
     assert (got == fma).float().mean() > 0.9  # the two kernels' sums differ in float32 rounding only
 
 
@@ -140,10 +140,10 @@ def test_int8_vnni_zero_rows_and_blocks():
     w, x = weight_and_input(3, 32, 300, seed=9)
     x[0] = 0
     x[1, 128:256] = 0
-    q = linear.quantize_int8(w, torch.bfloat16)
-    got = linear.dense_linear(x, linear.pack_weight(q))
+    q = linear.quantize_per_channel_int8(w, torch.bfloat16)
+    got = linear.linear(x, linear.pack_weight(q))
     assert not got[0].any()
-    torch.testing.assert_close(got.float(), linear.int8_linear_reference(x, q).float(), atol=1e-2, rtol=8e-3)
+    torch.testing.assert_close(got.float(), linear.per_channel_int8_reference(x, q).float(), atol=1e-2, rtol=8e-3)
 
 
 @needs_vnni_kernel
@@ -153,15 +153,15 @@ def test_int8_vnni_a_non_finite_activation_is_not_quantized_away():
     w, x = weight_and_input(3, 32, 300, seed=4)
     x[0, 5] = float("nan")
     x[1, 200] = float("inf")
-    q = linear.quantize_int8(w, torch.bfloat16)
-    got = linear.dense_linear(x, linear.pack_weight(q))
-    expected = linear.int8_linear_reference(x, q)
+    q = linear.quantize_per_channel_int8(w, torch.bfloat16)
+    got = linear.linear(x, linear.pack_weight(q))
+    expected = linear.per_channel_int8_reference(x, q)
     assert torch.isnan(got[0]).all() and torch.isnan(got[1]).all()
     assert not torch.isfinite(expected[:2]).any()
     torch.testing.assert_close(got[2].float(), expected[2].float(), atol=1e-2, rtol=8e-3)
 
 
 def test_int8_weights_it_does_not_take_stay_as_they_are():
-    for q in (linear.quantize_int8(torch.randn(48, 32), torch.bfloat16),  # 48 outputs
-              linear.quantize_int8(torch.randn(64, 32), torch.float32)):  # float32 activations
+    for q in (linear.quantize_per_channel_int8(torch.randn(48, 32), torch.bfloat16),  # 48 outputs
+              linear.quantize_per_channel_int8(torch.randn(64, 32), torch.float32)):  # float32 activations
         assert linear.pack_weight(q) is q

@@ -123,7 +123,7 @@ def test_a_tier_above_this_cpu_is_refused():
 def test_each_tiers_projections_match_their_twins(tier, monkeypatch):
     """Every tier with C kernels, up to this CPU's, in this process: its own library (built with
     only its flags) runs the bf16 and int8 projections within rounding of F.linear and of
-    ``int8_linear_reference``, at decode and prefill row counts."""
+    ``per_channel_int8_reference``, at decode and prefill row counts."""
     monkeypatch.setenv(cpu_tier.ENV, tier.name)
     cpu_tier.active.cache_clear()
     try:
@@ -132,15 +132,15 @@ def test_each_tiers_projections_match_their_twins(tier, monkeypatch):
         assert library.path.exists()
         g = torch.Generator().manual_seed(tier.rank)
         w = (torch.randn(96, 200, generator=g) / 200**0.5).bfloat16()
-        q = linear.quantize_int8(w.float(), torch.bfloat16)
+        q = linear.quantize_per_channel_int8(w.float(), torch.bfloat16)
         packed, packed_q = cpu_linear.pack(w), cpu_linear.pack_int8(q.qweight, q.scales)
         assert packed_q.vnni == (tier.rank >= cpu_tier.BY_NAME["avx512_vnni"].rank)
         for rows in (1, 3, 9, 70):
             x = torch.randn(rows, 200, generator=g).bfloat16()
-            got = cpu_linear.linear(x, packed)
+            got = cpu_linear.linear_bf16(x, packed)
             torch.testing.assert_close(got.float(), F.linear(x.float(), w.float()), atol=1e-2, rtol=8e-3)
             got_q = cpu_linear.linear_int8(x, packed_q)
-            torch.testing.assert_close(got_q.float(), linear.int8_linear_reference(x, q).float(), atol=2e-2, rtol=1e-2)
+            torch.testing.assert_close(got_q.float(), linear.per_channel_int8_reference(x, q).float(), atol=2e-2, rtol=1e-2)
         # below avx512 oneDNN has no bf16 GEMM: pack_weight must never hand it one
         assert linear.can_pack(w) == (tier.rank >= cpu_tier.BY_NAME["avx512"].rank)
     finally:

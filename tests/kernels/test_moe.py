@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from grokd.kernels.moe import ExpertWeights, moe_forward, route
-from grokd.kernels.quant import dequantize
+from grokd.kernels.quant import GroupedInt8Weight
 
 
 def _naive(x, router, wg, wv, w1, k):
@@ -27,7 +27,7 @@ def test_moe_plain_and_int8_match_naive(device):
          (("g", (e, d, f)), ("v", (e, d, f)), ("1", (e, f, d)))}
     sc = {"g": torch.rand(e, 1, f) * 0.02, "v": torch.rand(e, 1, f) * 0.02, "1": torch.rand(e, 8, d) * 0.02}
     sc = {n: s.to(torch.bfloat16) for n, s in sc.items()}
-    eff = {n: dequantize(q[n], sc[n]).float() for n in q}
+    eff = {n: GroupedInt8Weight(q[n], sc[n]).dequantize().float() for n in q}
     ref = _naive(x, router, eff["g"], eff["v"], eff["1"], k)
     xd, rd = x.to(device), router.to(device)
     int8 = moe_forward(xd, rd, *(ExpertWeights(q[n].to(device), sc[n].to(device)) for n in ("g", "v", "1")),

@@ -17,13 +17,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grokd.kernels.dispatch import Kernels, select_kernels
-from grokd.kernels.metadata import AttentionMetadata
-from grokd.kernels.moe import ExpertWeights
-from grokd.kernels.quant import dequantize, quantize_int8
+from grokd.kernels.dtypes import DTYPES
+from grokd.kernels.types import AttentionMetadata, ExpertWeights, GroupedInt8Weight
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight
 
 WEIGHTS_DTYPES = ("auto", "int8", "bfloat16", "float32")
@@ -66,18 +64,18 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 
 def _to_storage(
-    value: torch.Tensor | QuantizedWeight, weights_dtype: str, device: torch.device
+    value: torch.Tensor | QuantizedWeight, weights_dtype: str, device: torch.device, kernels: Kernels
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(weight, scales)`` as stored: int8 ``[in, out]`` + scales, or plain ``[out, in]``."""
     if isinstance(value, QuantizedWeight):
         if weights_dtype in ("auto", "int8"):
             return value.weight.to(device), value.scales.to(device, torch.bfloat16)
-        w = dequantize(value.weight, value.scales).transpose(-1, -2)
-        return w.to(device, getattr(torch, weights_dtype)).contiguous(), None
+        w = GroupedInt8Weight(value.weight, value.scales).dequantize().transpose(-1, -2)
+        return w.to(device, DTYPES[weights_dtype]).contiguous(), None
     if weights_dtype == "int8":
-        q, s = quantize_int8(value.transpose(-1, -2))
-        return q.to(device), s.to(device)
-    dtype = value.dtype if weights_dtype == "auto" else getattr(torch, weights_dtype)
+        q = kernels.quantize_grouped_int8(value.transpose(-1, -2))
+        return q.qweight.to(device), q.scales.to(device)
+    dtype = value.dtype if weights_dtype == "auto" else DTYPES[weights_dtype]
     return value.to(device, dtype), None
 
 
@@ -114,14 +112,14 @@ class QLinear(nn.Module):
         expect = _storage_shape((self.out_features, self.in_features), quantized)
         if tuple(value.shape) != expect:
             raise CheckpointError(f"{name}: shape {tuple(value.shape)} does not match config {expect}")
-        w, s = _to_storage(value, weights_dtype, device)
+        w, s = _to_storage(value, weights_dtype, device, self.kernels)
         self.weight = _param(w)
         self.scales = _param(s) if s is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scales is not None:
-            return self.kernels.linear(x, self.weight, self.scales)
-        return F.linear(x, self.weight.to(x.dtype))
+            return self.kernels.linear(x, GroupedInt8Weight(self.weight, self.scales))
+        return self.kernels.linear(x, self.weight.to(x.dtype))  # computed in the activation dtype
 
 
 class Experts(nn.Module):
@@ -130,9 +128,10 @@ class Experts(nn.Module):
 
     KINDS = {"linear": "gate", "linear_v": "up", "linear_1": "down"}
 
-    def __init__(self, cfg: Grok1Config) -> None:
+    def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
         super().__init__()
         d, f = cfg.hidden_size, cfg.intermediate_size
+        self.kernels = kernels
         self.num_experts = cfg.num_experts
         self.shapes = {"gate": (f, d), "up": (f, d), "down": (d, f)}  # torch [out, in]
         self.loaded: dict[str, set[int]] = {k: set() for k in self.shapes}
@@ -148,7 +147,7 @@ class Experts(nn.Module):
         expect = _storage_shape(self.shapes[kind], quantized)
         if tuple(value.shape) != expect:
             raise CheckpointError(f"{name}: shape {tuple(value.shape)} does not match config {expect}")
-        w, s = _to_storage(value, weights_dtype, device)
+        w, s = _to_storage(value, weights_dtype, device, self.kernels)
         stacked: nn.Parameter | None = getattr(self, f"{kind}_weight")
         stacked_s: nn.Parameter | None = getattr(self, f"{kind}_scales")
         if stacked is None:
@@ -219,7 +218,7 @@ class MoEBlock(nn.Module):
     def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
         super().__init__()
         self.gate = _param(torch.zeros(cfg.num_experts, cfg.hidden_size, dtype=torch.float32))
-        self.experts = Experts(cfg)
+        self.experts = Experts(cfg, kernels)
         self.top_k = cfg.num_experts_per_tok
         self.kernels = kernels
 

@@ -16,19 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
-from grokd.kernels.decoder_layer import DenseLayerWeights
 from grokd.kernels.dispatch import Kernels, select_kernels
-from grokd.kernels.host_memory import Arena
-from grokd.kernels.linear import Int8Weight, quantize_int8
-from grokd.kernels.metadata import AttentionMetadata
+from grokd.kernels.dtypes import DTYPES
+from grokd.kernels.types import AttentionMetadata, DenseLayerWeights, PackedWeight
 from grokd.weights.checkpoint import Checkpoint, QuantizedWeight
 
 # Name the GGUF reader gives llama.cpp's ``rope_freqs.weight`` (not an HF tensor).
 ROPE_FREQS_NAME = "model.rope_freqs"
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 class RMSNorm(nn.Module):
     """``weight * x / rms(x)``, normalised in float32 and cast back before the weight (as HF);
@@ -123,12 +117,12 @@ class LlamaAttention(nn.Module):
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        qkv = self.kernels.dense_linear(x, self.qkv_weight)
+        qkv = self.kernels.linear(x, self.qkv_weight)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias.to(qkv.dtype)
         q = self.kernels.rope_write_kv(qkv, self.num_heads, self.num_kv_heads, *rope, kv_cache, meta)
         out = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=None)
-        return self.kernels.dense_linear(out.reshape(x.shape[0], self.q_size), self.o_weight)
+        return self.kernels.linear(out.reshape(x.shape[0], self.q_size), self.o_weight)
 
 
 class LlamaMLP(nn.Module):
@@ -144,8 +138,8 @@ class LlamaMLP(nn.Module):
         self.down_weight = nn.Parameter(torch.empty(hidden, intermediate, dtype=dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.kernels.dense_linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
-        return self.kernels.dense_linear(F.silu(gate).mul_(up), self.down_weight)
+        gate, up = self.kernels.linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
+        return self.kernels.linear(F.silu(gate).mul_(up), self.down_weight)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -219,7 +213,7 @@ class LlamaForCausalLM(nn.Module):
         self.kernels = kernels
         # the output head in its packed form (``pack_weights``); not a parameter, so weight
         # accounting still counts a shared embedding table once
-        self.output_weight: torch.Tensor | Int8Weight | PanelWeight | Int8PanelWeight | None = None
+        self.output_weight: torch.Tensor | PackedWeight | None = None
         # every layer as one kernel call per decode step (``Kernels.decoder_stack``), built by
         # ``pack_weights`` when the packed weights allow it
         self.decoder_stack: Callable | None = None
@@ -249,16 +243,17 @@ class LlamaForCausalLM(nn.Module):
         weight = self.output_weight
         if weight is None:
             weight = self.embed_tokens if self.lm_head is None else self.lm_head
-        return self.kernels.dense_linear(hidden, weight).float()
+        return self.kernels.linear(hidden, weight).float()
 
     def pack_weights(self, int8: bool = False) -> None:
         """Put every projection once into the form the kernels run fastest on this device
-        (``kernels.linear.pack_weight``: AVX512-BF16 panels or oneDNN's blocked layout for bf16 on
+        (``Kernels.weight_packer``: the C kernels' panels or oneDNN's blocked layout for bf16 on
         CPU, a no-op elsewhere), or weight-only int8 when ``int8``. The output
         head moves to ``output_weight``: a copy when it is tied to the embedding table (which the
-        embedding lookup still reads densely), a replacement when untied. Packed heads and int8
-        projections leave ``parameters()`` (see ``Int8Weight``), as do panel-packed ones."""
-        arena = Arena()  # the packed weights share huge pages, in the order a step reads them
+        embedding lookup still reads densely), a replacement when untied. Packed weights (every
+        form but a plain tensor) leave ``parameters()``."""
+        # one packer for the model: the packed weights share huge pages, in the order a step reads them
+        pack = self.kernels.weight_packer(int8=int8, dtype=self.dtype)
         for layer in self.layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
@@ -267,14 +262,14 @@ class LlamaForCausalLM(nn.Module):
                 (layer.mlp, "down_weight"),
             ):
                 weight = getattr(module, name)
-                packed = self.kernels.pack_weight(quantize_int8(weight, self.dtype) if int8 else weight, arena)
-                if isinstance(packed, torch.Tensor):  # dense or oneDNN-packed: still a parameter
+                packed = pack(weight)
+                if isinstance(packed, torch.Tensor):  # left dense: still a parameter
                     setattr(module, name, nn.Parameter(packed, requires_grad=False))
-                else:  # int8 and panel forms: plain attributes, outside parameters()
+                else:  # packed forms: plain attributes, outside parameters()
                     delattr(module, name)
                     setattr(module, name, packed)
         head = self.embed_tokens if self.lm_head is None else self.lm_head
-        packed = self.kernels.pack_weight(quantize_int8(head, self.dtype) if int8 else head, arena)
+        packed = pack(head)
         if packed is not head:
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it
@@ -300,8 +295,8 @@ class LlamaForCausalLM(nn.Module):
         """
         if weights_dtype in ("auto", "int8"):
             wdtype = dtype
-        elif weights_dtype in _DTYPES:
-            wdtype = _DTYPES[weights_dtype]
+        elif weights_dtype in DTYPES:
+            wdtype = DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
         model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))

@@ -206,7 +206,7 @@ int grokd_linear_bf16(const uint16_t *x, int64_t m, int64_t x_stride, const uint
 /* ---- weight-only int8: y = (x . Q^T) * scales, for bf16 x and int8 Q with one float32 scale per
  * output column. Q is packed as [n / 16][k][16] (one 16-byte load holds a k's 16 columns); each is
  * widened to float32 in registers and multiplied into float32 sums with fused multiply-adds, so a
- * step reads one byte per weight. Twin: kernels.linear.int8_linear_reference (dequantise, then
+ * step reads one byte per weight. Twin: kernels.linear.per_channel_int8_reference (dequantise, then
  * F.linear); the sums differ only in order, and the scale is applied once to each sum. */
 
 int grokd_linear_int8_available(void) {
@@ -314,7 +314,7 @@ int grokd_linear_int8(const uint16_t *x, int64_t m, int64_t x_stride, const int8
  * conversions per 16. (llama.cpp quantizes activations to int8 per 32 for vpdpbusd, 64 products
  * per instruction; measured here that flipped SmolLM2's greedy choice on a chat prompt where these
  * weights in float32 and the weight-only kernel agree, so the activations keep 16 bits.)
- * Twin: kernels.linear.int8_linear_reference, as for the kernel above. */
+ * Twin: kernels.linear.per_channel_int8_reference, as for the kernel above. */
 
 #define X16_BLOCK 128
 #define X16_ROWS 8
@@ -451,7 +451,7 @@ int grokd_linear_int8_vnni(const uint16_t *x, int64_t m, int64_t x_stride, const
  * Numerics: products exact in float32 (bf16 times bf16; int8 times bf16 in float32 after the
  * activation's widening), summed in float32 by fused multiply-adds (the int8 ones scaled once at
  * the end), rounded once to bf16. Against vdpbf16ps only the summation order differs, and
- * denormal inputs are not flushed. Twins: F.linear and kernels.linear.int8_linear_reference. */
+ * denormal inputs are not flushed. Twins: F.linear and kernels.linear.per_channel_int8_reference. */
 
 #if defined(GROKD_WIDEN_AVX2) || defined(GROKD_INT8_AVX2)
 #define AVX2_ROWS 3 /* 4 sums per row: 12 of the 16 registers, 2 widened weights and 1 broadcast beside */

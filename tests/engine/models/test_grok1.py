@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from grokd.engine.models.grok1 import Grok1ForCausalLM
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.metadata import AttentionMetadata
 from grokd.weights import load
@@ -23,7 +24,7 @@ def prefill_all(model: Grok1ForCausalLM, prompts: list[list[int]], dtype: torch.
     caches = make_caches(model, 64, dtype)
     tables, next_block = [], 63
     for p in prompts:
-        n = (len(p) + BLOCK - 1) // BLOCK
+        n = ceil_div(len(p), BLOCK)
         tables.append(list(range(next_block, next_block - n, -1)))
         next_block -= n
     lens = [len(p) for p in prompts]
@@ -38,7 +39,7 @@ def prefill_all(model: Grok1ForCausalLM, prompts: list[list[int]], dtype: torch.
 def greedy(model: Grok1ForCausalLM, prompt: list[int], steps: int, dtype: torch.dtype) -> list[int]:
     """Prefill, then decode one token per step through the paged cache."""
     caches = make_caches(model, 32, dtype)
-    table = list(range(1, 1 + (len(prompt) + steps + BLOCK - 1) // BLOCK))
+    table = list(range(1, 1 + ceil_div(len(prompt) + steps, BLOCK)))
     out: list[int] = []
     ctx = list(prompt)
     new = list(prompt)

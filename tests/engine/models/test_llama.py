@@ -8,9 +8,10 @@ import torch
 
 from grokd.engine.chat_template import render_chat
 from grokd.engine.models.llama import LlamaForCausalLM
+from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.cpu_linear import Int8PanelWeight, PanelWeight
-from grokd.kernels.linear import pack_weight
+from grokd.kernels.linear import OneDNNWeight, pack_weight
 from grokd.kernels.metadata import AttentionMetadata
 
 PROMPTS = [
@@ -75,7 +76,7 @@ def test_parity_with_transformers(ours, reference, smollm2_tokenizer, hf_smollm2
     # Our side: all three prompts in one flat prefill batch, then batched one-token decode steps.
     n_seqs = len(prompts)
     max_len = max(len(p) for p in prompts) + NEW_TOKENS
-    blocks_per_seq = (max_len + BLOCK_SIZE - 1) // BLOCK_SIZE
+    blocks_per_seq = ceil_div(max_len, BLOCK_SIZE)
     num_blocks = n_seqs * blocks_per_seq + 1
     # Interleaved, non-contiguous block tables exercise the paging (block 0 left unused).
     tables = [[1 + s + n_seqs * b for b in range(blocks_per_seq)] for s in range(n_seqs)]
@@ -144,7 +145,7 @@ def test_bfloat16_runs_and_agrees_on_top_token(smollm2_checkpoint, ours, smollm2
 
 def _is_packed(weight) -> bool:
     """In one of ``kernels.linear.pack_weight``'s forms: the C kernels' panels or oneDNN's layout."""
-    return isinstance(weight, PanelWeight) or (isinstance(weight, torch.Tensor) and weight.is_mkldnn)
+    return isinstance(weight, PanelWeight | OneDNNWeight)
 
 
 def _packs_bf16() -> bool:
