@@ -45,7 +45,8 @@ from grokd.kernels import c_abi, cpu_tier
 log = logging.getLogger("grokd.kernels")
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-SOURCES = ("abi.c", "argmax.c", "decode_attention.c", "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
+SOURCES = ("abi.c", "argmax.c", "decode_attention.c", "decode_attention_avx512.c", "decode_attention_portable.c",
+           "decoder_layer.c", "linear.c", "rms_norm.c", "rope_write_kv.c")
 CFLAGS = ("-O3", "-mtune=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-Wall")  # + the tier's
 _OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")
 

@@ -25,6 +25,15 @@ def test_kernel_is_built_and_shares_torchs_threads():
     assert cpu_build.resolved_openmp_file(library.lib) == cpu_build.torch_openmp_runtime()
 
 
+def test_only_the_entry_points_are_exported():
+    """The per-instruction-set kernels behind the four entry points are internal to the library."""
+    lib = cpu_build.library().lib
+    for name in cda._FUNCTIONS.values():
+        assert hasattr(lib, name)
+    for name in ("attn_scores_bf16_portable", "attn_values_i8_portable", "attn_scores_bf16_i8_avx512"):
+        assert not hasattr(lib, name)
+
+
 def random_step(dtype, q_lens, seq_lens, kv_heads=3, q_heads=9, head_dim=64, block_size=16, seed=0, kv_dtype=None,
                 q_std=2.0):
     """A pool full of random (stale) values, scattered block tables, queries for ``q_lens``; the pool
@@ -231,6 +240,15 @@ def test_int8_pool_every_block_size_matches_reference(block_size):
     seq_lens = [3, 200, 600, 1100]
     q, cache, meta = random_step(torch.bfloat16, [1] * 4, seq_lens, block_size=block_size, seed=block_size,
                                  kv_dtype=torch.int8, q_std=1.0)
+    got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, 30.0)
+    assert_int8_close(got, q, cache, meta, 0.125, 30.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_pool_groups_over_sixteen_heads_take_the_four_phases(dtype):
+    """More than 16 query heads per kv head is past the one-pass kernel's scratch: the four phases,
+    whose weighted sums still take the VNNI loop where the CPU has it (20 heads: passes of 4)."""
+    q, cache, meta = int8_step(dtype, [1, 37, 300, 600], layout=(1, 20, 64), seed=13)
     got = cda.decode_attention(q, cache, meta.decode_rows, 0.125, 30.0)
     assert_int8_close(got, q, cache, meta, 0.125, 30.0)
 
