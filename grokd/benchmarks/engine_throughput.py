@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from grokd.benchmarks.fixture_paths import GROK1_TINY
 from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
 from grokd.engine.llm_engine import LLMEngine
 from grokd.engine.loader import load_model_and_tokenizer
 from grokd.engine.sampling_params import SamplingParams
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "grok1-tiny"
+FIXTURE = GROK1_TINY
 
 
 def run_round(engine: LLMEngine, concurrency: int, prompt_len: int, max_tokens: int, seed: int) -> dict:

@@ -19,7 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "grok1-tiny"
+from grokd.benchmarks.fixture_paths import GROK1_TINY
+
+FIXTURE = GROK1_TINY
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,12 +19,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from grokd.benchmarks.fixture_paths import GROK1_TOKENIZER
+
 SCHEMAS: list[dict[str, Any]] = [
     {
         "type": "object",
@@ -62,10 +62,10 @@ SCHEMAS: list[dict[str, Any]] = [
 
 def _tokenizers(which: list[str]) -> list[tuple[str, Any]]:
     out = []
-    if "grok1" in which and (SHARED / "grok-1" / "tokenizer.model").is_file():
+    if "grok1" in which and GROK1_TOKENIZER.is_file():
         from grokd.engine.sp_tokenizer import SentencePieceTokenizer
 
-        out.append(("grok-1 (sentencepiece)", SentencePieceTokenizer(SHARED / "grok-1" / "tokenizer.model")))
+        out.append(("grok-1 (sentencepiece)", SentencePieceTokenizer(GROK1_TOKENIZER)))
     if "smollm2" in which:
         try:
             from grokd.engine.hf_tokenizer import HFTokenizer

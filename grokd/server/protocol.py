@@ -1,4 +1,4 @@
-"""Request and response bodies of the OpenAI / xAI protocol (see ../shared/docs/API.md).
+"""Request and response bodies of the OpenAI / xAI protocol (see docs/API.md).
 
 Requests accept unknown fields (``extra="allow"``) the way OpenAI ignores them, but fields that
 would change what the model does and that grokd does not implement are rejected with a 400

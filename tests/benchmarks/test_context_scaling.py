@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from grokd.benchmarks.context_scaling import summarize
-from grokd.benchmarks.offline import FIXTURE
 from grokd.server.cli import main as grokd
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="fixture missing")
 def test_bench_context_on_fixture(tmp_path) -> None:
     out = tmp_path / "context.json"
     assert grokd(["bench", "context", "--model", "fixture", "--dtype", "float32", "--contexts", "16", "32",
@@ -32,7 +28,6 @@ def test_bench_context_on_fixture(tmp_path) -> None:
     assert data["meta"]["interleave"] == "steps"  # the default: the contexts' steps timed in turn
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="fixture missing")
 def test_bench_context_with_an_int8_kv_cache_counts_the_scales(tmp_path) -> None:
     out = tmp_path / "context.json"
     assert grokd(["bench", "context", "--model", "fixture", "--dtype", "float32", "--kv-cache-dtype", "int8",

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
-
-openai = pytest.importorskip("openai")
 
 REPO = Path(__file__).resolve().parents[2]
 N_LINES = 200

@@ -11,9 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import openai
 import pytest
-
-openai = pytest.importorskip("openai")
 
 MAX_TOKENS = 4
 PROMPTS = [f"Give one word that rhymes with number {i}." for i in range(50)]

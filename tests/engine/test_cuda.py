@@ -83,7 +83,7 @@ def test_seeded_sampling_repeats_on_cuda(grok1_tiny_dir, grok1_tiny_reference):
 
 
 def tiny_llama_dir(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -277,8 +277,7 @@ def test_stats_track_tokens_and_steps(make_engine):
 def test_structured_output_through_the_grammar_seam(make_engine, tiny_tokenizer):
     import json
 
-    pytest.importorskip("llguidance")
-    specs = pytest.importorskip("grokd.engine.structured.specs")
+    from grokd.engine.structured import specs
     eng = make_engine(tokenizer=tiny_tokenizer)
     params = SamplingParams(temperature=0.7, seed=1, max_tokens=40, structured=specs.JsonObjectSpec())
     eng.add_request("j", [5, 6, 7, 8], params)

@@ -112,7 +112,7 @@ SPM_PIECES += ["▁w", "or", "▁wor", "▁world", "ld", "▁a", "!", "▁!"]
 def spm_gguf(tmp_path_factory):
     """A synthetic SentencePiece-BPE (``tokenizer.ggml.model == "llama"``) GGUF, as llama.cpp
     writes Llama-2-style vocabularies: no merges, scores, byte-fallback tokens."""
-    gguf = pytest.importorskip("gguf")
+    import gguf
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + SPM_PIECES
     types = [2, 3, 3] + [6] * 256 + [1] * len(SPM_PIECES)
     scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(SPM_PIECES))]
@@ -156,7 +156,7 @@ def test_gguf_sentencepiece_vocab(spm_gguf) -> None:
     ids = tok.encode("héllo ✓")
     assert b"".join(tok.token_bytes(i) for i in ids) == " héllo ✓".encode()
     assert tok.decode(ids) == "héllo ✓"
-    transformers = pytest.importorskip("transformers")
+    import transformers
     ref = transformers.AutoTokenizer.from_pretrained(str(spm_gguf.parent), gguf_file=spm_gguf.name)
     for text in SPM_TEXTS:
         assert tok.encode(text) == ref.encode(text, add_special_tokens=False), text

@@ -137,7 +137,9 @@ def test_registry_aliases_and_fingerprint() -> None:
     assert reg.resolve("grok-2") is None
     assert m.system_fingerprint == system_fingerprint(Info.fingerprint)
     assert m.system_fingerprint.startswith("fp_") and len(m.system_fingerprint) == 13
-    assert int(m.system_fingerprint[3:], 16) >= 0
+    assert set(m.system_fingerprint[3:]) <= set("0123456789abcdef")
+    # sha256 of "<weights fingerprint>|grokd-<version>", first 10 hex digits
+    assert system_fingerprint(Info.fingerprint, "1.2.3") == "fp_2c85b7acfa"
     assert system_fingerprint("other") != m.system_fingerprint
     assert system_fingerprint(Info.fingerprint, "9.9.9") != m.system_fingerprint
     assert ModelRegistry.for_engine(Info(), served_name="x").default.version == "abc123de"

@@ -47,9 +47,9 @@ def test_converted_checkpoint_gives_same_logits(grok1_tiny_dir, grok1_tiny_refer
     assert ckpt.fingerprint and ckpt.fingerprint != load(grok1_tiny_dir).fingerprint
 
 
-def test_bf16_conversion_equals_hf_port(grok1_tiny_dir, tmp_path):
+def test_bf16_conversion_equals_hf_port(grok1_tiny_dir, grok1_tiny_hf_dir, tmp_path):
     convert(grok1_tiny_dir, tmp_path / "out", "bfloat16", progress=False)
-    ours, theirs = dict(load(tmp_path / "out").tensors()), dict(load(grok1_tiny_dir / "hf").tensors())
+    ours, theirs = dict(load(tmp_path / "out").tensors()), dict(load(grok1_tiny_hf_dir).tensors())
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 

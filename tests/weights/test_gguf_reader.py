@@ -6,15 +6,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType as QT
+from gguf.quants import quantize
 
-gguf = pytest.importorskip("gguf")
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from gguf.quants import quantize  # noqa: E402
-
-from grokd.weights.gguf_reader import read_gguf, unpermute_rope_rows  # noqa: E402
+from grokd.weights.gguf_reader import read_gguf, unpermute_rope_rows
 
 HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 256, 4, 2, 512, 16
 HEAD_DIM = HIDDEN // HEADS
@@ -170,7 +169,8 @@ def test_tensors_names_shapes_and_dequant(synthetic) -> None:
 
 def test_k_quants_match_an_independent_dequantiser(synthetic) -> None:
     """Q4_K/Q6_K: gguf cannot quantize these, so compare against transformers' torch dequantiser."""
-    dequant = pytest.importorskip("transformers.integrations.gguf.dequant")
+    from transformers.integrations.gguf import dequant
+
     path, _, raw = synthetic
     got = dict(read_gguf(path).tensors())
     for name, (data, qtype) in raw.items():

@@ -15,11 +15,11 @@ from grokd.weights.load import detect_format
 from grokd.weights.safetensors_reader import architecture_of
 
 
-def test_detects_each_layout(grok1_tiny_dir, tmp_path):
+def test_detects_each_layout(grok1_tiny_dir, grok1_tiny_hf_dir, tmp_path):
     assert detect_format(grok1_tiny_dir) == "release"
     assert detect_format(grok1_tiny_dir / "ckpt-0") == "release"
-    assert detect_format(grok1_tiny_dir / "hf") == "safetensors"
-    assert detect_format(grok1_tiny_dir / "hf" / "model.safetensors") == "safetensors"
+    assert detect_format(grok1_tiny_hf_dir) == "safetensors"
+    assert detect_format(grok1_tiny_hf_dir / "model.safetensors") == "safetensors"
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     assert detect_format(tmp_path / "m.gguf") == "gguf"
     (tmp_path / "empty").mkdir()
@@ -29,8 +29,8 @@ def test_detects_each_layout(grok1_tiny_dir, tmp_path):
         load(tmp_path / "missing")
 
 
-def test_sharded_hf_dir_with_tokenizer_and_chat_template(grok1_tiny_dir, grok1_tokenizer_path, tmp_path):
-    tensors = load_file(str(grok1_tiny_dir / "hf" / "model.safetensors"))
+def test_sharded_hf_dir_with_tokenizer_and_chat_template(grok1_tiny_hf_dir, grok1_tokenizer_path, tmp_path):
+    tensors = load_file(str(grok1_tiny_hf_dir / "model.safetensors"))
     names = sorted(tensors)
     halves = [names[: len(names) // 2], names[len(names) // 2:]]
     weight_map = {}
@@ -39,7 +39,7 @@ def test_sharded_hf_dir_with_tokenizer_and_chat_template(grok1_tiny_dir, grok1_t
         save_file({n: tensors[n].contiguous() for n in part}, str(tmp_path / fname))
         weight_map.update({n: fname for n in part})
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    shutil.copyfile(grok1_tiny_dir / "hf" / "config.json", tmp_path / "config.json")
+    shutil.copyfile(grok1_tiny_hf_dir / "config.json", tmp_path / "config.json")
     (tmp_path / "tokenizer.model").symlink_to(grok1_tokenizer_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     ckpt = load(tmp_path)
@@ -52,11 +52,11 @@ def test_sharded_hf_dir_with_tokenizer_and_chat_template(grok1_tiny_dir, grok1_t
         load(tmp_path)
 
 
-def test_tokenizer_override_and_hf_kind(grok1_tiny_dir, grok1_tokenizer_path, tmp_path):
+def test_tokenizer_override_and_hf_kind(grok1_tiny_dir, grok1_tiny_hf_dir, grok1_tokenizer_path, tmp_path):
     ckpt = load(grok1_tiny_dir, tokenizer=str(grok1_tokenizer_path))
     assert ckpt.tokenizer.kind == "sentencepiece"
     (tmp_path / "tokenizer.json").write_text("{}")
-    assert load(grok1_tiny_dir / "hf", tokenizer=tmp_path).tokenizer.kind == "hf"
+    assert load(grok1_tiny_hf_dir, tokenizer=tmp_path).tokenizer.kind == "hf"
 
 
 def test_architecture_of():
@@ -67,6 +67,6 @@ def test_architecture_of():
         architecture_of({})
 
 
-def test_fingerprint_is_stable(grok1_tiny_dir):
+def test_fingerprint_is_stable(grok1_tiny_dir, grok1_tiny_hf_dir):
     assert load(grok1_tiny_dir).fingerprint == load(grok1_tiny_dir).fingerprint
-    assert load(grok1_tiny_dir).fingerprint != load(grok1_tiny_dir / "hf").fingerprint
+    assert load(grok1_tiny_dir).fingerprint != load(grok1_tiny_hf_dir).fingerprint

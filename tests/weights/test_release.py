@@ -45,7 +45,7 @@ def test_refuses_other_globals_and_object_arrays(tmp_path, payload):
     p.write_bytes(payload)
     with pytest.raises((CheckpointError, pickle.UnpicklingError)) as err:
         restricted_load(p)
-    assert str(p) in str(err.value) or "refusing" in str(err.value)
+    assert "refusing" in str(err.value)
 
 
 def test_truncated_file_names_file_and_tensor(grok1_tiny_dir, tmp_path):

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# The checks for a CUDA machine without network access, run from the repository root there:
+# One lent-GPU session's checks, run from the repository root on the device machine (no network):
 #   1. the GPU-marked tests (kernels and engine on CUDA against the CPU references / golden fixture)
 #   2. the card's ceilings (device copy bandwidth, bf16 matmul) for MBU figures
 #   3. `bench offline` on CUDA: grokd (CUDA-graph decode, then eager) vs HF transformers, a
 #      SmolLM2-135M-shaped model, bf16
-# Inputs travel in the git-ignored .gpu/ (copy it along): .gpu/shared = ../shared's fixture subset,
-# .gpu/smollm2 = SmolLM2's config and tokenizer files. The weights are too large to copy along and
-# cannot be downloaded there, so the SmolLM2-shaped model gets random weights: decode cost does not depend
+# The golden fixture is tests/data; the other inputs travel in the git-ignored .gpu/ (carry it):
+# .gpu/smollm2 = SmolLM2's config and tokenizer files. No weights can travel (64 MiB limit) or be
+# downloaded there, so the SmolLM2-shaped model gets random weights: decode cost does not depend
 # on the values, and ignore_eos / min_new_tokens fix every request at --max-tokens.
 set -uo pipefail
 OUT=${OUT:-/tmp/grokd-gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-[ -e ../shared ] || ln -s "$PWD/.gpu/shared" ../shared
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   nproc; } 2>&1 | tee "$OUT/env.txt"

@@ -20,7 +20,6 @@ else
 fi
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-[ -e ../shared ] || ln -s "$PWD/.gpu/shared" ../shared
 
 if [ "$DEVICE" = cuda ]; then
   echo "== GPU-marked tests"

@@ -1,4 +1,4 @@
-"""Grok-1 (xai-org/grok-1) as a plain torch module, exactly per ../shared/docs/GROK1.md.
+"""Grok-1 (xai-org/grok-1) as a plain torch module, exactly per docs/GROK1.md.
 
 Sandwich RMSNorms in fp32 (``scale * x``, not ``1 + w``), half-split RoPE, QK logits scaled by
 ``attn_output_multiplier`` then soft-capped at ``max_attn_value``, GQA in contiguous groups, an

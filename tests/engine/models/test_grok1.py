@@ -56,8 +56,8 @@ def greedy(model: Grok1ForCausalLM, prompt: list[int], steps: int, dtype: torch.
 
 
 @pytest.fixture(scope="module", params=["release", "hf"])
-def fp32_model(request, grok1_tiny_dir):
-    path = grok1_tiny_dir if request.param == "release" else grok1_tiny_dir / "hf"
+def fp32_model(request, grok1_tiny_dir, grok1_tiny_hf_dir):
+    path = grok1_tiny_dir if request.param == "release" else grok1_tiny_hf_dir
     return Grok1ForCausalLM.from_checkpoint(load(path), dtype=torch.float32)
 
 
@@ -104,8 +104,8 @@ def test_weights_dtype_variants_agree(grok1_tiny_dir, grok1_tiny_reference):
         assert (prefill_all(model, [prompt], torch.float32)[0] - ref).abs().max() < 2e-3
 
 
-def test_dense_checkpoint_can_be_held_in_int8(grok1_tiny_dir, grok1_tiny_reference):
-    model = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir / "hf"), dtype=torch.float32, weights_dtype="int8")
+def test_dense_checkpoint_can_be_held_in_int8(grok1_tiny_hf_dir, grok1_tiny_reference):
+    model = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_hf_dir), dtype=torch.float32, weights_dtype="int8")
     experts = model.layers[0].moe_block.experts
     assert experts.gate_weight.dtype == torch.int8 and experts.gate_weight.shape == (8, 256, 344)
     assert model.layers[0].attn.q_proj.weight.dtype == torch.int8
@@ -113,10 +113,10 @@ def test_dense_checkpoint_can_be_held_in_int8(grok1_tiny_dir, grok1_tiny_referen
     assert torch.isfinite(logits).all()
 
 
-def test_wrong_architecture_and_bad_shapes_are_refused(grok1_tiny_dir):
+def test_wrong_architecture_and_bad_shapes_are_refused(grok1_tiny_hf_dir):
     from grokd.weights.checkpoint import CheckpointError
 
-    ckpt = load(grok1_tiny_dir / "hf")
+    ckpt = load(grok1_tiny_hf_dir)
     bad = dict(ckpt.tensors())
     bad["model.layers.1.attn.k_proj.weight"] = bad["model.layers.1.attn.k_proj.weight"][:64]
     with pytest.raises(CheckpointError, match="model.layers.1.attn.k_proj.weight"):

@@ -43,7 +43,7 @@ def reference(smollm2_gguf):
     ``from_pretrained(gguf_file=...)`` needs ``accelerate`` only to place weights; the GGUF
     conversion itself is ``load_gguf_checkpoint``, which we call directly.
     """
-    transformers = pytest.importorskip("transformers")
+    import transformers
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     config = transformers.AutoConfig.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
@@ -177,7 +177,8 @@ def test_rejects_bad_weights_dtype(smollm2_checkpoint) -> None:
 def test_hf_safetensors_dir_matches_transformers(tmp_path, smollm2_tokenizer) -> None:
     """A tiny random Llama (untied lm_head, GQA, rope_theta) saved by transformers as safetensors,
     opened through weights.load and the engine loader's tokenizer path, matches transformers."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     from grokd.engine.hf_tokenizer import HFTokenizer
     from grokd.weights.load import load
 
@@ -241,7 +242,7 @@ def test_rope_settings_both_config_styles_and_llama3_scaling() -> None:
     assert theta == 500000.0 and scaling["rope_type"] == "llama3"
     rope = RotaryEmbedding(64, theta, 16, scaling)
     # transformers' own llama3 frequencies as the reference
-    transformers = pytest.importorskip("transformers")
+    import transformers
     cfg = transformers.LlamaConfig(
         hidden_size=256,
         num_attention_heads=4,
