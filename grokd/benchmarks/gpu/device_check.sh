@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lent-GPU session's checks, run from the repository root on the device machine (no network):
+# The GPU checks in one run, from the repository root on a GPU machine without network access:
 #   1. the GPU-marked tests (kernels and engine on CUDA against the CPU references / golden fixture)
 #   2. the card's ceilings (device copy bandwidth, bf16 matmul) for MBU figures
 #   3. `bench offline` on CUDA: grokd (CUDA-graph decode, then eager) vs HF transformers, a
