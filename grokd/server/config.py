@@ -1,17 +1,32 @@
 """Server configuration, built once from CLI flags, ``GROKD_*`` environment variables and a TOML
 file (precedence: CLI > env > file > defaults), then passed down; it also builds the
 EngineConfig so there is one place that knows every knob.
+
+The settings are a pydantic-settings model: that library is maintained, reads prefixed
+environment variables and TOML files into a model, and validates every value with pydantic, so
+this module only states what is grokd's own: the fields and their checks, sizes like ``8G``,
+comma-separated lists, the TOML file's layout, and the order of the layers. Constructing
+:class:`ServerConfig` directly takes keyword arguments and defaults only; :func:`load_config`
+is the one place that layers the environment and the file in.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_args
+
+from pydantic import BeforeValidator, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from grokd.engine.config import (
     KV_CACHE_DTYPES,
@@ -22,33 +37,80 @@ from grokd.engine.config import (
     check_device,
     default_token_budget,
 )
+from grokd.server.jobs import JobsConfig
 
 ENV_PREFIX = "GROKD_"
+CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG"  # names the TOML file when --config is not given
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-@dataclass
-class ServerConfig:
+def parse_size(value: str) -> int:
+    """``8G``, ``512MiB``, ``1000000`` → bytes (for memory budgets)."""
+    v = value.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if v and v[-1] in mult:
+            return int(float(v[:-1]) * mult[v[-1]])
+        return int(v)
+    except ValueError:
+        raise ValueError(f"not a size: {value!r} (bytes, or 8G, 512M, ...)") from None
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, str) else value
+
+
+def _names(value: Any) -> Any:
+    """A comma-separated string (environment) or a list (TOML, CLI) → a list of strings."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return value
+
+
+def _flag(value: Any) -> bool:
+    """A bool, or one of 1/0/true/false/yes/no/on/off in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+Size = Annotated[int, BeforeValidator(_size)]  # bytes; accepts 8G, 512M, ...
+Names = Annotated[list[str], NoDecode, BeforeValidator(_names)]  # no JSON decoding of env values
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class ServerConfig(BaseSettings):
     """Every ``grokd serve`` setting. Each field is a flag (``--max-num-seqs``), an environment
     variable (``GROKD_MAX_NUM_SEQS``; lists comma-separated, sizes like ``8G``) and a TOML key
     (``max_num_seqs`` or ``max-num-seqs``, top level or under ``[server]``)."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", protected_namespaces=(),
+                                      coerce_numbers_to_str=True)
+
     # model
     model: str | None = None
     served_model_name: str | None = None
-    alias: list[str] = field(default_factory=list)
+    alias: Names = []
     model_version: str | None = None
     tokenizer: str | None = None
     dtype: str = "auto"  # engine.config.resolve_dtype: bf16 where the CPU tier has kernels for it
     weights_dtype: str = "auto"
     device: str = "cpu"
     max_model_len: int | None = None
-    enforce_eager: bool = False
+    enforce_eager: Flag = False
     seed: int = 0
     # cache / scheduler
     block_size: int = 16
-    kv_cache_memory: int | None = None
+    kv_cache_memory: Size | None = None
     num_kv_blocks: int | None = None
-    enable_prefix_caching: bool = True
+    enable_prefix_caching: Flag = True
     kv_cache_dtype: str = "auto"
     max_num_batched_tokens: int | None = None  # None: engine.config.default_token_budget(device)
     max_prefill_tokens_while_decoding: int | None = None  # None: the budget (no separate cap)
@@ -57,7 +119,7 @@ class ServerConfig:
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: list[str] = field(default_factory=list)
+    api_key: Names = []
     api_key_file: str | None = None
     rate_limit_rpm: int = 0  # per key; 0 = unlimited
     rate_limit_tpm: int = 0
@@ -65,24 +127,41 @@ class ServerConfig:
     retry_after_s: float = 1.0
     drain_timeout_s: float = 30.0
     state_dir: str | None = None
-    log_prompts: bool = False
+    log_prompts: Flag = False
     log_level: str = "info"
     # jobs: files, batches, deferred completions (server.jobs.JobsConfig)
     batch_max_in_flight: int = 2  # batch lines in the engine at once while interactive work is around
     batch_idle_max_in_flight: int = 16  # ... and once the server has been idle for a moment
-    max_upload_bytes: int = 50 * 1024 * 1024  # /v1/files upload limit (the general body limit does not apply)
+    max_upload_bytes: Size = 50 * 1024 * 1024  # /v1/files upload limit (the general body limit does not apply)
     deferred_retention_s: float = 24 * 3600.0  # how long deferred completion results are kept
 
-    def __post_init__(self) -> None:
-        check_device(self.device)  # fail at start-up, before the server listens
-        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, "
-                             f"got {self.kv_cache_dtype!r}")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments and defaults only: the process environment is read by
+        :func:`load_config`, never behind a direct construction's back."""
+        return (init_settings,)
 
-    def jobs_config(self, state_dir: str | Path) -> Any:
-        """The :class:`server.jobs.JobsConfig` for these settings (imported lazily: optional)."""
-        from grokd.server.jobs import JobsConfig
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        return check_device(device)  # fail at start-up, before the server listens
 
+    @field_validator("kv_cache_dtype")
+    @classmethod
+    def _known_kv_cache_dtype(cls, dtype: str) -> str:
+        if dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, got {dtype!r}")
+        return dtype
+
+    def jobs_config(self, state_dir: str | Path) -> JobsConfig:
+        """The :class:`server.jobs.JobsConfig` for these settings."""
         return JobsConfig(
             state_dir=Path(state_dir),
             max_upload_bytes=self.max_upload_bytes,
@@ -111,79 +190,64 @@ class ServerConfig:
         )
 
 
-_SIZE_FIELDS = frozenset({"kv_cache_memory", "max_upload_bytes"})  # accept 8G, 512M, ...
+def _blanks_unset(values: dict[str, Any]) -> dict[str, Any]:
+    """An empty string for a setting that may be None (``GROKD_MODEL=``) means None."""
+    fields = ServerConfig.model_fields
+    return {k: None if v == "" and k in fields and type(None) in get_args(fields[k].annotation) else v
+            for k, v in values.items()}
 
 
-def _field_types() -> dict[str, Any]:
-    hints = get_type_hints(ServerConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(ServerConfig)}
+class MappingEnvSource(EnvSettingsSource):
+    """``GROKD_*`` variables read from the mapping given (``os.environ`` when serving)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k if self.case_sensitive else k.lower(): v for k, v in self._environ.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        return _blanks_unset(super().__call__())
 
 
-def _coerce(name: str, value: Any, typ: Any) -> Any:
-    """Turn a string (env var) or TOML value into the field's type; ValueError names the field."""
-    text = str(typ)
-    if value is None:
-        return None
-    try:
-        if text.startswith("list"):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return [str(v) for v in value]
-        if isinstance(value, str):
-            if value == "" and "None" in text:
-                return None
-            if typ is bool:
-                low = value.strip().lower()
-                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(f"not a boolean: {value!r}")
-                return low in ("1", "true", "yes", "on")
-            if "int" in text and "float" not in text:
-                return _parse_size(value) if name in _SIZE_FIELDS else int(value)
-            if "float" in text:
-                return float(value)
-            return value
-        if typ is bool and not isinstance(value, bool):
-            raise ValueError(f"not a boolean: {value!r}")
-        return value
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: {exc}") from None
+class ServerTomlSource(TomlConfigSettingsSource):
+    """Top-level keys (dashes or underscores) or a ``[server]`` table; ``api_keys`` is another
+    name for ``api_key``; an unknown key is an error naming the file and the key."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | Path) -> None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        self._path = path
+        self._names = frozenset(settings_cls.model_fields)
+        super().__init__(settings_cls, toml_file=Path(path))
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        if isinstance(data.get("server"), dict):
+            data = {**{k: v for k, v in data.items() if k != "server"}, **data["server"]}
+        out: dict[str, Any] = {}
+        for raw_key, value in data.items():
+            name = raw_key.replace("-", "_")
+            if name == "api_keys":
+                name = "api_key"
+            if name not in self._names:
+                raise ValueError(f"{self._path}: unknown setting {raw_key!r}")
+            out[name] = value
+        return _blanks_unset(out)
 
 
-def _parse_size(value: str) -> int:
-    """``8G``, ``512MiB``, ``1000000`` → bytes (for memory budgets)."""
-    v = value.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if v and v[-1] in mult:
-        return int(float(v[:-1]) * mult[v[-1]])
-    return int(v)
-
-
-def from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    types = _field_types()
-    out: dict[str, Any] = {}
-    for name, typ in types.items():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            out[name] = _coerce(name, env[key], typ)
-    return out
-
-
-def from_toml(path: str | Path) -> dict[str, Any]:
-    """Top-level keys (dashes or underscores) or a ``[server]`` table; unknown keys are an error."""
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    if "server" in data and isinstance(data["server"], dict):
-        data = {**{k: v for k, v in data.items() if k != "server"}, **data["server"]}
-    types = _field_types()
-    out: dict[str, Any] = {}
-    for raw_key, value in data.items():
-        name = raw_key.replace("-", "_")
-        if name == "api_keys":
-            name = "api_key"
-        if name not in types:
-            raise ValueError(f"{path}: unknown setting {raw_key!r}")
-        out[name] = _coerce(name, value, types[name])
-    return out
+def describe(exc: ValidationError) -> str:
+    """One line per bad value, each starting with the setting's name."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "config"
+        if error["type"] == "value_error":
+            text = str(error["ctx"]["error"])
+        else:
+            text = f"{error['msg']}, got {error['input']!r}"
+        lines.append(text if text.startswith(f"{name}: ") else f"{name}: {text}")
+    return "; ".join(lines)
 
 
 def load_config(
@@ -191,14 +255,23 @@ def load_config(
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> ServerConfig:
-    """Merge the sources; ``cli`` holds only flags the user actually gave (None = not given)."""
+    """Merge the sources; ``cli`` holds only flags the user actually gave (None or an empty list =
+    not given; keys that are not settings are ignored). ``env`` defaults to ``os.environ``; its
+    ``GROKD_CONFIG`` names the TOML file when ``config_file`` is not given. A bad value is a
+    ValueError naming the setting."""
     env = os.environ if env is None else env
-    cli = {k: v for k, v in (cli or {}).items() if v is not None and k in _field_types()}
-    cli = {k: v for k, v in cli.items() if not (isinstance(v, list) and not v)}
-    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
-    merged: dict[str, Any] = {}
+    given = {k: v for k, v in (cli or {}).items()
+             if k in ServerConfig.model_fields and v is not None and not (isinstance(v, list) and not v)}
+    config_file = config_file or env.get(CONFIG_FILE_VARIABLE)
+    layers: list[PydanticBaseSettingsSource] = []  # lowest precedence first
     if config_file:
-        merged.update(from_toml(config_file))
-    merged.update(from_env(env))
-    merged.update(cli)
-    return ServerConfig(**merged)
+        layers.append(ServerTomlSource(ServerConfig, config_file))
+    layers.append(MappingEnvSource(ServerConfig, env))
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update(layer())
+    values.update(given)
+    try:
+        return ServerConfig(**values)
+    except ValidationError as exc:
+        raise ValueError(describe(exc)) from None

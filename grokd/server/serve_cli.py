@@ -17,13 +17,13 @@ from typing import Any
 
 import uvicorn
 
-from grokd.server.config import ServerConfig, _parse_size, load_config
+from grokd.server.config import ServerConfig, load_config, parse_size
 
 log = logging.getLogger("grokd.server")
 
 
 def _size(text: str) -> int:
-    return _parse_size(text)
+    return parse_size(text)
 
 
 def add_cli(subparsers: Any) -> None:
