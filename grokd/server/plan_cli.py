@@ -98,8 +98,16 @@ def model_shape(model: str) -> ModelShape:
         raise PlanError(str(exc)) from exc
 
 
+def _size(n: int) -> str:
+    """``n`` bytes in GiB, or MiB/KiB below a GiB (the tiny test models)."""
+    for unit, scale in (("GiB", GiB), ("MiB", 1 << 20)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1024:.2f} KiB"
+
+
 def _gib(n: int) -> str:
-    return f"{n / GiB:8.2f} GiB"
+    return f"{_size(n):>12}"
 
 
 def render(p: MemoryPlan) -> str:
@@ -122,11 +130,11 @@ def render(p: MemoryPlan) -> str:
         f"layout         TP={r.tensor_parallel_size}: {p.q_heads_per_rank} q / {p.kv_heads_per_rank} kv heads "
         f"per GPU, {mode}",
         f"dtypes         weights {p.weights_dtype}, KV cache {p.kv_cache_dtype}, activations {r.activation_dtype}",
-        f"per GPU        {r.gpu_memory_bytes / GiB:.2f} GiB × {r.gpu_memory_utilization:g} = "
-        f"{p.budget_bytes / GiB:.2f} GiB budget",
-        f"  weights      {_gib(w.total)}  (experts {w.experts / GiB:.2f}, attention {w.attention / GiB:.2f}, "
-        f"embedding+head {w.embedding / GiB:.2f}, router+norms {w.replicated / GiB:.3f}; "
-        f"{p.weights_all_ranks / GiB:.2f} GiB on all GPUs)",
+        f"per GPU        {_size(r.gpu_memory_bytes)} × {r.gpu_memory_utilization:g} = "
+        f"{_size(p.budget_bytes)} budget",
+        f"  weights      {_gib(w.total)}  (experts {_size(w.experts)}, attention {_size(w.attention)}, "
+        f"embedding+head {_size(w.embedding)}, router+norms {_size(w.replicated)}; "
+        f"{_size(p.weights_all_ranks)} on all GPUs)",
         f"  activations  {_gib(p.activation_bytes)}  ({r.max_num_batched_tokens} tokens per step, "
         f"{r.max_num_seqs} sequences)",
         f"  reserve      {_gib(p.reserve_bytes)}  (CUDA context, cuBLAS, NCCL, allocator)",
