@@ -100,6 +100,8 @@ def model_shape(model: str) -> ModelShape:
 
 def _size(n: int) -> str:
     """``n`` bytes in GiB, or MiB/KiB below a GiB (the tiny test models)."""
+    if n < 1024:
+        return f"{n} B"
     for unit, scale in (("GiB", GiB), ("MiB", 1 << 20)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
