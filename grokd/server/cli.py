@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "grokd.weights.convert",  # convert
     "grokd.server.batch_cli",  # batch
     "grokd.benchmarks.cli",  # bench
+    "grokd.server.plan_cli",  # plan
 )
 
 
