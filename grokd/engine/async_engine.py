@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from grokd.engine.config import EngineConfig
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 3  # after this many failed steps in a row the model is deemed broken
 
-__all__ = ["AsyncEngine", "EngineStats", "ModelInfo"]
+__all__ = ["AsyncEngine", "EngineStats", "KVCacheInfo", "ModelInfo"]
 
 
 @dataclass
@@ -43,6 +43,24 @@ class ModelInfo:
     chat_template: str | None
     dtype: str
     checkpoint_path: str
+
+
+@dataclass(frozen=True)
+class KVCacheInfo:
+    """The KV cache pool as sized at load time (``dtype`` without the ``torch.`` prefix)."""
+
+    num_blocks: int
+    block_size: int
+    dtype: str
+    bytes_per_block: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def num_bytes(self) -> int:
+        return self.num_blocks * self.bytes_per_block
 
 
 @dataclass
@@ -61,7 +79,7 @@ class AsyncEngine:
         self._started = False
         self._stop = False
         self.engine = self._spawn_loop_thread(engine)
-        self.tokenizer: Tokenizer = self.engine.tokenizer
+        self.tokenizer: Tokenizer | None = self.engine.tokenizer
         ckpt = self.engine.checkpoint
         self.model_info = ModelInfo(
             architecture=getattr(ckpt, "architecture", type(self.engine.model).__name__),
@@ -72,6 +90,13 @@ class AsyncEngine:
             or getattr(self.tokenizer, "chat_template", None),
             dtype=config.model.dtype,
             checkpoint_path=str(getattr(ckpt, "path", config.model.model or "")),
+        )
+        runner = self.engine.runner
+        self.kv_cache = KVCacheInfo(
+            num_blocks=runner.num_blocks,
+            block_size=runner.block_size,
+            dtype=str(runner.kv_dtype).removeprefix("torch."),
+            bytes_per_block=runner.bytes_per_block,
         )
         self._adds: list[tuple[str, list[int], SamplingParams, int]] = []
         self._aborts: list[str] = []
@@ -143,7 +168,7 @@ class AsyncEngine:
         params: SamplingParams,
         request_id: str | None = None,
         priority: int = 0,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Stream ``RequestOutput`` deltas; the last has ``finished=True``. Validation, context length
         and queue capacity are checked before anything is yielded. Closing the iterator aborts."""
         request_id = request_id or f"req-{uuid.uuid4().hex}"

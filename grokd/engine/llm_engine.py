@@ -27,6 +27,7 @@ from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, mak
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.structured.backend import StructuredOutputBackend
 from grokd.engine.tokenizer import Tokenizer
 from grokd.kernels.arith import ceil_div
 from grokd.kernels.dispatch import select_kernels
@@ -105,13 +106,9 @@ class LLMEngine:
     @property
     def structured_backend(self) -> StructuredBackend | None:
         """The grammar backend, built on first use (compiling a tokenizer table is not free);
-        ``None`` when no tokenizer or no backend package is available."""
+        ``None`` when the model has no tokenizer."""
         with self._structured_lock:
             if self._structured_backend is None and self.tokenizer is not None:
-                try:
-                    from grokd.engine.structured.backend import StructuredOutputBackend
-                except ImportError:
-                    return None
                 self._structured_backend = StructuredOutputBackend(self.tokenizer)
             return self._structured_backend
 

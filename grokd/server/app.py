@@ -1,7 +1,8 @@
-"""The FastAPI application: routers, error handlers and one ASGI middleware that gives every
-response an ``x-request-id``, enforces the body limit, refuses work while not ready or
-draining, turns stray exceptions into a 500 envelope carrying the request id, and counts
-requests for /metrics.
+"""The FastAPI application: every router (the API, the jobs' files/batches/deferred routes, live
+context ingestion), error handlers, the one lifespan (engine, then jobs), and one ASGI middleware
+that gives every response an ``x-request-id``, enforces the body limit, refuses work while not
+ready or draining, turns stray exceptions into a 500 envelope carrying the request id, and counts
+requests for /metrics. What the handlers need is in ``server.state.ServerState``.
 """
 
 from __future__ import annotations
@@ -10,30 +11,33 @@ import asyncio
 import json
 import logging
 import re
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grokd.server.auth import Authenticator, require_api_key
-from grokd.server.config import ServerConfig
+from grokd.server.auth import require_api_key
 from grokd.server.errors import APIError, install_error_handlers, overloaded
-from grokd.server.metrics import ServerMetrics
-from grokd.server.registry import ModelRegistry, default_served_name, engine_version
+from grokd.server.jobs import batches, deferred_completions, files
+from grokd.server.jobs.asgi_execute import asgi_executor
+from grokd.server.jobs.files import MULTIPART_SLACK
+from grokd.server.jobs.files import too_large as file_too_large
+from grokd.server.jobs.service import JobsService
+from grokd.server.live import LiveConfig, LiveContextService, build_router
+from grokd.server.registry import engine_version
 from grokd.server.routes import api_key, chat, completions, health, models, tokenize
+from grokd.server.state import EngineLoader, ServerState
 
 log = logging.getLogger("grokd.server")
 
 # Health/metrics routes are public; the rest need a key.
 PUBLIC_ROUTERS = (health.router,)
 V1_ROUTERS = (chat.router, completions.router, models.router, tokenize.router, api_key.router)
+# Files, batches and deferred completions; they answer 503 while the app has no JobsService.
+JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
 # Paths served even while the engine is loading or the server is draining.
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
 # Upload routes that enforce their own body limits while streaming in.
@@ -44,89 +48,15 @@ FILE_UPLOADS = "/v1/files"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-@dataclass
-class ServerState:
-    """Everything a request handler needs; lives on ``app.state.server``.
-
-    ``engine`` and ``registry`` are None while the model loads in the background (``loader``):
-    the server already answers /health, and 503 "not ready yet" everywhere else.
-    """
-
-    config: ServerConfig
-    engine: Any  # engine.async_engine.AsyncEngine (duck-typed so the server never reaches inside)
-    registry: ModelRegistry | None
-    auth: Authenticator
-    metrics: ServerMetrics | None = None
-    draining: bool = False
-    in_flight: int = 0
-    manage_engine: bool = True
-    loader: Callable[[], Any] | None = None  # builds the engine when serving starts before loading
-    on_load_error: Callable[[BaseException], None] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # feature services (jobs, live, ...)
-
-    def __post_init__(self) -> None:
-        if self.metrics is None:
-            self.metrics = ServerMetrics(self._engine_stats)
-        if self.engine is not None and self.registry is None:
-            self.registry = _registry(self.config, self.engine)
-
-    def _engine_stats(self) -> Any:
-        return self.engine.stats() if self.engine is not None else None
-
-    @classmethod
-    def build(cls, config: ServerConfig, engine: Any, *, manage_engine: bool = True) -> ServerState:
-        """State for an engine that is already loaded."""
-        return cls(config=config, engine=engine, registry=None, auth=_auth(config), manage_engine=manage_engine)
-
-    @classmethod
-    def loading(cls, config: ServerConfig, loader: Callable[[], Any],
-                on_load_error: Callable[[BaseException], None] | None = None) -> ServerState:
-        """State whose engine ``loader()`` builds in a thread once the server is up."""
-        return cls(config=config, engine=None, registry=None, auth=_auth(config), loader=loader,
-                   on_load_error=on_load_error)
-
-    def attach_engine(self, engine: Any) -> None:
-        self.registry = _registry(self.config, engine)
-        self.engine = engine
-
-    @property
-    def ready(self) -> bool:
-        return self.engine is not None and bool(getattr(self.engine, "is_ready", False)) and not self.draining
-
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new work, then wait for in-flight requests; True when all finished in time."""
-        self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.in_flight > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        return self.in_flight == 0
-
-
-def _auth(config: ServerConfig) -> Authenticator:
-    return Authenticator.from_config(config.api_key, config.api_key_file, config.rate_limit_rpm,
-                                     config.rate_limit_tpm)
-
-
-def _registry(config: ServerConfig, engine: Any) -> ModelRegistry:
-    from grokd.weights.default_model import DEFAULT_MODEL_NAME
-
-    name = config.served_model_name or default_served_name(config.model, DEFAULT_MODEL_NAME)
-    return ModelRegistry.for_engine(engine.model_info, served_name=name, version=config.model_version,
-                                    aliases=config.alias)
-
-
-async def _load_in_background(state: ServerState) -> None:
+async def _load_in_background(state: ServerState, loader: EngineLoader) -> None:
     try:
-        engine = await asyncio.to_thread(state.loader)  # type: ignore[arg-type]
+        engine = await asyncio.to_thread(loader)
         state.attach_engine(engine)
         engine.start()
         log.info("model loaded: serving %s", state.registry.default.id if state.registry else "?")
-        runner = getattr(getattr(engine, "engine", None), "runner", None)
-        if runner is not None:
-            log.info("KV cache: %d blocks of %d tokens in %s (%.0f MiB, %d tokens)", runner.num_blocks,
-                     runner.block_size, str(runner.kv_dtype).removeprefix("torch."),
-                     runner.num_blocks * runner.bytes_per_block / 2**20, runner.num_blocks * runner.block_size)
+        kv = engine.kv_cache
+        log.info("KV cache: %d blocks of %d tokens in %s (%.0f MiB, %d tokens)", kv.num_blocks, kv.block_size,
+                 kv.dtype, kv.num_bytes / 2**20, kv.num_tokens)
     except BaseException as exc:  # noqa: BLE001 - reported to serve, which exits non-zero
         log.exception("loading the model failed")
         if state.on_load_error is not None:
@@ -229,11 +159,8 @@ class ServerMiddleware:
         """(most body bytes ``path`` may receive, the 413 to answer beyond it)."""
         if path.startswith(OWN_BODY_LIMIT):
             return 1 << 62, _too_large(1 << 62)
-        jobs = self.state.extras.get("jobs")
+        jobs = self.state.jobs
         if path.startswith(FILE_UPLOADS) and jobs is not None:
-            from grokd.server.jobs.files import MULTIPART_SLACK
-            from grokd.server.jobs.files import too_large as file_too_large
-
             upload = jobs.config.max_upload_bytes
             return upload + MULTIPART_SLACK, file_too_large(upload)
         limit = self.state.config.max_body_bytes
@@ -244,54 +171,34 @@ def _too_large(limit: int) -> APIError:
     return APIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
 
 
-def _state_dir(state: ServerState) -> Path:
-    """``--state-dir``, or a throw-away directory (said loudly) so the features still work."""
-    if "state_dir" not in state.extras:
-        state_dir = state.config.state_dir
-        if not state_dir:
-            state_dir = tempfile.mkdtemp(prefix="grokd-state-")
-            log.warning("no --state-dir: files, batches, deferred results and the local live index live "
-                        "in %s (not kept)", state_dir)
-        state.extras["state_dir"] = Path(state_dir)
-    return state.extras["state_dir"]
-
-
-def _attach_jobs(app: FastAPI, state: ServerState) -> Any | None:
+def _jobs(app: FastAPI, state: ServerState) -> JobsService:
     """Files, batches and deferred completions (server.jobs) under the state dir; their
     requests run through this app in-process, so they get exactly the HTTP answer."""
-    try:
-        from grokd.server.jobs.service import attach_jobs
-    except ImportError:
-        return None
-    return attach_jobs(app, state.config.jobs_config(_state_dir(state)),
-                       model_exists=lambda name: state.registry is not None and state.registry.resolve(name) is not None)
+    return JobsService(state.config.jobs_config(state.state_dir), asgi_executor(app),
+                       model_exists=state.model_exists, engine_load=state.engine_load)
 
 
-def _attach_live(state: ServerState) -> Any | None:
-    """Live context for chat (server.live) and its ingestion route; ``extras["live_config"]``
-    comes from ``grokd serve``'s live flags, else the environment."""
-    try:
-        from grokd.server.live import LiveConfig, LiveContextService, build_router
-    except ImportError:
-        return None
-    if "live" not in state.extras:
-        config = state.extras.get("live_config") or LiveConfig.from_env(state_dir=_state_dir(state))
-        state.extras["live"] = LiveContextService(config)
-    return build_router(state.extras["live"])
+def _live(state: ServerState) -> LiveContextService:
+    """Live context for chat (server.live); ``state.live_config`` comes from ``grokd serve``'s live
+    flags, else the environment."""
+    return LiveContextService(state.live_config or LiveConfig.from_env(state_dir=state.state_dir))
 
 
 def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
-    """One app per ServerState; starts the engine loop on startup and stops it on shutdown
-    when ``state.manage_engine`` (tests that share an engine set it False)."""
+    """One app per ServerState, for serving and tests alike. Builds the feature services into
+    ``state`` (``state.jobs`` only when ``enable_jobs``; a ``state.live`` given is kept) and mounts
+    every router. The lifespan starts the engine loop (or loads the model in the background when
+    ``state.loader`` is set), then the jobs; on shutdown it stops the jobs, then the engine
+    (only when ``state.manage_engine``: tests that share an engine set it False)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = None
         if state.engine is None and state.loader is not None:
-            loading = asyncio.create_task(_load_in_background(state), name="grokd-load-model")
-        elif state.manage_engine:
+            loading = asyncio.create_task(_load_in_background(state, state.loader), name="grokd-load-model")
+        elif state.manage_engine and state.engine is not None:
             state.engine.start()
-        jobs = state.extras.get("jobs")
+        jobs = state.jobs
         if jobs is not None:
             await jobs.start()
         try:
@@ -307,18 +214,16 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
     app = FastAPI(title="grokd", version=engine_version(), lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.server = state
+    if enable_jobs:
+        state.jobs = _jobs(app, state)
+    if state.live is None:
+        state.live = _live(state)
     install_error_handlers(app)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
-    v1 = list(V1_ROUTERS)
-    jobs = _attach_jobs(app, state) if enable_jobs else None
-    if jobs is not None:
-        state.extras["jobs"] = jobs
-        v1 += jobs.routers()
-    live_router = _attach_live(state)
-    if live_router is not None:
-        v1.append(live_router)
-    for router in v1:
-        app.include_router(router, dependencies=[Depends(require_api_key)])
+    keyed = [Depends(require_api_key)]
+    for router in (*V1_ROUTERS, *JOBS_ROUTERS):
+        app.include_router(router, dependencies=keyed)
+    app.include_router(build_router(state.live), dependencies=keyed)
     app.add_middleware(ServerMiddleware, state=state)
     return app

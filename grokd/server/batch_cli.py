@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from grokd.server.jobs.config import BATCH_ENDPOINTS, JobsConfig
 from grokd.server.jobs.objects import output_line
@@ -30,7 +29,7 @@ OFFLINE_WINDOW_S = 10 * 365 * 24 * 3600.0  # offline runs do not expire
 PROGRESS_POLL_S = 0.5
 
 
-def add_cli(subparsers: Any) -> None:
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from grokd.server.serve_cli import add_arguments
 
     p = subparsers.add_parser("batch", help="run an OpenAI-format batch file through the engine offline",
@@ -81,7 +80,7 @@ def write_output(store: JobStore, batch_id: str, output: Path) -> None:
 async def _progress(store: JobStore, batch_id: str, runner_task: asyncio.Task) -> None:
     from tqdm import tqdm
 
-    bar: Any = None
+    bar: tqdm | None = None
     try:
         while not runner_task.done():
             batch = store.get_batch(batch_id)
@@ -106,9 +105,11 @@ async def run_batch(runner: BatchRunner, batch_id: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from grokd.server.app import ServerState, create_app
+    from grokd.engine.async_engine import AsyncEngine
+    from grokd.server.app import create_app
     from grokd.server.jobs.asgi_execute import asgi_executor
-    from grokd.server.serve_cli import build_state, config_from_args
+    from grokd.server.serve_cli import config_from_args
+    from grokd.server.state import ServerState
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.input.is_file():
@@ -120,16 +121,17 @@ def main(args: argparse.Namespace) -> int:
     batch_id = ensure_batch(store, args.input)
     batch = store.get_batch(batch_id)
     if batch["status"] not in ("completed", "failed", "cancelled", "expired"):
-        state: ServerState = build_state(config)
+        engine = AsyncEngine(config.engine_config())
+        state = ServerState.build(config, engine, manage_engine=False)
         app = create_app(state, enable_jobs=False)
         jobs_config = JobsConfig(state_dir=state_dir, max_in_flight=args.max_in_flight)
         runner = BatchRunner(store, asgi_executor(app), jobs_config, protocol_body_validator,
-                             lambda name: state.registry.resolve(name) is not None)
-        state.engine.start()
+                             state.model_exists)
+        engine.start()
         try:
             asyncio.run(run_batch(runner, batch_id))
         finally:
-            state.engine.shutdown(config.drain_timeout_s)
+            engine.shutdown(config.drain_timeout_s)
         batch = store.get_batch(batch_id)
     return _report(store, batch, args.output)
 

@@ -10,9 +10,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from grokd.engine.outputs import RequestOutput
+    from grokd.engine.sampling_params import SamplingParams
+    from grokd.engine.tokenizer import Tokenizer
 
 HELP = "commands: /reset, /system [TEXT], /exit"
+
+
+class StepEngine(Protocol):
+    """What the chat needs of ``grokd.engine.llm_engine.LLMEngine`` (driven in this thread)."""
+
+    @property
+    def tokenizer(self) -> Tokenizer | None: ...
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> object: ...
+
+    def has_unfinished(self) -> bool: ...
+
+    def step(self) -> list[RequestOutput]: ...
+
+    def abort(self, request_id: str) -> object: ...
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +55,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 class ChatSession:
     """Conversation state plus one streamed generation per user turn; I/O is injected for tests."""
 
-    def __init__(self, engine: Any, args: argparse.Namespace, out: TextIO) -> None:
+    def __init__(self, engine: StepEngine, args: argparse.Namespace, out: TextIO) -> None:
         self.engine = engine
         self.args = args
         self.out = out

@@ -114,7 +114,7 @@ def engine_error(exc: Exception, *, param: str, retry_after: float) -> APIError:
     raise exc
 
 
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+def _param_from_loc(loc: tuple[int | str, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     # pydantic names union members ("function-after[...]", "str", "list[...]"): not field names.
     parts = [p for p in parts if not any(c in p for c in "[]()")]

@@ -6,13 +6,16 @@ tests and several apps in one process never collide). Engine gauges are read fro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from grokd.kernels import cpu_tier
+
+if TYPE_CHECKING:
+    from grokd.engine.llm_engine import EngineStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -24,7 +27,7 @@ E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 class _EngineCollector(Collector):
     """Snapshots ``engine.stats()`` into gauges/counters on every scrape."""
 
-    def __init__(self, stats: Callable[[], Any]) -> None:
+    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
@@ -80,7 +83,7 @@ class _EngineCollector(Collector):
 class ServerMetrics:
     """HTTP-side metrics plus the engine collector, all in ``self.registry``."""
 
-    def __init__(self, engine_stats: Callable[[], Any] | None = None) -> None:
+    def __init__(self, engine_stats: Callable[[], EngineStats | None] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -13,7 +13,15 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from grokd.engine.sampling_params import MAX_LOGPROBS
 
@@ -261,7 +269,7 @@ class _DropNone(BaseModel):
     _omit_if_none: tuple[str, ...] = ()
 
     @model_serializer(mode="wrap")
-    def _drop_none(self, handler: Any) -> dict[str, Any]:
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
         for key in self._omit_if_none:
             if data.get(key) is None:

@@ -11,7 +11,10 @@ import importlib.metadata
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grokd.engine.async_engine import ModelInfo
 
 
 def engine_version() -> str:
@@ -75,7 +78,7 @@ class ModelRegistry:
     @classmethod
     def for_engine(
         cls,
-        model_info: Any,
+        model_info: ModelInfo,
         *,
         served_name: str,
         version: str | None = None,
@@ -85,17 +88,17 @@ class ModelRegistry:
         prices: dict[str, int] | None = None,
     ) -> ModelRegistry:
         """Build from the engine's ``model_info`` (fingerprint, max_model_len, checkpoint_path)."""
-        fingerprint = str(getattr(model_info, "fingerprint", "") or "")
+        fingerprint = model_info.fingerprint or ""
         version = version or (fingerprint[:8] if fingerprint else engine_version())
         names = [f"{served_name}-latest", f"{served_name}-{version}", *(aliases or [])]
         created = int(time.time())
-        ckpt = getattr(model_info, "checkpoint_path", None)
+        ckpt = model_info.checkpoint_path
         if ckpt:
             try:
                 created = int(Path(ckpt).stat().st_mtime)
             except OSError:
                 pass
-        modalities = input_modalities or list(getattr(model_info, "input_modalities", None) or ["text"])
+        modalities = input_modalities or ["text"]
         served = ServedModel(
             id=served_name,
             version=version,
@@ -105,7 +108,7 @@ class ModelRegistry:
             owned_by=owned_by,
             input_modalities=modalities,
             aliases=list(dict.fromkeys(n for n in names if n != served_name)),
-            max_model_len=getattr(model_info, "max_model_len", None),
+            max_model_len=model_info.max_model_len,
             prices=dict(prices or {}),
         )
         return cls([served])

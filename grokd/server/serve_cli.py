@@ -11,13 +11,19 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from grokd.server.config import ServerConfig, load_config, parse_size
+from grokd.server.live.cli import add_arguments as add_live_arguments
+from grokd.server.live.cli import config_from_args as live_config_from_args
+
+if TYPE_CHECKING:  # the engine (torch) loads only when serving, not to build `grokd --help`
+    from grokd.server.state import ServerState
 
 log = logging.getLogger("grokd.server")
 
@@ -26,7 +32,7 @@ def _size(text: str) -> int:
     return parse_size(text)
 
 
-def add_cli(subparsers: Any) -> None:
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("serve", help="serve a model over the xAI/OpenAI HTTP API",
                               description="Serve a model over the xAI/OpenAI-compatible HTTP API.")
     add_arguments(p)
@@ -85,10 +91,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     j.add_argument("--deferred-retention-s", type=float,
                    help="seconds deferred completion results are kept (default 86400)")
     p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
-    try:
-        from grokd.server.live.cli import add_arguments as add_live_arguments
-    except ImportError:
-        return
     add_live_arguments(p)
 
 
@@ -100,12 +102,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 class DrainingServer(uvicorn.Server):
     """uvicorn, but the first signal drains (503 to new work) before stopping."""
 
-    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self.state = state
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: Any = None) -> None:
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -125,10 +127,10 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build_state(config: ServerConfig) -> Any:
+def build_state(config: ServerConfig) -> ServerState:
     """Load the model now and return a ready-to-serve state (batch CLI, tests)."""
     from grokd.engine.async_engine import AsyncEngine
-    from grokd.server.app import ServerState
+    from grokd.server.state import ServerState
 
     engine = AsyncEngine(config.engine_config())
     return ServerState.build(config, engine)
@@ -153,7 +155,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config)
     from grokd.engine.async_engine import AsyncEngine
-    from grokd.server.app import ServerState, create_app
+    from grokd.server.app import create_app
+    from grokd.server.state import ServerState
 
     exit_code = 0
 
@@ -165,13 +168,8 @@ def main(args: argparse.Namespace) -> int:
     # Listen first, load in the background: /health answers at once, /ready and the API say
     # 503 "not ready yet" until the model is loaded.
     state = ServerState.loading(config, lambda: AsyncEngine(config.engine_config()), load_failed)
-    try:
-        from grokd.server.live.cli import config_from_args as live_config_from_args
-    except ImportError:
-        pass
-    else:
-        args.state_dir = config.state_dir
-        state.extras["live_config"] = live_config_from_args(args)
+    args.state_dir = config.state_dir
+    state.live_config = live_config_from_args(args)
     app = create_app(state)
     log.info("listening on http://%s:%d; loading %s", config.host, config.port, config.model or "the default model")
     server = DrainingServer(

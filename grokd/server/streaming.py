@@ -22,6 +22,8 @@ log = logging.getLogger("grokd.server")
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Turns the merged ``(call index, output)`` stream into SSE event bytes.
+Renderer = Callable[[AsyncIterator[tuple[int, RequestOutput]]], AsyncIterator[bytes]]
 
 
 def encode_event(obj: BaseModel | dict[str, Any]) -> bytes:
@@ -75,7 +77,7 @@ async def merge(calls: list[EngineCall]) -> AsyncIterator[tuple[int, RequestOutp
 
 def sse_response(
     calls: list[EngineCall],
-    render: Callable[[AsyncIterator[tuple[int, RequestOutput]]], AsyncIterator[bytes]],
+    render: Renderer,
     request_id: str,
     headers: dict[str, str] | None = None,
 ) -> StreamingResponse:

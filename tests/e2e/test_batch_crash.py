@@ -37,32 +37,6 @@ SERVE = (
     "sys.exit(args.func(args))\n"
 )
 
-# Used only until `grokd serve --state-dir` mounts the jobs itself: the same composition.
-FALLBACK_SERVER = """
-import sys, uvicorn
-from grokd.server.app import create_app
-from grokd.server.config import ServerConfig
-from grokd.server.jobs import JobsConfig
-from grokd.server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
-from grokd.server.serve_cli import build_state
-state_dir, port = sys.argv[1], int(sys.argv[2])
-state = build_state(ServerConfig(dtype="float32", max_model_len=512, port=port, state_dir=state_dir))
-app = create_app(state)
-asgi = app
-if getattr(app.state, "jobs", None) is None:
-    jobs = attach_jobs(app, JobsConfig(state_dir=state_dir), lambda m: state.registry.resolve(m) is not None)
-    for router in JobsService.routers():
-        app.include_router(router)
-    asgi = with_jobs_lifespan(app, jobs)
-uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning")
-"""
-
-
-def _serve_integrated() -> bool:
-    from grokd.server import app as app_module
-
-    return "grokd.server.jobs" in Path(app_module.__file__).read_text()
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -71,11 +45,8 @@ def _free_port() -> int:
 
 
 def _start(state_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    if _serve_integrated():
-        cmd = [sys.executable, "-c", SERVE, "serve", "--state-dir", str(state_dir), "--port", str(port),
-               "--dtype", "float32", "--max-model-len", "512"]
-    else:
-        cmd = [sys.executable, "-c", FALLBACK_SERVER, str(state_dir), str(port)]
+    cmd = [sys.executable, "-c", SERVE, "serve", "--state-dir", str(state_dir), "--port", str(port),
+           "--dtype", "float32", "--max-model-len", "512"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 180

@@ -25,15 +25,13 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """The app as ``grokd serve`` builds it; jobs attached here if serve does not do it yet."""
+    """The app as ``grokd serve`` builds it, jobs included."""
 
     def __init__(self, state_dir) -> None:
         import uvicorn
 
         from grokd.server.app import create_app
         from grokd.server.config import ServerConfig
-        from grokd.server.jobs import JobsConfig
-        from grokd.server.jobs.service import JobsService, attach_jobs, with_jobs_lifespan
         from grokd.server.serve_cli import build_state
 
         self.port = _free_port()
@@ -41,16 +39,9 @@ class LiveServer:
         self.state = build_state(config)
         self.model = self.state.registry.default.id
         app = create_app(self.state)
-        asgi = app
-        self.jobs = getattr(app.state, "jobs", None)
-        if self.jobs is None:
-            self.jobs = attach_jobs(app, JobsConfig(state_dir=state_dir),
-                                    model_exists=lambda m: self.state.registry.resolve(m) is not None)
-            asgi = with_jobs_lifespan(app, self.jobs)
-        if not any(getattr(r, "path", None) == "/v1/batches" for r in app.routes):
-            for router in JobsService.routers():
-                app.include_router(router)
-        self.server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.jobs = self.state.jobs
+        assert self.jobs is not None and self.jobs.config.state_dir == state_dir
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.server.serve(),),
                                        daemon=True)

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from grokd.server.app import ServerState, create_app
+from grokd.server.app import create_app
 from grokd.server.config import ServerConfig
+from grokd.server.state import ServerState
 
 REPO = Path(__file__).resolve().parents[2]
 

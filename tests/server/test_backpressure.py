@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from grokd.server.app import ServerState
 from grokd.server.config import ServerConfig
+from grokd.server.state import ServerState
 from tests.server.serving import LiveServer, serve_state, start_process, start_server, wait_ready
 
 MODEL = "grok1-tiny"

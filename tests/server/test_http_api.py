@@ -171,6 +171,26 @@ def test_models_and_language_models(client: OpenAI, server: LiveServer) -> None:
     assert exc.value.code == "model_not_found"
 
 
+def test_the_app_is_wired_by_types(server: LiveServer) -> None:
+    """The engine is what the server's EngineClient protocol describes (KV cache size included),
+    the feature services sit in typed state fields, and create_app mounts every router."""
+    from grokd.server.jobs import JobsService
+    from grokd.server.live import LiveContextService
+    from grokd.server.state import EngineClient
+
+    state = server.state
+    assert isinstance(state.engine, EngineClient)
+    kv = state.engine.kv_cache
+    assert kv.num_blocks == state.engine.stats().kv_blocks_total > 0
+    assert kv.num_tokens == kv.num_blocks * kv.block_size and kv.num_bytes == kv.num_blocks * kv.bytes_per_block > 0
+    assert kv.dtype == "float32"
+    assert isinstance(state.jobs, JobsService) and state.jobs.config.state_dir == state.state_dir
+    assert isinstance(state.live, LiveContextService)
+    paths = set(server.app.openapi()["paths"])
+    assert {"/v1/chat/completions", "/v1/files", "/v1/batches", "/v1/batches/{batch_id}/cancel",
+            "/v1/chat/deferred-completion/{request_id}", "/v1/live/documents"} <= paths
+
+
 def test_api_key_endpoint_is_redacted(client: OpenAI) -> None:
     info = client.get("/api-key", cast_to=object)
     assert GOOD not in str(info)

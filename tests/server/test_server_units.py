@@ -125,24 +125,23 @@ def test_tokens_per_minute_budget() -> None:
 
 
 def test_registry_aliases_and_fingerprint() -> None:
-    class Info:
-        fingerprint = "abc123def4567890"
-        max_model_len = 2048
-        checkpoint_path = ""
+    from grokd.engine.async_engine import ModelInfo
 
-    reg = ModelRegistry.for_engine(Info(), served_name="grok-1", version="20260101", aliases=["grok"])
+    info = ModelInfo(architecture="grok-1", max_model_len=2048, vocab_size=131072, fingerprint="abc123def4567890",
+                     chat_template=None, dtype="bfloat16", checkpoint_path="")
+    reg = ModelRegistry.for_engine(info, served_name="grok-1", version="20260101", aliases=["grok"])
     m = reg.default
     for name in ("grok-1", "grok-1-latest", "grok-1-20260101", "grok"):
         assert reg.resolve(name) is m
     assert reg.resolve("grok-2") is None
-    assert m.system_fingerprint == system_fingerprint(Info.fingerprint)
+    assert m.system_fingerprint == system_fingerprint(info.fingerprint)
     assert m.system_fingerprint.startswith("fp_") and len(m.system_fingerprint) == 13
     assert set(m.system_fingerprint[3:]) <= set("0123456789abcdef")
     # sha256 of "<weights fingerprint>|grokd-<version>", first 10 hex digits
-    assert system_fingerprint(Info.fingerprint, "1.2.3") == "fp_2c85b7acfa"
+    assert system_fingerprint(info.fingerprint, "1.2.3") == "fp_2c85b7acfa"
     assert system_fingerprint("other") != m.system_fingerprint
-    assert system_fingerprint(Info.fingerprint, "9.9.9") != m.system_fingerprint
-    assert ModelRegistry.for_engine(Info(), served_name="x").default.version == "abc123de"
+    assert system_fingerprint(info.fingerprint, "9.9.9") != m.system_fingerprint
+    assert ModelRegistry.for_engine(info, served_name="x").default.version == "abc123de"
 
 
 def test_stream_ends_with_in_band_error_event() -> None:

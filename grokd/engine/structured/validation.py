@@ -1,7 +1,7 @@
 """Request fields -> structured spec, with ``ValueError("<field path>: <problem>")`` for anything
 invalid, so the server answers 400 naming the field (never 500).
 
-Schemas are checked twice: against the JSON Schema meta-schema (``jsonschema``, when installed)
+Schemas are checked twice: against the JSON Schema meta-schema (``jsonschema``)
 for a precise path, and by compiling with llguidance (no tokenizer needed) for what the backend
 does not support. ``StructuredOutputBackend.check`` then compiles against the real tokenizer.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jsonschema
 import llguidance as llg
 
 from grokd.engine.structured.grammars import JSON_OPTIONS, grammar_for, json_schema_grammar
@@ -35,10 +36,6 @@ def _path(field: str, parts: Any) -> str:
 
 
 def _meta_check(schema: dict[str, Any], field: str) -> None:
-    try:
-        import jsonschema
-    except ImportError:  # optional: llguidance's own compile check still runs
-        return
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)

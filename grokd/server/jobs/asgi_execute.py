@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Scope
 
 from grokd.server.jobs.config import Execute
 
@@ -24,7 +23,7 @@ def asgi_executor(app: ASGIApp, host: str = "grokd.internal") -> Execute:
 
     async def execute(url: str, body: dict, priority: int) -> tuple[int, dict]:
         payload = json.dumps(body).encode()
-        scope: dict[str, Any] = {
+        scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",

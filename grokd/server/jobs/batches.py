@@ -11,6 +11,7 @@ from grokd.server.errors import APIError, invalid_request
 from grokd.server.jobs.config import BATCH_ENDPOINTS
 from grokd.server.jobs.deps import JobsDep
 from grokd.server.jobs.objects import batch_object, list_page
+from grokd.server.jobs.service import JobsService
 
 MAX_METADATA_KEYS = 16
 
@@ -31,7 +32,7 @@ def batch_not_found(batch_id: str) -> APIError:
                     param="batch_id")
 
 
-def _render(jobs: Any, row: dict) -> dict:
+def _render(jobs: JobsService, row: dict) -> dict:
     return batch_object(row, jobs.store.line_counts(row["id"]))
 
 

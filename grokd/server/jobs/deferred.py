@@ -1,4 +1,5 @@
-"""xAI deferred chat completions: answer ``{"request_id"}`` now, the completion later.
+"""xAI deferred chat completions: answer ``{"request_id"}`` now, the completion later
+(the chat route submits, ``deferred_completions`` serves the result).
 
 The request is committed to the store before its id is returned, so a restart re-runs whatever
 was still pending; the result is kept until it is fetched once (or for the retention period).
@@ -12,14 +13,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from grokd.server.errors import APIError
 from grokd.server.jobs.config import INTERACTIVE_PRIORITY, Execute, JobsConfig
-from grokd.server.jobs.deps import JobsDep
 from grokd.server.jobs.retry import execute_patiently
 from grokd.server.jobs.store import JobStore
 
@@ -98,16 +97,3 @@ class DeferredService:
                 param="request_id",
             )
         return JSONResponse(body, status_code=status or 200)
-
-
-router = APIRouter()
-
-
-@router.get("/v1/chat/deferred-completion/{request_id}")
-async def get_deferred_completion(request_id: str, jobs: JobsDep) -> Response:
-    return jobs.deferred.fetch(request_id)
-
-
-def accept_deferred(jobs: Any, body: dict) -> JSONResponse:
-    """What the chat route answers for ``"deferred": true`` (after validating the body)."""
-    return JSONResponse({"request_id": jobs.deferred.submit(body)})

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from fastapi import APIRouter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grokd.server.jobs.config import Execute, JobsConfig
 from grokd.server.jobs.deferred import DeferredService
@@ -16,7 +12,8 @@ from grokd.server.jobs.validation import BodyValidator, ModelExists, protocol_bo
 
 
 class JobsService:
-    """Everything durable the server runs. Build once at startup; ``start``/``stop`` in lifespan.
+    """Everything durable the server runs. Built once by ``server.app.create_app`` (which also
+    mounts the jobs' routers); ``start``/``stop`` in the app's lifespan.
 
     ``engine_load()`` (requests waiting or running in the engine) lets the runner tell when
     interactive traffic is present and hold batch lines to the low in-flight cap.
@@ -42,13 +39,6 @@ class JobsService:
                                   interactive_load=interactive)
         self.deferred = DeferredService(self.store, execute, config)
 
-    @staticmethod
-    def routers() -> list[APIRouter]:
-        """The routers to mount; handlers find this service on ``app.state.jobs``."""
-        from grokd.server.jobs import batches, deferred, files
-
-        return [files.router, batches.router, deferred.router]
-
     async def start(self) -> None:
         """Resume unfinished batches and pending deferred requests; must run inside the loop."""
         self.runner.start()
@@ -58,48 +48,3 @@ class JobsService:
         await self.runner.stop()
         await self.deferred.stop()
         self.store.close()
-
-
-def _engine_load(engine: Any) -> Callable[[], int]:
-    def load() -> int:
-        stats = engine.stats()
-        return int(stats.num_waiting) + int(stats.num_running)
-
-    return load
-
-
-def attach_jobs(app: Any, config: JobsConfig, model_exists: ModelExists | None = None) -> JobsService:
-    """Build the service for ``app``: lines execute through the app itself (in-process ASGI)
-    and handlers find the service on ``app.state.jobs``. Call ``start``/``stop`` in lifespan."""
-    from grokd.server.jobs.asgi_execute import asgi_executor
-
-    engine = getattr(getattr(app.state, "server", None), "engine", None)
-    jobs = JobsService(config, asgi_executor(app), model_exists=model_exists,
-                       engine_load=_engine_load(engine) if engine is not None else None)
-    app.state.jobs = jobs
-    return jobs
-
-
-def with_jobs_lifespan(app: ASGIApp, jobs: JobsService) -> ASGIApp:
-    """Wrap ``app`` so the jobs start after its own startup (engine running) and stop before its
-    shutdown (engine still there for in-flight lines to be abandoned cleanly)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await app(scope, receive, send)
-            return
-
-        async def receive_hook() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await jobs.stop()
-            return message
-
-        async def send_hook(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                await jobs.start()
-            await send(message)
-
-        await app(scope, receive_hook, send_hook)
-
-    return wrapped

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 
-from .local import IngestError, parse_jsonl, parse_list
+from .local import IngestError, IngestRecord, parse_jsonl, parse_list
 from .service import LiveContextService
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -77,7 +76,7 @@ def build_router(
     return router
 
 
-def _parse(text: str) -> list[Any]:
+def _parse(text: str) -> list[IngestRecord]:
     if text.startswith("["):
         try:
             items = json.loads(text)

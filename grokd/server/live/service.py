@@ -41,7 +41,7 @@ from .web import SearchBackend, SearxngBackend, SearxngConfig, WebSource
 from .x import XConfig, XSource
 
 log = logging.getLogger("grokd.live")
-_SOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceParams)
+_SOURCE_ADAPTER: TypeAdapter[SourceParams] = TypeAdapter(SourceParams)
 
 _NOT_CONFIGURED_HINT = {
     "x": "set GROKD_X_BEARER_TOKEN",
@@ -291,11 +291,11 @@ class LiveContextService:
         )
 
 
-def _default_spec(name: str) -> Any:
+def _default_spec(name: str) -> SourceParams:
     return _SOURCE_ADAPTER.validate_python({"type": name})
 
 
-def _source_query(spec: Any, params: SearchParameters, conversation: ConversationQuery) -> SourceQuery:
+def _source_query(spec: SourceParams, params: SearchParameters, conversation: ConversationQuery) -> SourceQuery:
     start, end = params.time_range()
     common: dict[str, Any] = {
         "text": conversation.text,

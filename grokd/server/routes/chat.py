@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from grokd.engine.chat_template import render_chat
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from grokd.engine.tokenizer import Tokenizer
+from grokd.server.auth import ApiKey
 from grokd.server.errors import APIError, invalid_request, not_supported
 from grokd.server.protocol import (
     ChatChoice,
@@ -33,8 +36,11 @@ from grokd.server.protocol import (
 from grokd.server.registry import ServedModel
 from grokd.server.routes import generation as gen
 from grokd.server.routes import live_context, structured
-from grokd.server.routes.deps import get_state, require_json, resolve_model
-from grokd.server.streaming import StreamFailure, encode_event, sse_response
+from grokd.server.routes.deps import get_engine, get_state, require_json, resolve_model
+from grokd.server.streaming import Renderer, StreamFailure, encode_event, sse_response
+
+if TYPE_CHECKING:
+    from grokd.server.state import EngineClient, ServerState
 
 log = logging.getLogger("grokd.server")
 router = APIRouter()
@@ -42,7 +48,7 @@ router = APIRouter()
 
 def defer(request: Request, req: ChatCompletionRequest) -> JSONResponse:
     """xAI deferred completion: validated now, run in the background, fetched by request id."""
-    jobs = get_state(request).extras.get("jobs")
+    jobs = get_state(request).jobs
     if jobs is None:
         raise not_supported("deferred", "deferred completions (the job store is disabled)")
     if req.stream:
@@ -80,16 +86,16 @@ def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[di
     return out
 
 
-def render_prompt(engine: Any, req: ChatCompletionRequest, messages: list[dict[str, Any]],
+def render_prompt(engine: EngineClient, req: ChatCompletionRequest, messages: list[dict[str, Any]],
                   tools: list[dict[str, Any]] | None) -> tuple[str, list[int]]:
     """The exact text and token ids the model will see (also what usage counts)."""
     tokenizer = engine.tokenizer
-    from grokd.engine.chat_template import render_chat
-
+    if tokenizer is None:  # the route checks first
+        raise invalid_request("This model has no tokenizer.", param="messages", code="no_tokenizer")
     try:
         text = render_chat(
             messages,
-            template=getattr(engine.model_info, "chat_template", None),
+            template=engine.model_info.chat_template,
             tokenizer=tokenizer,
             tools=tools,
             add_generation_prompt=req.add_generation_prompt,
@@ -102,7 +108,7 @@ def render_prompt(engine: Any, req: ChatCompletionRequest, messages: list[dict[s
     return text, list(tokenizer.encode(text))
 
 
-def chat_logprobs(tokenizer: Any, lps: list[TokenLogprob] | None, k: int) -> ChoiceLogprobs:
+def chat_logprobs(tokenizer: Tokenizer | None, lps: list[TokenLogprob] | None, k: int) -> ChoiceLogprobs:
     content = []
     for lp in lps or []:
         text, raw = gen.token_text(tokenizer, lp.token_id)
@@ -133,14 +139,15 @@ def usage_of(calls: list[gen.EngineCall], completion_tokens: int) -> Usage:
 @router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
 async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
     state = get_state(request)
-    engine = state.engine
+    engine = get_engine(request)
     model = resolve_model(request, req.model)
     live_params, tools = live_context.resolve_request(req)
     gen.reject_unsupported(req)
     plan = structured.plan(req, tools, engine.model_info)
     if req.top_logprobs and not req.logprobs:  # 0 without logprobs is harmless; more is a mistake
         raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
-    if engine.tokenizer is None:
+    tokenizer = engine.tokenizer
+    if tokenizer is None:
         raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
                               param="messages", code="no_tokenizer")
     messages, template_tools = structured.prepare_messages(template_messages(req, model), tools, engine.model_info)
@@ -156,7 +163,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         return defer(request, req)
     live = None
     if live_params is not None:
-        live = await live_context.augment(request, live_params, messages, engine.tokenizer, len(prompt_ids),
+        live = await live_context.augment(request, live_params, messages, tokenizer, len(prompt_ids),
                                           requested, model.max_model_len)
         if live.context:
             text, prompt_ids = await asyncio.to_thread(render_prompt, engine, req, live.inject(messages),
@@ -177,7 +184,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     sources_used = live.usage_fields().get("num_sources_used") if live is not None else None
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        render = _chunks(state, call, model, created, req, k, include_usage, key, citations, sources_used, plan)
+        render = _chunks(state, tokenizer, call, model, created, req, k, include_usage, key, citations, sources_used, plan)
         return sse_response([call], render, rid, headers=headers)
 
     (final,) = await gen.collect(request, [call])
@@ -189,7 +196,7 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
             index=o.index,
             message=ChatResponseMessage(content=content, tool_calls=[ToolCall.model_validate(c) for c in calls]
                                         if calls else None),
-            logprobs=chat_logprobs(engine.tokenizer, o.logprobs, k) if req.logprobs else None,
+            logprobs=chat_logprobs(tokenizer, o.logprobs, k) if req.logprobs else None,
             finish_reason="tool_calls" if calls else reason,
         ))
     completion_tokens = sum(len(o.token_ids) for o in final.outputs)
@@ -205,11 +212,11 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
                         headers=headers)
 
 
-def _chunks(state: Any, call: gen.EngineCall, model: ServedModel, created: int, req: ChatCompletionRequest,
-            k: int, include_usage: bool, key: Any, citations: list[str] | None, sources_used: int | None,
-            plan: structured.StructuredPlan | None):
+def _chunks(state: ServerState, tokenizer: Tokenizer, call: gen.EngineCall, model: ServedModel, created: int,
+            req: ChatCompletionRequest, k: int, include_usage: bool, key: ApiKey | None,
+            citations: list[str] | None, sources_used: int | None,
+            plan: structured.StructuredPlan | None) -> Renderer:
     """SSE chunks; live-search ``citations`` ride on the last chunk (xAI's convention)."""
-    tokenizer = state.engine.tokenizer
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, last: bool = False) -> bytes:
         return encode_event(ChatCompletionChunk(

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from grokd.engine.outputs import RequestOutput, TokenLogprob
+from grokd.engine.tokenizer import Tokenizer
+from grokd.server.auth import ApiKey
 from grokd.server.errors import invalid_request, not_supported
 from grokd.server.protocol import (
     CompletionChoice,
@@ -25,14 +27,18 @@ from grokd.server.protocol import (
     now,
 )
 from grokd.server.routes import generation as gen
-from grokd.server.routes.deps import get_state, require_json, resolve_model
-from grokd.server.streaming import StreamFailure, encode_event, sse_response
+from grokd.server.routes.deps import get_engine, get_state, require_json, resolve_model
+from grokd.server.streaming import Renderer, StreamFailure, encode_event, sse_response
+
+if TYPE_CHECKING:
+    from grokd.server.state import ServerState
 
 log = logging.getLogger("grokd.server")
 router = APIRouter()
 
 
-def prompts_of(req: CompletionRequest, tokenizer: Any, vocab_size: int | None) -> list[tuple[str | None, list[int]]]:
+def prompts_of(req: CompletionRequest, tokenizer: Tokenizer | None,
+               vocab_size: int | None) -> list[tuple[str | None, list[int]]]:
     """``(text or None, token ids)`` per prompt; token ids are checked against the vocabulary."""
     p = req.prompt
     if isinstance(p, str):
@@ -63,7 +69,7 @@ def prompts_of(req: CompletionRequest, tokenizer: Any, vocab_size: int | None) -
 class _LogprobBuilder:
     """Accumulates OpenAI's parallel logprob arrays for one choice."""
 
-    def __init__(self, tokenizer: Any, k: int, as_ids: bool, offset: int = 0) -> None:
+    def __init__(self, tokenizer: Tokenizer | None, k: int, as_ids: bool, offset: int = 0) -> None:
         self.tokenizer, self.k, self.as_ids, self.offset = tokenizer, k, as_ids, offset
         self.lp = CompletionLogprobs()
 
@@ -88,11 +94,11 @@ class _LogprobBuilder:
         return out
 
 
-def _plain(tokenizer: Any, token_id: int) -> str:
+def _plain(tokenizer: Tokenizer | None, token_id: int) -> str:
     return "" if tokenizer is None else gen.token_text(tokenizer, token_id)[0]
 
 
-def _prompt_text(tokenizer: Any, text: str | None, ids: list[int]) -> str:
+def _prompt_text(tokenizer: Tokenizer | None, text: str | None, ids: list[int]) -> str:
     if text is not None:
         return text
     return "" if tokenizer is None else tokenizer.decode(ids, skip_special_tokens=False)
@@ -105,8 +111,9 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
     gen.reject_unsupported(req)
     if req.suffix:
         raise not_supported("suffix", "`suffix` (insertion)")
-    tokenizer = state.engine.tokenizer
-    vocab = getattr(state.engine.model_info, "vocab_size", None)
+    engine = get_engine(request)
+    tokenizer = engine.tokenizer
+    vocab = engine.model_info.vocab_size
     prompts = await asyncio.to_thread(prompts_of, req, tokenizer, vocab)  # tokenizing is CPU work
     score_only = req.max_tokens == 0
     if score_only and not req.echo:
@@ -131,7 +138,7 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
     created = now()
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response(calls, _chunks(state, calls, prompts, model.id, model.system_fingerprint, created,
+        return sse_response(calls, _chunks(state, tokenizer, calls, prompts, model.id, model.system_fingerprint, created,
                                            req, score_only, include_usage, key), rid)
 
     finals = await gen.collect(request, calls)
@@ -177,10 +184,9 @@ def _add_prompt(b: _LogprobBuilder, out: RequestOutput, ids: list[int]) -> None:
         b.add(plps[j] if j > 0 and j < len(plps) else None, tid)
 
 
-def _chunks(state: Any, calls: list[gen.EngineCall], prompts: list[tuple[str | None, list[int]]], model_id: str,
-            fingerprint: str, created: int, req: CompletionRequest, score_only: bool, include_usage: bool,
-            key: Any):
-    tokenizer = state.engine.tokenizer
+def _chunks(state: ServerState, tokenizer: Tokenizer | None, calls: list[gen.EngineCall],
+            prompts: list[tuple[str | None, list[int]]], model_id: str, fingerprint: str, created: int,
+            req: CompletionRequest, score_only: bool, include_usage: bool, key: ApiKey | None) -> Renderer:
     k = req.logprobs
     rid = calls[0].request_id.rsplit("-", 1)[0]
 

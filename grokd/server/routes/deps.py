@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: the server state, JSON-only bodies, model resolution."""
+"""Dependencies shared by the routers: the server state and its loaded engine, JSON-only
+bodies, model resolution."""
 
 from __future__ import annotations
 
@@ -6,15 +7,36 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from grokd.server.errors import APIError, model_not_found
+from grokd.server.errors import APIError, model_not_found, overloaded
 
 if TYPE_CHECKING:
-    from grokd.server.app import ServerState
-    from grokd.server.registry import ServedModel
+    from grokd.server.registry import ModelRegistry, ServedModel
+    from grokd.server.state import EngineClient, ServerState
 
 
 def get_state(request: Request) -> ServerState:
     return request.app.state.server
+
+
+def get_engine(request: Request) -> EngineClient:
+    """The loaded engine (the middleware already answers 503 to API requests while it loads)."""
+    state = get_state(request)
+    if state.engine is None:
+        raise _not_ready(state)
+    return state.engine
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    """The served models, there once the engine is loaded."""
+    state = get_state(request)
+    if state.registry is None:
+        raise _not_ready(state)
+    return state.registry
+
+
+def _not_ready(state: ServerState) -> APIError:
+    return overloaded("The server is not ready yet (model loading); retry shortly.",
+                      state.config.retry_after_s)
 
 
 async def require_json(request: Request) -> None:
@@ -31,8 +53,7 @@ async def require_json(request: Request) -> None:
 
 def resolve_model(request: Request, name: str) -> ServedModel:
     """Alias → served model; 404 if unknown, 403 if the calling key may not use it."""
-    state = get_state(request)
-    model = state.registry.resolve(name)
+    model = get_registry(request).resolve(name)
     if model is None:
         raise model_not_found(name)
     key = getattr(request.state, "api_key", None)

@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Request
 
 from grokd.engine.outputs import RequestOutput, TokenLogprob
 from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.tokenizer import Tokenizer
 from grokd.server.errors import (
     APIError,
     context_length_exceeded,
@@ -26,7 +27,10 @@ from grokd.server.errors import (
 )
 from grokd.server.metrics import TokenTimer
 from grokd.server.protocol import ENGINE_FIELDS, IGNORED_FIELDS, UNSUPPORTED_FIELDS, _SamplingRequest
-from grokd.server.routes.deps import get_state
+from grokd.server.routes.deps import get_engine, get_state
+
+if TYPE_CHECKING:
+    from grokd.server.state import EngineClient
 
 DISCONNECT_POLL_S = 0.25
 
@@ -120,8 +124,8 @@ class EngineCall:
 
     request_id: str
     first: RequestOutput | None
-    rest: AsyncIterator[RequestOutput]
-    engine: Any
+    rest: AsyncGenerator[RequestOutput, None]
+    engine: EngineClient
     timer: TokenTimer
     prompt_tokens: int
     completion_tokens: int = 0
@@ -153,7 +157,7 @@ class EngineCall:
                 self.engine.abort(self.request_id)
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(Exception):
-                await self.rest.aclose()  # type: ignore[attr-defined]
+                await self.rest.aclose()
 
 
 async def start(request: Request, prompt_ids: list[int], params: SamplingParams, request_id: str,
@@ -161,7 +165,7 @@ async def start(request: Request, prompt_ids: list[int], params: SamplingParams,
     """Submit to the engine and wait for its first output, so that admission errors (queue
     full, context, bad value) become HTTP statuses before any byte is sent."""
     state = get_state(request)
-    engine = state.engine
+    engine = get_engine(request)
     priority = int(getattr(request.state, "priority", priority))
     timer = TokenTimer(state.metrics, getattr(request.state, "arrival", None) or time.monotonic())
     stream = engine.generate(prompt_ids, params, request_id=request_id, priority=priority)
@@ -224,7 +228,7 @@ def engine_failure(out: RequestOutput, request_id: str) -> APIError:
                     type="server_error", code="engine_error")
 
 
-def token_text(tokenizer: Any, token_id: int, as_ids: bool = False) -> tuple[str, list[int]]:
+def token_text(tokenizer: Tokenizer | None, token_id: int, as_ids: bool = False) -> tuple[str, list[int]]:
     """(text, utf-8 bytes) of one token for logprobs; ``token_id:N`` when asked or untokenizable."""
     if tokenizer is None or as_ids:
         raw = b"" if tokenizer is None else bytes(tokenizer.token_bytes(token_id))

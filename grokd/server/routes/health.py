@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 
 from grokd.server.errors import overloaded
 from grokd.server.metrics import CONTENT_TYPE
-from grokd.server.routes.deps import get_state
+from grokd.server.routes.deps import get_registry, get_state
 
 router = APIRouter()
 
@@ -24,7 +24,7 @@ async def ready(request: Request) -> JSONResponse | dict[str, str]:
     if not state.ready:
         why = "draining" if state.draining else "loading"
         return overloaded(f"The server is not ready ({why}).", state.config.retry_after_s).response()
-    return {"status": "ready", "model": state.registry.default.id}
+    return {"status": "ready", "model": get_registry(request).default.id}
 
 
 @router.get("/metrics")

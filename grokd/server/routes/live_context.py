@@ -8,8 +8,10 @@ from typing import Any
 
 from fastapi import Request
 
+from grokd.engine.tokenizer import Tokenizer
 from grokd.server.errors import APIError, from_value_error, not_supported
-from grokd.server.protocol import ChatCompletionRequest
+from grokd.server.live import LiveContextError, LiveResult, SearchParameters, resolve
+from grokd.server.protocol import ChatCompletionRequest, Tool
 from grokd.server.routes.deps import get_state
 
 # Completion tokens reserved when the request sets no max_tokens, so context never eats the reply.
@@ -18,26 +20,19 @@ DEFAULT_RESERVE = 512
 DEBUG_HEADER = "x-grokd-debug"
 
 
-def resolve_request(req: ChatCompletionRequest) -> tuple[Any | None, list[Any] | None]:
+def resolve_request(req: ChatCompletionRequest) -> tuple[SearchParameters | None, list[Tool] | None]:
     """(live-search settings or None, the function tools left for the model)."""
-    try:
-        from grokd.server.live import resolve
-    except ImportError:  # live context not installed: ask for it and get a clear 400
-        if req.search_parameters is not None and req.search_parameters.mode != "off":
-            raise not_supported("search_parameters", "live search (`search_parameters`)") from None
-        return None, req.tools
     try:
         return resolve(req.search_parameters, req.tools)
     except ValueError as exc:
         raise from_value_error(exc, default_param="search_parameters") from None
 
 
-async def augment(request: Request, params: Any, messages: list[dict[str, Any]], tokenizer: Any,
-                  prompt_tokens: int, max_tokens: int | None, max_model_len: int | None) -> Any:
-    """Run the search; returns a ``server.live.LiveResult``."""
-    from grokd.server.live import LiveContextError
-
-    service = get_state(request).extras.get("live")
+async def augment(request: Request, params: SearchParameters, messages: list[dict[str, Any]],
+                  tokenizer: Tokenizer, prompt_tokens: int, max_tokens: int | None,
+                  max_model_len: int | None) -> LiveResult:
+    """Run the search for the context to put into the prompt."""
+    service = get_state(request).live
     if service is None:
         raise not_supported("search_parameters", "live search (`search_parameters`) on this server")
     reserve = max_tokens if max_tokens is not None else DEFAULT_RESERVE
@@ -51,7 +46,7 @@ async def augment(request: Request, params: Any, messages: list[dict[str, Any]],
         raise from_value_error(exc, default_param="search_parameters") from None
 
 
-def debug_fields(request: Request, live: Any) -> dict[str, Any]:
+def debug_fields(request: Request, live: LiveResult | None) -> dict[str, Any]:
     """``{"debug": {"live_context": ...}}`` (query, documents, the exact context block put into the
     prompt) when the request sent ``x-grokd-debug: live``; lets a client check what the model saw."""
     wanted = {part.strip().lower() for part in request.headers.get(DEBUG_HEADER, "").split(",")}

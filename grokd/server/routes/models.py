@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from grokd.server.protocol import LanguageModel, LanguageModelList, ModelCard, ModelList
 from grokd.server.registry import ServedModel
-from grokd.server.routes.deps import get_state, resolve_model
+from grokd.server.routes.deps import get_registry, resolve_model
 
 router = APIRouter()
 
@@ -25,7 +25,7 @@ def _language_model(m: ServedModel) -> LanguageModel:
 
 def _visible(request: Request) -> list[ServedModel]:
     key = getattr(request.state, "api_key", None)
-    models = get_state(request).registry.models
+    models = get_registry(request).models
     return [m for m in models if key is None or key.allows_model(m.id)]
 
 

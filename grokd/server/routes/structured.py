@@ -1,7 +1,7 @@
 """Chat's bridge to structured outputs (engine.structured): ``response_format`` and ``tools`` /
 ``tool_choice`` become a grammar spec in ``SamplingParams.structured``; a constrained reply is
-turned back into OpenAI ``tool_calls``. Without the engine package the fields answer 400
-"not supported yet" naming the field, never silently unconstrained output.
+turned back into OpenAI ``tool_calls``. Invalid definitions answer 400 naming the field, never
+silently unconstrained output.
 """
 
 from __future__ import annotations
@@ -9,33 +9,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from grokd.server.errors import from_value_error, not_supported
-from grokd.server.protocol import ChatCompletionRequest
+from grokd.engine.async_engine import ModelInfo
+from grokd.engine.structured.prompting import inject_tools, template_supports_tools
+from grokd.engine.structured.specs import StructuredSpec, ToolCallFormat, ToolCallSpec, tool_call_format_for
+from grokd.engine.structured.tool_calls import ToolCallStreamer, parse_tool_output
+from grokd.engine.structured.validation import spec_from_request
+from grokd.server.errors import from_value_error
+from grokd.server.protocol import ChatCompletionRequest, Tool
 
 
 @dataclass
 class StructuredPlan:
-    spec: Any  # engine.structured.specs.StructuredSpec, for SamplingParams.structured
-    tool_format: Any | None  # the ToolCallFormat when the reply may hold tool calls
+    spec: StructuredSpec  # for SamplingParams.structured
+    tool_format: ToolCallFormat | None  # when the reply may hold tool calls
 
 
-def _wants(req: ChatCompletionRequest, tools: list[Any] | None) -> bool:
+def _wants(req: ChatCompletionRequest, tools: list[Tool] | None) -> bool:
     rf = req.response_format is not None and req.response_format.type != "text"
     return rf or bool(tools and req.tool_choice != "none")
 
 
-def plan(req: ChatCompletionRequest, tools: list[Any] | None, model_info: Any) -> StructuredPlan | None:
+def plan(req: ChatCompletionRequest, tools: list[Tool] | None,
+         model_info: ModelInfo) -> StructuredPlan | None:
     """The spec for this request (None: unconstrained); invalid definitions are a 400 naming the field."""
     if not _wants(req, tools):
         return None
-    try:
-        from grokd.engine.structured.specs import ToolCallSpec, tool_call_format_for
-        from grokd.engine.structured.validation import spec_from_request
-    except ImportError:
-        if req.response_format is not None and req.response_format.type != "text":
-            raise not_supported("response_format", f"response_format `{req.response_format.type}`") from None
-        raise not_supported("tools", "tool calling (`tools`)") from None
-    fmt = tool_call_format_for(getattr(model_info, "architecture", None))
+    fmt = tool_call_format_for(model_info.architecture)
     try:
         spec = spec_from_request(
             response_format=req.response_format.model_dump(by_alias=True, exclude_none=True)
@@ -52,7 +51,7 @@ def plan(req: ChatCompletionRequest, tools: list[Any] | None, model_info: Any) -
     return StructuredPlan(spec, fmt if isinstance(spec, ToolCallSpec) else None)
 
 
-def prepare_messages(messages: list[dict[str, Any]], tools: list[Any] | None, model_info: Any,
+def prepare_messages(messages: list[dict[str, Any]], tools: list[Tool] | None, model_info: ModelInfo,
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(messages, tools for the template). A template that cannot render tools gets them, and
     earlier calls and results, spelled out as text in the format the grammar enforces."""
@@ -60,15 +59,9 @@ def prepare_messages(messages: list[dict[str, Any]], tools: list[Any] | None, mo
     history = any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
     if not tool_dicts and not history:
         return messages, None
-    try:
-        from grokd.engine.structured.prompting import inject_tools, template_supports_tools
-        from grokd.engine.structured.specs import tool_call_format_for
-    except ImportError:
+    if template_supports_tools(model_info.chat_template):
         return messages, tool_dicts
-    template = getattr(model_info, "chat_template", None)
-    if template_supports_tools(template):
-        return messages, tool_dicts
-    fmt = tool_call_format_for(getattr(model_info, "architecture", None))
+    fmt = tool_call_format_for(model_info.architecture)
     return inject_tools(messages, tool_dicts, fmt), None
 
 
@@ -76,8 +69,6 @@ def parse_reply(plan: StructuredPlan | None, text: str) -> tuple[str | None, lis
     """(content, tool_calls) of a finished reply."""
     if plan is None or plan.tool_format is None:
         return text, []
-    from grokd.engine.structured.tool_calls import parse_tool_output
-
     parsed = parse_tool_output(text, plan.tool_format)
     return parsed.content, parsed.tool_calls
 
@@ -86,10 +77,8 @@ class ReplyStreamer:
     """Per-choice streaming split into content deltas and whole tool calls (with ``index``)."""
 
     def __init__(self, plan: StructuredPlan | None) -> None:
-        self._inner = None
+        self._inner: ToolCallStreamer | None = None
         if plan is not None and plan.tool_format is not None:
-            from grokd.engine.structured.tool_calls import ToolCallStreamer
-
             self._inner = ToolCallStreamer(plan.tool_format)
         self.made_calls = False
 

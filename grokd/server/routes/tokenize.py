@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from grokd.server.errors import invalid_request
 from grokd.server.protocol import TokenInfo, TokenizeTextRequest, TokenizeTextResponse
-from grokd.server.routes.deps import get_state, require_json, resolve_model
+from grokd.server.routes.deps import get_engine, require_json, resolve_model
 from grokd.server.routes.generation import token_text
 
 router = APIRouter()
@@ -15,7 +15,7 @@ router = APIRouter()
 @router.post("/v1/tokenize-text", dependencies=[Depends(require_json)])
 async def tokenize_text(req: TokenizeTextRequest, request: Request) -> TokenizeTextResponse:
     model = resolve_model(request, req.model)
-    tokenizer = get_state(request).engine.tokenizer
+    tokenizer = get_engine(request).tokenizer
     if tokenizer is None:
         raise invalid_request(f"Model `{model.id}` has no tokenizer.", param="model", code="no_tokenizer")
     infos = []

@@ -10,8 +10,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from grokd.server.app import JOBS_ROUTERS
 from grokd.server.errors import install_error_handlers
 from grokd.server.jobs import JobsConfig, JobsService
+from grokd.server.jobs.deps import get_jobs
 
 from .jobs_helpers import FakeExecutor, answer_for, chat_line, jsonl
 
@@ -30,9 +32,9 @@ def _app(tmp_path, executor, **config) -> tuple[FastAPI, JobsService]:
         await jobs.stop()
 
     app = FastAPI(lifespan=lifespan)
-    app.state.jobs = jobs
+    app.dependency_overrides[get_jobs] = lambda: jobs  # the routes alone, without a model behind them
     install_error_handlers(app)
-    for router in jobs.routers():
+    for router in JOBS_ROUTERS:
         app.include_router(router)
     return app, jobs
 

@@ -1,0 +1,14 @@
+"""GET /v1/chat/deferred-completion/{request_id}: 202 while pending, the answer once, then 404."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from grokd.server.jobs.deps import JobsDep
+
+router = APIRouter()
+
+
+@router.get("/v1/chat/deferred-completion/{request_id}")
+async def get_deferred_completion(request_id: str, jobs: JobsDep) -> Response:
+    return jobs.deferred.fetch(request_id)
