@@ -118,9 +118,35 @@ class SchedulerConfig:
     max_queued_requests: int = 1024
 
 
+REDUCE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """How one model is spread over several ranks (``engine.parallel``).
+
+    ``tensor_parallel_size`` ranks each hold a slice of every layer: attention by heads, the MoE
+    or MLP by the intermediate dimension, the vocabulary by rows. ``enable_expert_parallel``
+    gives each rank whole experts instead (``num_experts / tensor_parallel_size`` of them).
+    ``reduce_dtype`` is the dtype partial sums travel and add up in: float32 (one rounding to the
+    activation dtype after the sum, as a single device computes it) or bfloat16 (half the bytes).
+    """
+
+    tensor_parallel_size: int = 1
+    enable_expert_parallel: bool = False
+    reduce_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size: expected >= 1, got {self.tensor_parallel_size}")
+        if self.reduce_dtype not in REDUCE_DTYPES:
+            raise ValueError(f"reduce_dtype: expected one of {', '.join(REDUCE_DTYPES)}, got {self.reduce_dtype!r}")
+
+
 @dataclass
 class EngineConfig:
     model: ModelLoadConfig = field(default_factory=ModelLoadConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     seed: int = 0

@@ -55,10 +55,19 @@ def moe_forward(
     w_down: ExpertWeights,
     top_k: int,
     activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    first_expert: int = 0,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """MoE output for ``x [T, D]`` in ``x``'s dtype, computing only the experts tokens chose."""
+    """MoE output for ``x [T, D]`` in ``x``'s dtype, computing only the experts tokens chose.
+
+    For one rank of a sharded model: the weights may hold experts ``first_expert ..
+    first_expert + E_local - 1`` only (the router still scores all of them, and tokens routed
+    elsewhere contribute nothing here), or a slice of every expert's intermediate dimension (the
+    down projection then yields a partial sum). ``out_dtype=torch.float32`` returns the gated sum
+    unrounded, for the cross-rank sum to round once."""
     act = activation or (lambda t: F.gelu(t, approximate="tanh"))
     gates, idx = route(x, router_weight, top_k)
+    held = range(first_expert, first_expert + w_gate.weight.shape[0])
     gates = gates.to(x.dtype)
     flat_idx = idx.reshape(-1)
     order = torch.argsort(flat_idx, stable=True)
@@ -68,12 +77,14 @@ def moe_forward(
     out = torch.zeros(x.shape[0], w_down.out_features, dtype=torch.float32, device=x.device)
     start = 0
     for e, n in enumerate(counts):
-        if n == 0:
+        if n == 0 or e not in held:
+            start += n
             continue
         tok = token_of[start : start + n]
         xe = x[tok]
-        h = act(w_gate.apply(xe, e)) * w_up.apply(xe, e)
-        y = w_down.apply(h, e)
+        local = e - first_expert
+        h = act(w_gate.apply(xe, local)) * w_up.apply(xe, local)
+        y = w_down.apply(h, local)
         out.index_add_(0, tok, gate_of[start : start + n, None].float() * y.float())
         start += n
-    return out.to(x.dtype)
+    return out.to(out_dtype or x.dtype)

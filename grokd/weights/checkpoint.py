@@ -48,6 +48,10 @@ class Checkpoint:
     tensor per expert (``model.layers.N.moe_block.experts.E.{linear,linear_v,linear_1}.weight``),
     also when the source stacks them. ``fingerprint`` identifies the weights (manifest hash) for
     ``system_fingerprint``.
+
+    ``lazy_tensors()``, where the format allows it (release pickles, safetensors), streams the
+    same names, layouts and order as ``tensors()`` but as ``weights.lazy`` views that read
+    nothing until sliced: how one rank of a sharded model loads only its own slices.
     """
 
     path: Path
@@ -58,6 +62,7 @@ class Checkpoint:
     tokenizer: TokenizerSource | None = None
     chat_template: str | None = None
     fingerprint: str = ""
+    lazy_tensors: Callable[[], Iterator[tuple[str, Any]]] | None = None
 
 
 class CheckpointError(ValueError):

@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
 
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight, TokenizerSource
+from grokd.weights.lazy import LazyQuantized, LazyTensor, ReadLog
+from grokd.weights.pickle_layout import ArrayLayout, MemmapArray, read_layout
 
 # Grok-1 as released (run.py / model.py), in the HF port's key names.
 GROK1_RELEASE_CONFIG: dict[str, Any] = {
@@ -290,6 +292,54 @@ class ReleaseReader:
         for entry in self.entries:
             yield from self.read(entry)
 
+    def read_lazy(self, entry: ReleaseEntry, log: ReadLog | None = None
+                  ) -> list[tuple[str, LazyTensor | LazyQuantized]]:
+        """As ``read``, but views whose slices are memory-mapped from the file on demand
+        (``pickle_layout``): only the pickle's opcodes are read here, with the same checks of
+        type, dtype and shape as ``read_raw``."""
+        path = self.ckpt_dir / entry.filename
+        where = f"{path} ({entry.haiku_path})"
+        layout = read_layout(path, where, log)
+        rest = entry.haiku_path.split("/", 2)[-1]
+        if isinstance(layout, dict):
+            if not entry.quantized:
+                raise CheckpointError(f"{where}: expected a float array, found QuantizedWeight8bit")
+            w, s = layout["weight"], layout["scales"]
+            self._check_quantized(where, entry, w, s)
+            if rest.startswith("moe/linear"):
+                return [(hf_name(entry.haiku_path, e),
+                         LazyQuantized(LazyTensor(MemmapArray(w, log), (e,)), LazyTensor(MemmapArray(s, log), (e,))))
+                        for e in range(entry.shape[0])]
+            return [(hf_name(entry.haiku_path),
+                     LazyQuantized(LazyTensor(MemmapArray(w, log)), LazyTensor(MemmapArray(s, log))))]
+        if layout.shape != entry.shape:
+            raise CheckpointError(f"{where}: shape mismatch: file has {layout.shape}, config expects {entry.shape}")
+        if layout.dtype.kind != "f" and layout.dtype != ml_dtypes.bfloat16:
+            raise CheckpointError(f"{where}: expected a float array, found dtype {layout.dtype}")
+        src = MemmapArray(layout, log)
+        if rest.startswith("moe/linear"):
+            return [(hf_name(entry.haiku_path, e), LazyTensor(src, (e,), transposed=True))
+                    for e in range(entry.shape[0])]
+        transposed = len(layout.shape) == 2 and "in_out_embed" not in entry.haiku_path
+        return [(hf_name(entry.haiku_path), LazyTensor(src, transposed=transposed))]
+
+    @staticmethod
+    def _check_quantized(where: str, entry: ReleaseEntry, w: ArrayLayout, s: ArrayLayout) -> None:
+        if w.dtype != np.int8:
+            raise CheckpointError(f"{where}: quantized weight must be an int8 array")
+        if s.dtype not in (ml_dtypes.bfloat16, np.float32):
+            raise CheckpointError(f"{where}: scales must be a bfloat16 array, found {s.dtype!r}")
+        if w.shape != entry.shape:
+            raise CheckpointError(f"{where}: shape mismatch: file has {w.shape}, config expects {entry.shape}")
+        groups = s.shape[-2] if len(s.shape) == len(w.shape) else 0
+        if (len(s.shape) != len(w.shape) or s.shape[:-2] != w.shape[:-2] or s.shape[-1] != w.shape[-1]
+                or groups == 0 or w.shape[-2] % groups):
+            raise CheckpointError(f"{where}: scales shape {s.shape} does not fit weight {w.shape}")
+
+    def lazy_tensors(self, log: ReadLog | None = None) -> Iterator[tuple[str, LazyTensor | LazyQuantized]]:
+        for entry in self.entries:
+            yield from self.read_lazy(entry, log)
+
 
 def find_release_root(path: Path) -> Path | None:
     """The directory holding ``ckpt-0/`` for ``path`` (the root itself or its ``ckpt-0``)."""
@@ -323,8 +373,9 @@ def _fingerprint(root: Path, config: dict[str, Any], reader: ReleaseReader) -> s
     return h.hexdigest()
 
 
-def read_release(path: str | Path) -> Checkpoint:
-    """Open a release directory (containing ``ckpt-0/``) as a :class:`Checkpoint`."""
+def read_release(path: str | Path, read_log: ReadLog | None = None) -> Checkpoint:
+    """Open a release directory (containing ``ckpt-0/``) as a :class:`Checkpoint`; ``read_log``
+    counts what ``lazy_tensors()`` reads."""
     root = find_release_root(Path(path))
     if root is None:
         raise CheckpointError(f"{path}: no ckpt-0/ directory: not a Grok-1 release layout")
@@ -338,4 +389,5 @@ def read_release(path: str | Path) -> Checkpoint:
         tensors=reader.tensors,
         tokenizer=_tokenizer_near(root),
         fingerprint=_fingerprint(root, config, reader),
+        lazy_tensors=lambda: reader.lazy_tensors(read_log),
     )

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight, TokenizerSource
+from grokd.weights.lazy import LazyQuantized, LazyTensor, ReadLog
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -84,6 +85,53 @@ def iter_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor | Qu
                     raise CheckpointError(f"{path}: cannot read tensor {key}: {exc}") from exc
 
 
+class SafetensorsArray:
+    """An ``ArraySource`` over one tensor of a safetensors file: each read opens the file and
+    takes the slice with ``get_slice``, which copies only the sliced elements out of the mapping."""
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...], log: ReadLog | None = None) -> None:
+        self.path, self.key, self._shape, self.log = path, key, shape, log
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def read(self, index: tuple[slice | int, ...]) -> torch.Tensor:
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                out = f.get_slice(self.key)[index] if index else f.get_tensor(self.key)
+        except Exception as exc:
+            raise CheckpointError(f"{self.path}: cannot read tensor {self.key}: {exc}") from exc
+        if self.log is not None:
+            self.log.add(out.numel() * out.element_size())
+        return out
+
+
+def iter_safetensors_lazy(files: list[Path], log: ReadLog | None = None
+                          ) -> Iterator[tuple[str, LazyTensor | LazyQuantized]]:
+    """As ``iter_safetensors``, as lazy views: only the headers are read here."""
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot open safetensors file: {exc}") from exc
+        key_set = set(keys)
+        for key in keys:
+            if key.endswith(SCALES_SUFFIX) and key[: -len(SCALES_SUFFIX)] + QWEIGHT_SUFFIX in key_set:
+                continue
+            if key.endswith(QWEIGHT_SUFFIX):
+                base = key[: -len(QWEIGHT_SUFFIX)]
+                if base + SCALES_SUFFIX not in key_set:
+                    raise CheckpointError(f"{path}: {key} has no {base + SCALES_SUFFIX} in the same file")
+                scales = base + SCALES_SUFFIX
+                yield base, LazyQuantized(LazyTensor(SafetensorsArray(path, key, shapes[key], log)),
+                                          LazyTensor(SafetensorsArray(path, scales, shapes[scales], log)))
+            else:
+                yield key, LazyTensor(SafetensorsArray(path, key, shapes[key], log))
+
+
 def tokenizer_in(root: Path) -> TokenizerSource | None:
     if (root / "tokenizer.model").is_file():
         return TokenizerSource(kind="sentencepiece", path=root / "tokenizer.model")
@@ -115,8 +163,9 @@ def fingerprint_of(root: Path, config: dict[str, Any], files: list[Path]) -> str
     return h.hexdigest()
 
 
-def read_safetensors(path: str | Path) -> Checkpoint:
-    """Open an HF-style directory (or one ``.safetensors`` file inside it) as a :class:`Checkpoint`."""
+def read_safetensors(path: str | Path, read_log: ReadLog | None = None) -> Checkpoint:
+    """Open an HF-style directory (or one ``.safetensors`` file inside it) as a :class:`Checkpoint`;
+    ``read_log`` counts what ``lazy_tensors()`` reads."""
     p = Path(path)
     root = p.parent if p.is_file() else p
     cfg_path = root / "config.json"
@@ -133,4 +182,5 @@ def read_safetensors(path: str | Path) -> Checkpoint:
         tokenizer=tokenizer_in(root),
         chat_template=chat_template_in(root),
         fingerprint=fingerprint_of(root, config, files),
+        lazy_tensors=lambda: iter_safetensors_lazy(files, read_log),
     )

@@ -7,6 +7,14 @@ embedding/output multipliers rounded to the activation dtype as the JAX referenc
 
 Linear weights are held either as plain ``[out, in]`` tensors or, for int8 checkpoints, as int8
 ``[in, out]`` plus bf16 scales (dequantised inside the matmul to ``bf16(int8 * scale)``).
+
+Sharded over ``TensorParallel`` ranks (``engine.parallel.shard``), each rank builds the layers at
+its own sizes: its query and KV heads, its slice of every expert's intermediate dimension or its
+whole experts, its rows of the vocabulary; router and norms are replicated. The o-projection, the
+MoE and the embedding then produce partial sums, added across ranks in ``reduce_dtype`` (float32
+by default) and rounded once to the activation dtype; each rank's GEMM rounds its own partial to
+the activation dtype first, as the reference's own 8-way layout does. The output head computes
+each rank's columns of logits and gathers them. On one rank every such step is the identity.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from grokd.engine.parallel.shard import ModelShard, TensorParallel, head_rows, slice_weight
 from grokd.kernels.dispatch import Kernels, select_kernels
 from grokd.kernels.dtypes import DTYPES
 from grokd.kernels.types import AttentionMetadata, ExpertWeights, GroupedInt8Weight
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight
+from grokd.weights.lazy import LazyQuantized, LazyTensor
 
 WEIGHTS_DTYPES = ("auto", "int8", "bfloat16", "float32")
 
@@ -128,11 +138,12 @@ class Experts(nn.Module):
 
     KINDS = {"linear": "gate", "linear_v": "up", "linear_1": "down"}
 
-    def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
+    def __init__(self, cfg: Grok1Config, kernels: Kernels, shard: ModelShard) -> None:
         super().__init__()
-        d, f = cfg.hidden_size, cfg.intermediate_size
+        d, f = cfg.hidden_size, len(shard.ffn)
         self.kernels = kernels
-        self.num_experts = cfg.num_experts
+        self.first = shard.experts.start  # global index of the first expert held
+        self.num_experts = len(shard.experts)
         self.shapes = {"gate": (f, d), "up": (f, d), "down": (d, f)}  # torch [out, in]
         self.loaded: dict[str, set[int]] = {k: set() for k in self.shapes}
         for kind in self.shapes:
@@ -141,6 +152,8 @@ class Experts(nn.Module):
 
     def load(self, name: str, kind: str, expert: int, value: torch.Tensor | QuantizedWeight,
              weights_dtype: str, device: torch.device) -> None:
+        """Store global expert ``expert`` (one this rank holds)."""
+        expert -= self.first
         if not 0 <= expert < self.num_experts:
             raise CheckpointError(f"{name}: expert {expert} out of range (num_experts={self.num_experts})")
         quantized = isinstance(value, QuantizedWeight)
@@ -167,8 +180,8 @@ class Experts(nn.Module):
 
     def missing(self) -> list[str]:
         inv = {v: k for k, v in self.KINDS.items()}
-        return [f"experts.{e}.{inv[k]}" for k, done in self.loaded.items() for e in range(self.num_experts)
-                if e not in done]
+        return [f"experts.{self.first + e}.{inv[k]}" for k, done in self.loaded.items()
+                for e in range(self.num_experts) if e not in done]
 
     def weights(self, kind: str) -> ExpertWeights:
         return ExpertWeights(getattr(self, f"{kind}_weight"), getattr(self, f"{kind}_scales"))
@@ -191,10 +204,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
+    """This rank's query heads and the KV heads they read; o-proj over those heads, summed across ranks."""
+
+    def __init__(self, cfg: Grok1Config, kernels: Kernels, shard: ModelShard, tp: TensorParallel) -> None:
         super().__init__()
         d, hd = cfg.hidden_size, cfg.head_dim
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.num_heads, self.num_kv_heads, self.head_dim = len(shard.q_heads), len(shard.kv_heads), hd
+        self.tp = tp
         self.q_proj = QLinear(d, self.num_heads * hd, kernels)
         self.k_proj = QLinear(d, self.num_kv_heads * hd, kernels)
         self.v_proj = QLinear(d, self.num_kv_heads * hd, kernels)
@@ -211,28 +227,35 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
         self.kernels.write_kv(kv_cache, k, v, meta)
         o = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=self.softcap)
-        return self.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+        return self.tp.reduce(self.o_proj(o.reshape(t, self.num_heads * self.head_dim)), x.dtype)
 
 
 class MoEBlock(nn.Module):
-    def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
+    """The replicated fp32 router over all experts, and this rank's experts (or slices of them)."""
+
+    def __init__(self, cfg: Grok1Config, kernels: Kernels, shard: ModelShard, tp: TensorParallel) -> None:
         super().__init__()
         self.gate = _param(torch.zeros(cfg.num_experts, cfg.hidden_size, dtype=torch.float32))
-        self.experts = Experts(cfg, kernels)
+        self.experts = Experts(cfg, kernels, shard)
         self.top_k = cfg.num_experts_per_tok
         self.kernels = kernels
+        self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.experts
-        return self.kernels.moe(x, self.gate, e.weights("gate"), e.weights("up"), e.weights("down"), self.top_k)
+        if self.tp.world_size == 1:
+            return self.kernels.moe(x, self.gate, e.weights("gate"), e.weights("up"), e.weights("down"), self.top_k)
+        partial = self.kernels.moe(x, self.gate, e.weights("gate"), e.weights("up"), e.weights("down"), self.top_k,
+                                   first_expert=e.first, out_dtype=torch.float32)
+        return self.tp.reduce(partial, x.dtype)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: Grok1Config, kernels: Kernels) -> None:
+    def __init__(self, cfg: Grok1Config, kernels: Kernels, shard: ModelShard, tp: TensorParallel) -> None:
         super().__init__()
         d, eps = cfg.hidden_size, cfg.rms_norm_eps
-        self.attn = Attention(cfg, kernels)
-        self.moe_block = MoEBlock(cfg, kernels)
+        self.attn = Attention(cfg, kernels, shard, tp)
+        self.moe_block = MoEBlock(cfg, kernels, shard, tp)
         self.pre_attn_norm, self.post_attn_norm = RMSNorm(d, eps), RMSNorm(d, eps)
         self.pre_moe_norm, self.post_moe_norm = RMSNorm(d, eps), RMSNorm(d, eps)
 
@@ -253,21 +276,32 @@ _ALIASES = [
 ]
 _EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.moe_block\.experts\.(\d+)\.(linear|linear_v|linear_1)\.weight$")
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_PROJ_RE = re.compile(r"\.attn\.([qkvo])_proj\.weight$")
 
 
 class Grok1ForCausalLM(nn.Module):
     """Step interface: ``forward(input_ids [T], positions [T], kv_caches, meta) -> hidden [T, D]``,
-    ``compute_logits(hidden) -> float32 [n, V]``. No request or sampling logic."""
+    ``compute_logits(hidden) -> float32 [n, V]``. No request or sampling logic.
+
+    With ``tp`` over several ranks this is one rank's shard: every rank runs the same steps on the
+    same inputs, ``num_kv_heads`` is this rank's (what its KV pool holds), and ``compute_logits``
+    returns the full ``[n, V]`` logits on every rank."""
 
     def __init__(self, cfg: Grok1Config, dtype: torch.dtype = torch.bfloat16, weights_dtype: str = "auto",
-                 kernels: Kernels | None = None) -> None:
+                 kernels: Kernels | None = None, tp: TensorParallel | None = None) -> None:
         super().__init__()
         if weights_dtype not in WEIGHTS_DTYPES:
             raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, not {weights_dtype!r}")
         self.config, self.dtype, self.weights_dtype = cfg, dtype, weights_dtype
         self.kernels = kernels or select_kernels("cpu")
+        self.tp = tp = tp or TensorParallel()
+        self.shard = ModelShard.build(
+            rank=tp.rank, world_size=tp.world_size, num_q_heads=cfg.num_attention_heads,
+            num_kv_heads=cfg.num_key_value_heads, intermediate_size=cfg.intermediate_size,
+            vocab_size=cfg.vocab_size, num_experts=cfg.num_experts,
+            expert_parallel=tp.config.enable_expert_parallel)
         self.num_layers = cfg.num_hidden_layers
-        self.num_kv_heads = cfg.num_key_value_heads
+        self.num_kv_heads = len(self.shard.kv_heads)
         self.head_dim = cfg.head_dim
         self.vocab_size = cfg.vocab_size
         self.max_position_embeddings = cfg.max_position_embeddings
@@ -277,44 +311,79 @@ class Grok1ForCausalLM(nn.Module):
         self.embed_tokens: nn.Parameter | None = None
         # the tied embeddings in the activation dtype (the same tensor when that is the stored dtype)
         self.register_buffer("lm_head", None, persistent=False)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, self.kernels) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, self.kernels, self.shard, tp)
+                                    for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.bfloat16, weights_dtype: str = "auto",
-                        device: torch.device | str = "cpu") -> Grok1ForCausalLM:
-        """Build from a checkpoint, streaming its tensors straight into place on ``device``."""
+                        device: torch.device | str = "cpu", tp: TensorParallel | None = None) -> Grok1ForCausalLM:
+        """Build from a checkpoint, streaming its tensors straight into place on ``device``. A rank
+        of a sharded model reads only its own slices (``Checkpoint.lazy_tensors``)."""
         if ckpt.architecture != "grok-1":
             raise CheckpointError(f"{ckpt.path}: architecture {ckpt.architecture!r} is not grok-1")
         device = torch.device(device)
-        model = cls(Grok1Config.from_dict(ckpt.config), dtype, weights_dtype, select_kernels(device))
+        model = cls(Grok1Config.from_dict(ckpt.config), dtype, weights_dtype, select_kernels(device), tp)
         model.to(device)
-        model.load_weights(ckpt.tensors(), device)
+        if model.tp.world_size == 1:
+            model.load_weights(ckpt.tensors(), device)
+        elif ckpt.lazy_tensors is None:
+            raise CheckpointError(f"{ckpt.path}: a {ckpt.format} checkpoint cannot be read by slices; "
+                                  "tensor parallelism needs the release or a safetensors checkpoint")
+        else:
+            model.load_weights(ckpt.lazy_tensors(), device)
         return model
 
-    def load_weights(self, named: Iterable[tuple[str, torch.Tensor | QuantizedWeight]],
-                     device: torch.device | str = "cpu") -> None:
-        """Consume ``Checkpoint.tensors()``; every tensor is shape-checked against the config."""
+    def load_weights(self, named: Iterable[tuple[str, Any]], device: torch.device | str = "cpu") -> None:
+        """Consume ``Checkpoint.tensors()`` or ``lazy_tensors()``; every tensor is cut to this
+        rank's shard (``_take``: a lazy one reads just that) and shape-checked against it."""
         device = torch.device(device)
         seen: set[str] = set()
         for raw_name, value in named:
             name = raw_name
             for pattern, repl in _ALIASES:
                 name = pattern.sub(repl, name)
-            self._load_one(name, value, device)
             seen.add(name)
+            taken = self._take(name, value)
+            if taken is not None:
+                self._load_one(name, taken, device)
         missing = self._missing(seen)
         if missing:
             raise CheckpointError(f"checkpoint is missing tensors: {', '.join(missing[:5])}"
                                   + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
         self.lm_head = self.embed_tokens.data.to(self.dtype)
 
+    def _take(self, name: str, value: Any) -> torch.Tensor | QuantizedWeight | None:
+        """This rank's part of tensor ``name`` (``None``: an expert another rank holds)."""
+        sh, cfg, hd = self.shard, self.config, self.head_dim
+        if sh.world_size > 1:
+            m = _EXPERT_RE.match(name)
+            full_ffn = len(sh.ffn) == cfg.intermediate_size
+            if m and int(m.group(2)) not in sh.experts:
+                return None
+            if m and not full_ffn:
+                kind = m.group(3)
+                return slice_weight(value, name, out=sh.ffn if kind != "linear_1" else None,
+                                    inp=sh.ffn if kind == "linear_1" else None)
+            if name == "model.embed_tokens.weight" and not hasattr(value, "scales"):
+                return slice_weight(value, name, out=sh.vocab)
+            proj = _PROJ_RE.search(name)
+            if proj:
+                p = proj.group(1)
+                heads = head_rows(sh.q_heads if p in "qo" else sh.kv_heads, hd)
+                return slice_weight(value, name, out=None if p == "o" else heads, inp=heads if p == "o" else None)
+        if isinstance(value, LazyTensor):
+            return value[()]
+        if isinstance(value, LazyQuantized):
+            return QuantizedWeight(value.weight[()], value.scales[()])
+        return value
+
     def _load_one(self, name: str, value: torch.Tensor | QuantizedWeight, device: torch.device) -> None:
         cfg = self.config
         if name == "lm_head.weight":
             return  # tied to the embeddings
         if name == "model.embed_tokens.weight":
-            self._check(name, value, (cfg.vocab_size, cfg.hidden_size))
+            self._check(name, value, (len(self.shard.vocab), cfg.hidden_size))
             self.embed_tokens = _param(value.to(device))
             return
         if name == "model.norm.scale":
@@ -377,16 +446,28 @@ class Grok1ForCausalLM(nn.Module):
             missing += [f"{p}moe_block.{x}.weight" for x in layer.moe_block.experts.missing()]
         return missing
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``bf16(E_f32[tok] * c_emb)``: one rounding, as XLA fuses the convert with the multiply.
+        Sharded: each rank looks up the ids in its vocabulary rows (zeros for the others), and the
+        one nonzero row per token is what the cross-rank sum yields."""
+        if self.tp.world_size == 1:
+            return (self.embed_tokens[input_ids].float() * self.embedding_multiplier).to(self.dtype)
+        rows = self.shard.vocab
+        local = input_ids - rows.start
+        inside = (local >= 0) & (local < len(rows))
+        h = self.embed_tokens[local.clamp(0, len(rows) - 1)].float() * self.embedding_multiplier
+        return self.tp.reduce(h * inside[:, None], self.dtype)
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
                 meta: AttentionMetadata) -> torch.Tensor:
-        # bf16(E_f32[tok] * c_emb): one rounding, as XLA fuses the convert with the multiply
-        h = (self.embed_tokens[input_ids].float() * self.embedding_multiplier).to(self.dtype)
+        h = self.embed(input_ids)
         cos, sin = rope_tables(positions, self.head_dim, self.config.rope_theta)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             h = layer(h, cos, sin, kv_cache, meta)
         return self.norm(h)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied output projection times the output multiplier, in the activation dtype, as float32."""
+        """Tied output projection times the output multiplier, in the activation dtype, as float32
+        (sharded: this rank's vocabulary columns, gathered from all ranks)."""
         logits = hidden.to(self.dtype) @ self.lm_head.t()
-        return (logits * self.output_multiplier).float()
+        return self.tp.gather_logits((logits * self.output_multiplier).float(), self.vocab_size)
