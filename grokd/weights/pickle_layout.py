@@ -15,11 +15,11 @@ global outside what a release file contains is an error.
 
 from __future__ import annotations
 
-import io
 import pickletools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ml_dtypes
 import numpy as np
@@ -75,13 +75,16 @@ class ArrayLayout:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
-def _walk(f: io.BufferedIOBase, where: str):
+_OPCODES = {op.code: op for op in pickletools.opcodes}  # read-only: opcode byte -> its description
+
+
+def _walk(f: BinaryIO, where: str) -> Iterator[tuple[str, Any]]:
     """``(opcode name, argument)`` in stream order; bytes arguments become ``_Payload``."""
     while True:
         code = f.read(1)
         if not code:
             raise CheckpointError(f"{where}: pickle ends before STOP")
-        op = pickletools.code2op.get(code.decode("latin-1"))
+        op = _OPCODES.get(code.decode("latin-1"))
         if op is None:
             raise CheckpointError(f"{where}: invalid pickle opcode {code!r}")
         if op.name in _BYTES_OPS:
@@ -98,7 +101,7 @@ def _walk(f: io.BufferedIOBase, where: str):
             return
 
 
-def _evaluate(f: io.BufferedIOBase, where: str) -> tuple[Any, int]:
+def _evaluate(f: BinaryIO, where: str) -> tuple[Any, int]:
     """The pickle's top object, symbolically, and how many payload bytes were skipped unread."""
     stack: list[Any] = []
     skipped = 0
@@ -144,8 +147,8 @@ def _evaluate(f: io.BufferedIOBase, where: str) -> tuple[Any, int]:
         elif name == "EMPTY_DICT":
             stack.append({})
         elif name == "SETITEMS":
-            items = pop_mark()
-            stack[-1].update(zip(items[::2], items[1::2], strict=True))
+            pairs = pop_mark()
+            stack[-1].update(zip(pairs[::2], pairs[1::2], strict=True))
         elif name == "SETITEM":
             value, key = stack.pop(), stack.pop()
             stack[-1][key] = value

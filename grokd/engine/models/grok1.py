@@ -127,6 +127,7 @@ class QLinear(nn.Module):
         self.scales = _param(s) if s is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.weight is not None, "QLinear: weights not loaded"
         if self.scales is not None:
             return self.kernels.linear(x, GroupedInt8Weight(self.weight, self.scales))
         return self.kernels.linear(x, self.weight.to(x.dtype))  # computed in the activation dtype
@@ -169,12 +170,15 @@ class Experts(nn.Module):
             if s is not None:
                 stacked_s = _param(torch.empty((self.num_experts, *s.shape), dtype=s.dtype, device=device))
                 setattr(self, f"{kind}_scales", stacked_s)
-        if stacked.shape[1:] != w.shape or stacked.dtype != w.dtype or (s is None) != (stacked_s is None) or (
-            s is not None and stacked_s.shape[1:] != s.shape
-        ):
+        same = stacked.shape[1:] == w.shape and stacked.dtype == w.dtype
+        if s is None or stacked_s is None:
+            same = same and s is None and stacked_s is None
+        else:
+            same = same and stacked_s.shape[1:] == s.shape
+        if not same:
             raise CheckpointError(f"{name}: storage differs from the layer's other experts")
         stacked.data[expert].copy_(w)
-        if s is not None:
+        if s is not None and stacked_s is not None:
             stacked_s.data[expert].copy_(s)
         self.loaded[kind].add(expert)
 
@@ -311,8 +315,9 @@ class Grok1ForCausalLM(nn.Module):
         self.embed_tokens: nn.Parameter | None = None
         # the tied embeddings in the activation dtype (the same tensor when that is the stored dtype)
         self.register_buffer("lm_head", None, persistent=False)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, self.kernels, self.shard, tp)
-                                    for _ in range(cfg.num_hidden_layers))
+        # registered as a ModuleList (parameters, .to()); read through the typed list
+        self.decoder_layers = [DecoderLayer(cfg, self.kernels, self.shard, tp) for _ in range(cfg.num_hidden_layers)]
+        self.layers = nn.ModuleList(self.decoder_layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     @classmethod
@@ -351,6 +356,7 @@ class Grok1ForCausalLM(nn.Module):
         if missing:
             raise CheckpointError(f"checkpoint is missing tensors: {', '.join(missing[:5])}"
                                   + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        assert self.embed_tokens is not None  # _missing names it otherwise
         self.lm_head = self.embed_tokens.data.to(self.dtype)
 
     def _take(self, name: str, value: Any) -> torch.Tensor | QuantizedWeight | None:
@@ -383,12 +389,10 @@ class Grok1ForCausalLM(nn.Module):
         if name == "lm_head.weight":
             return  # tied to the embeddings
         if name == "model.embed_tokens.weight":
-            self._check(name, value, (len(self.shard.vocab), cfg.hidden_size))
-            self.embed_tokens = _param(value.to(device))
+            self.embed_tokens = _param(self._plain(name, value, (len(self.shard.vocab), cfg.hidden_size)).to(device))
             return
         if name == "model.norm.scale":
-            self._check(name, value, (cfg.hidden_size,))
-            self.norm.scale.data.copy_(value.float())
+            self.norm.scale.data.copy_(self._plain(name, value, (cfg.hidden_size,)).float())
             return
         m = _EXPERT_RE.match(name)
         if m:
@@ -406,34 +410,34 @@ class Grok1ForCausalLM(nn.Module):
                 proj.load(name, value, self.weights_dtype, device)
                 return
         elif rest == "moe_block.gate.weight":
-            self._check(name, value, (cfg.num_experts, cfg.hidden_size))
-            layer.moe_block.gate.data.copy_(value.float())
+            layer.moe_block.gate.data.copy_(self._plain(name, value, (cfg.num_experts, cfg.hidden_size)).float())
             return
         elif rest.endswith("_norm.scale"):
             norm = getattr(layer, rest[: -len(".scale")], None)
             if isinstance(norm, RMSNorm):
-                self._check(name, value, (cfg.hidden_size,))
-                norm.scale.data.copy_(value.float())
+                norm.scale.data.copy_(self._plain(name, value, (cfg.hidden_size,)).float())
                 return
         raise CheckpointError(f"{name}: unexpected tensor for grok-1")
 
     @staticmethod
-    def _check(name: str, value: Any, shape: tuple[int, ...]) -> None:
+    def _plain(name: str, value: torch.Tensor | QuantizedWeight, shape: tuple[int, ...]) -> torch.Tensor:
+        """``value`` checked to be a plain tensor of ``shape``."""
         if isinstance(value, QuantizedWeight):
             raise CheckpointError(f"{name}: expected a plain tensor, found an int8 weight")
         if tuple(value.shape) != shape:
             raise CheckpointError(f"{name}: shape {tuple(value.shape)} does not match config {shape}")
+        return value
 
     def _layer(self, name: str, index: int) -> DecoderLayer:
         if index >= self.num_layers:
             raise CheckpointError(f"{name}: layer {index} out of range (num_hidden_layers={self.num_layers})")
-        return self.layers[index]
+        return self.decoder_layers[index]
 
     def _missing(self, seen: set[str]) -> list[str]:
         missing = [] if self.embed_tokens is not None else ["model.embed_tokens.weight"]
         if "model.norm.scale" not in seen:
             missing.append("model.norm.scale")
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.decoder_layers):
             p = f"model.layers.{i}."
             for n in ("pre_attn_norm", "post_attn_norm", "pre_moe_norm", "post_moe_norm"):
                 if p + n + ".scale" not in seen:
@@ -450,6 +454,7 @@ class Grok1ForCausalLM(nn.Module):
         """``bf16(E_f32[tok] * c_emb)``: one rounding, as XLA fuses the convert with the multiply.
         Sharded: each rank looks up the ids in its vocabulary rows (zeros for the others), and the
         one nonzero row per token is what the cross-rank sum yields."""
+        assert self.embed_tokens is not None, "grok-1: weights not loaded"
         if self.tp.world_size == 1:
             return (self.embed_tokens[input_ids].float() * self.embedding_multiplier).to(self.dtype)
         rows = self.shard.vocab
@@ -462,7 +467,7 @@ class Grok1ForCausalLM(nn.Module):
                 meta: AttentionMetadata) -> torch.Tensor:
         h = self.embed(input_ids)
         cos, sin = rope_tables(positions, self.head_dim, self.config.rope_theta)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+        for layer, kv_cache in zip(self.decoder_layers, kv_caches, strict=True):
             h = layer(h, cos, sin, kv_cache, meta)
         return self.norm(h)
 

@@ -42,7 +42,7 @@ def rope_settings(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]
     """``(theta, scaling)`` from either config style: transformers 4 (``rope_theta`` +
     ``rope_scaling``) or transformers 5 (``rope_parameters``). ``scaling`` is None for plain RoPE."""
     params = dict(config.get("rope_parameters") or {})
-    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    theta = config.get("rope_theta") or params.get("rope_theta") or 10000.0
     scaling = config.get("rope_scaling") or params
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     return float(theta), (None if kind in (None, "default") else {**scaling, "rope_type": kind})
@@ -65,6 +65,9 @@ def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any] | None, hea
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables indexed by absolute position, computed in float32 like HF's RoPE."""
+
+    cos: torch.Tensor  # [max_positions, head_dim] buffers (set_inv_freq)
+    sin: torch.Tensor
 
     def __init__(
         self, head_dim: int, base: float, max_positions: int, scaling: dict[str, Any] | None
@@ -200,9 +203,9 @@ class LlamaForCausalLM(nn.Module):
         self.embed_tokens = nn.Parameter(
             torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
         )
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(self.config, dtype, kernels) for _ in range(self.num_layers)
-        )
+        # registered as a ModuleList (parameters, .to()); read through the typed list
+        self.decoder_layers = [LlamaDecoderLayer(self.config, dtype, kernels) for _ in range(self.num_layers)]
+        self.layers = nn.ModuleList(self.decoder_layers)
         self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype, kernels)
         self.lm_head: nn.Parameter | None = None
         if not self.tie_word_embeddings:
@@ -235,7 +238,7 @@ class LlamaForCausalLM(nn.Module):
                 return ran.normed
             if ran is not None:
                 x, done = ran.hidden, ran.done
-        for layer, kv_cache in zip(self.layers[done:], kv_caches[done:], strict=True):
+        for layer, kv_cache in zip(self.decoder_layers[done:], kv_caches[done:], strict=True):
             x = layer(x, rope, kv_cache, meta)
         return self.norm(x)
 
@@ -254,7 +257,7 @@ class LlamaForCausalLM(nn.Module):
         form but a plain tensor) leave ``parameters()``."""
         # one packer for the model: the packed weights share huge pages, in the order a step reads them
         pack = self.kernels.weight_packer(int8=int8, dtype=self.dtype)
-        for layer in self.layers:
+        for layer in self.decoder_layers:
             for module, name in (
                 (layer.self_attn, "qkv_weight"),
                 (layer.self_attn, "o_weight"),
@@ -274,8 +277,8 @@ class LlamaForCausalLM(nn.Module):
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it
         self.decoder_stack = None
-        if self.kernels.decoder_stack is not None and all(layer.self_attn.qkv_bias is None for layer in self.layers):
-            self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.layers],
+        if self.kernels.decoder_stack is not None and all(layer.self_attn.qkv_bias is None for layer in self.decoder_layers):
+            self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.decoder_layers],
                                                             self.norm.weight, self.norm.eps)
 
     # ---- loading --------------------------------------------------------------------------
@@ -368,7 +371,7 @@ class LlamaForCausalLM(nn.Module):
         parts = name.split(".")
         if len(parts) < 5 or parts[0] != "model" or parts[1] != "layers":
             return None, None, False
-        layer = self.layers[int(parts[2])]
+        layer = self.decoder_layers[int(parts[2])]
         suffix = ".".join(parts[3:])
         attn, mlp = layer.self_attn, layer.mlp
         q, kv, inter = attn.q_size, attn.kv_size, mlp.intermediate
