@@ -27,11 +27,13 @@ serve: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The whole suite on this CPU's tier, then the CPU-tier tests once more for each tier below it, in
 # processes capped at that tier (grokd.kernels.cpu_tier): an AVX-512 machine proves AVX2 and generic too.
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 	@for tier in $$($(BIN)/python -m grokd.kernels.cpu_tier --below); do \
 	  echo "== CPU-tier tests capped at $$tier"; \

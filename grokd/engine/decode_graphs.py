@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grokd.engine.step_model import StepModel
 from grokd.kernels.arith import ceil_div
 from grokd.kernels.metadata import AttentionMetadata
 
@@ -61,7 +62,7 @@ class DecodeGraphs:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: StepModel,
         kv_caches: list[torch.Tensor],
         block_size: int,
         sink_block: int,
@@ -113,13 +114,13 @@ class DecodeGraphs:
         if step is None:
             step = self._steps[(b, nb)] = _Step(torch.empty(host.numel(), dtype=torch.int64, device=self.device))
         step.inputs.copy_(host, non_blocking=True)
-        if step.graph is not None:
-            step.graph.replay()
-        elif self.capture:
+        if step.graph is None and self.capture:
             self._capture(step, b, nb)
+        if step.graph is not None:
             step.graph.replay()
         else:
             step.hidden = self._forward(step.inputs, b, nb)
+        assert step.hidden is not None, "the capture or the forward pass above wrote it"
         return step.hidden[:rows]
 
     def _forward(self, inputs: torch.Tensor, rows: int, blocks: int) -> torch.Tensor:

@@ -285,7 +285,7 @@ class HFTokenizer:
     @property
     def special_tokens(self) -> dict[str, int]:
         """Special token strings -> ids (chat templates and stop handling look these up)."""
-        return {self._tok.id_to_token(i): i for i in sorted(self._special)}
+        return {token: i for i in sorted(self._special) if (token := self._tok.id_to_token(i)) is not None}
 
 
 def _is_byte_level(tok: Tokenizer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -11,7 +12,15 @@ from grokd.engine.llm_engine import LLMEngine
 from grokd.engine.outputs import RequestOutput
 from grokd.engine.sampling_params import SamplingParams
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
 Prompt = str | list[int]
+
+
+def _one_prompt(prompts: Prompt | Sequence[Prompt]) -> TypeIs[Prompt]:
+    """Whether ``prompts`` is a single prompt (text, or a list of token ids) rather than a batch."""
+    return isinstance(prompts, str) or (isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], int))
 
 
 class LLM:
@@ -33,18 +42,19 @@ class LLM:
     ) -> list[RequestOutput]:
         """Run all prompts to completion; outputs in prompt order. Text prompts are tokenized
         without special tokens added (add BOS yourself if the model wants it)."""
-        if isinstance(prompts, str) or (
-            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
-        ):
-            prompts = [prompts]  # type: ignore[list-item]
-        prompts = list(prompts)  # type: ignore[arg-type]
+        prompts = [prompts] if _one_prompt(prompts) else list(prompts)
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError("params: need one SamplingParams or one per prompt")
-        if any(isinstance(p, str) for p in prompts) and self.tokenizer is None:
-            raise ValueError("text prompts need a tokenizer; this checkpoint has none (pass token ids)")
-        ids = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        ids: list[list[int]] = []
+        for p in prompts:
+            if not isinstance(p, str):
+                ids.append(list(p))
+            elif self.tokenizer is None:
+                raise ValueError("text prompts need a tokenizer; this checkpoint has none (pass token ids)")
+            else:
+                ids.append(self.tokenizer.encode(p))
         for p, sp in zip(ids, params, strict=True):
             self.engine.validate(p, sp)  # fail before anything runs
         pending = list(enumerate(zip(ids, params, strict=True)))[::-1]

@@ -27,6 +27,7 @@ from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, mak
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.step_model import StepModel
 from grokd.engine.structured.backend import StructuredOutputBackend
 from grokd.engine.tokenizer import Tokenizer
 from grokd.kernels.arith import ceil_div
@@ -57,7 +58,7 @@ class LLMEngine:
     def __init__(
         self,
         config: EngineConfig,
-        model: torch.nn.Module,
+        model: StepModel,
         tokenizer: Tokenizer | None,
         checkpoint: Any = None,
         structured_backend: StructuredBackend | None = None,
@@ -170,7 +171,9 @@ class LLMEngine:
             seq = Sequence(self._seq_ids.next(), req, i, list(prompt_token_ids), len(prompt_token_ids))
             seq.generator = make_generator(params.seed, i, self.device)
             if params.structured is not None:
-                seq.structured_state = self.structured_backend.new_state(
+                backend = self.structured_backend
+                assert backend is not None, "validate() refuses structured requests without a backend"
+                seq.structured_state = backend.new_state(
                     params.structured,
                     self.tokenizer,
                     # the grammar must close before the last token the request may produce
@@ -192,9 +195,13 @@ class LLMEngine:
 
     def _bad_words_ids(self, words: list[str]) -> list[list[int]]:
         out: list[list[int]] = []
+        if not words:
+            return out
+        tokenizer = self.tokenizer
+        assert tokenizer is not None, "validate() refuses bad_words without a tokenizer"
         for w in words:
             for variant in (w, " " + w.lstrip()):
-                ids = self.tokenizer.encode(variant)
+                ids = tokenizer.encode(variant)
                 if ids and ids not in out:
                     out.append(ids)
         return out
@@ -306,12 +313,14 @@ class LLMEngine:
         targets = [p + 1 for p in range(start, start + item.num_tokens) if p + 1 < seq.num_prompt_tokens]
         if not targets:
             return
+        k, kept = seq.params.prompt_logprobs, req.prompt_logprobs
+        assert k is not None and kept is not None, "add_request starts the list for prompt_logprobs"
         raw = logits[: len(targets)].float().log_softmax(-1)
         chosen = torch.tensor([seq.token_ids[t] for t in targets], dtype=torch.int64, device=raw.device)
-        lps = top_logprobs(raw, chosen, [seq.params.prompt_logprobs] * len(targets))
+        lps = top_logprobs(raw, chosen, [k] * len(targets))
         for t, lp in zip(targets, lps, strict=True):
-            if t == len(req.prompt_logprobs):
-                req.prompt_logprobs.append(lp)
+            if t == len(kept):
+                kept.append(lp)
 
     def _append(self, seq: Sequence, tok: int, lp: TokenLogprob | None) -> None:
         p = seq.params

@@ -10,9 +10,8 @@ import importlib
 import logging
 from typing import Any
 
-import torch
-
 from grokd.engine.config import ModelLoadConfig
+from grokd.engine.step_model import StepModel
 from grokd.engine.tokenizer import Tokenizer
 from grokd.kernels.dtypes import torch_dtype
 
@@ -45,7 +44,7 @@ def load_tokenizer(ckpt: Any) -> Tokenizer | None:
     return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
 
 
-def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[torch.nn.Module, Tokenizer | None, Any]:
+def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[StepModel, Tokenizer | None, Any]:
     from grokd.weights.load import load as load_checkpoint
 
     path = cfg.model

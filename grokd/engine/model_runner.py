@@ -14,6 +14,7 @@ import torch
 from grokd.engine.config import CacheConfig
 from grokd.engine.decode_graphs import DecodeGraphs
 from grokd.engine.scheduler import ScheduledSeq
+from grokd.engine.step_model import StepModel
 from grokd.kernels import host_memory
 from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape, kv_row_width
@@ -40,7 +41,7 @@ def kv_cache_dtype(cache: CacheConfig, dtype: torch.dtype) -> torch.dtype:
     return torch.int8 if cache.dtype == "int8" else dtype
 
 
-def kv_bytes_per_block(model: torch.nn.Module, block_size: int, kv_dtype: torch.dtype) -> int:
+def kv_bytes_per_block(model: StepModel, block_size: int, kv_dtype: torch.dtype) -> int:
     """Keys and values of ``block_size`` tokens over all layers (int8 rows carry a 4-byte scale)."""
     elem = torch.empty((), dtype=kv_dtype).element_size()
     width = kv_row_width(model.head_dim, kv_dtype)
@@ -83,7 +84,7 @@ class RunnerOutput:
 class ModelRunner:
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: StepModel,
         cache: CacheConfig,
         dtype: torch.dtype,
         device: torch.device | str,

@@ -31,12 +31,12 @@ def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, ks: list[int]) ->
     """``TokenLogprob`` per row of ``logprobs [b, V]`` for tokens ``chosen [b]`` with ``ks[i]`` alternatives."""
     chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
     kmax = max(ks, default=0)
-    top_vals, top_ids = logprobs.topk(kmax, dim=-1) if kmax else (None, None)
+    best = logprobs.topk(kmax, dim=-1) if kmax else None
     out = []
     for i, tok in enumerate(chosen.tolist()):
         top: list[tuple[int, float]] = []
-        if ks[i]:
-            top = list(zip(top_ids[i, : ks[i]].tolist(), top_vals[i, : ks[i]].tolist(), strict=True))
+        if ks[i] and best is not None:
+            top = list(zip(best.indices[i, : ks[i]].tolist(), best.values[i, : ks[i]].tolist(), strict=True))
         out.append(TokenLogprob(token_id=int(tok), logprob=float(chosen_lp[i]), top=top))
     return out
 
@@ -103,8 +103,7 @@ class Sampler:
         if want:
             idx = torch.tensor(want, dtype=torch.int64, device=logits.device)
             raw = logits.index_select(0, idx).log_softmax(-1)
-            for i, lp in zip(
-                want, top_logprobs(raw, chosen[idx], [rows[i].params.logprobs for i in want]), strict=True
-            ):
+            ks = [k for r in rows if (k := r.params.logprobs) is not None]
+            for i, lp in zip(want, top_logprobs(raw, chosen[idx], ks), strict=True):
                 logprobs[i] = lp
         return SamplerOutput(chosen.tolist(), logprobs)

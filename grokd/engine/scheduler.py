@@ -92,6 +92,7 @@ class Scheduler:
             seq = pending.pop(0)
             decoding = decoding or seq.num_uncomputed == 1
             num = min(seq.num_uncomputed, budget)
+            dropped = False  # rejected or preempted itself: not scheduled this step
             while not self.bm.allocate(seq, num):
                 victim = max([*pending, *kept, seq], key=Sequence.sort_key)  # lowest priority, newest
                 if victim is seq:
@@ -103,7 +104,7 @@ class Scheduler:
                         out.rejected.append((seq, self._too_big(seq)))
                     else:
                         self._preempt(seq, out)
-                    seq = None
+                    dropped = True
                     break
                 if victim in kept:
                     kept.remove(victim)
@@ -112,7 +113,7 @@ class Scheduler:
                 else:
                     pending.remove(victim)
                 self._preempt(victim, out)
-            if seq is None:
+            if dropped:
                 continue
             kept.append(seq)
             out.scheduled.append(ScheduledSeq(seq, num))

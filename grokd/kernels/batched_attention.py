@@ -69,6 +69,8 @@ def paged_attention_batched(
         return decode(q, kv_cache, rows, scale, softcap)
     out = torch.empty_like(q)
     out[rows.tokens] = decode(q[rows.tokens], kv_cache, rows, scale, softcap)
-    sub, tokens = meta.multi_token_rows
+    multi = meta.multi_token_rows
+    assert multi is not None, "a batch that is not all decode rows has rows with several tokens"
+    sub, tokens = multi
     out[tokens] = prefill(q[tokens], kv_cache, sub, scale, softcap)
     return out

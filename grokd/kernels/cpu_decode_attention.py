@@ -79,6 +79,7 @@ def decode_attention(
     context in ``kv_cache [2, blocks, kv_heads, block_size, width]`` (``width`` is ``head_dim``, or
     ``head_dim + 4`` for an int8 pool) -> ``[rows, q_heads, head_dim]`` in ``q``'s dtype."""
     library = cpu_build.library()
+    assert library is not None, "callers check `supports`, which needs the library built"
     out = torch.empty(q.shape, dtype=q.dtype)
     tables, lens = rows.block_tables, rows.seq_lens
     shape = c_abi.Shape(

@@ -183,6 +183,7 @@ def _call(x: torch.Tensor, shape: torch.Size, function: str, *weight_pointers: i
     out = torch.empty((rows.shape[0], out_features), dtype=torch.bfloat16)
     if rows.shape[0]:
         library = cpu_build.library()
+        assert library is not None, "packed CPU weights exist only where the kernels are built"
         status = getattr(library.lib, function)(rows.data_ptr(), rows.shape[0], rows.stride(0), *weight_pointers,
                                                 out_features, in_features, out.data_ptr(), library.threads())
         if status == 2:  # the kernel's scratch copy of x could not be allocated

@@ -148,7 +148,7 @@ def active() -> Tier:
     if onednn_capped_below_torch(machine, os.environ.get(ONEDNN_ENV)):
         import torch
 
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # torch types the flag as its ContextProp
         log.info("%s=%s is below this CPU's AVX-512: torch's oneDNN paths are off", ONEDNN_ENV,
                  os.environ.get(ONEDNN_ENV))
     tier = resolve(machine, os.environ.get(ENV), os.environ.get(ONEDNN_ENV))

@@ -56,18 +56,19 @@ def _layer_struct(w: DenseLayerWeights) -> LayerWeights | None:
     """``w`` as the C layer reads it, or ``None`` when the kernel cannot take this layer's weights:
     all four projections panel-packed in bf16 or all in weight-only int8 (one packing), bf16 norms."""
     projections = (w.qkv, w.o, w.gate_up, w.down)
-    if not (all(isinstance(p, PanelWeight) for p in projections)
-            or all(isinstance(p, Int8PanelWeight) for p in projections)):
+    panels = [p for p in projections if isinstance(p, PanelWeight)]
+    int8s = [p for p in projections if isinstance(p, Int8PanelWeight)]
+    if len(panels) != len(projections) and len(int8s) != len(projections):
         return None
     if not (w.norm1.dtype == w.norm2.dtype == torch.bfloat16 and w.norm1.is_contiguous() and w.norm2.is_contiguous()
             and w.norm1.device.type == "cpu"):
         return None
-    int8 = isinstance(w.qkv, Int8PanelWeight)
-    if int8 and len({p.vnni for p in projections}) != 1:
+    if int8s and len({p.vnni for p in int8s}) != 1:
         return None
-    kind = 2 if int8 and w.qkv.vnni else int(int8)  # LayerWeights.kind: 0 bf16 panels, 1 int8, 2 int8 for VNNI
-    scales = [p.scales.data_ptr() if int8 else None for p in projections]
-    return LayerWeights(w.norm1.data_ptr(), w.norm2.data_ptr(), *(p.packed.data_ptr() for p in projections), *scales,
+    kind = (2 if int8s[0].vnni else 1) if int8s else 0  # LayerWeights.kind: 0 bf16 panels, 1 int8, 2 int8 for VNNI
+    packed = panels or int8s
+    scales = [p.scales.data_ptr() for p in int8s] if int8s else [None] * len(projections)
+    return LayerWeights(w.norm1.data_ptr(), w.norm2.data_ptr(), *(p.packed.data_ptr() for p in packed), *scales,
                     w.norm1.shape[0], w.heads, w.kv_heads, w.head_dim, w.intermediate, w.eps, w.scale, kind)
 
 
@@ -148,9 +149,9 @@ class DecoderStack:
         if final_norm is not None and (final_norm.dtype != torch.bfloat16 or not final_norm.is_contiguous()
                                        or final_norm.shape != layers[0].norm1.shape):
             final_norm = None
-        structs = [_layer_struct(w) for w in layers]
+        structs = [s for w in layers if (s := _layer_struct(w)) is not None]
         first = layers[0]
-        if any(s is None for s in structs) or any(
+        if len(structs) != len(layers) or any(
                 (w.kv_heads, w.head_dim, w.norm1.shape[0]) != (first.kv_heads, first.head_dim, first.norm1.shape[0])
                 for w in layers):
             return None
@@ -167,17 +168,21 @@ class DecoderStack:
         step = _step_struct(x, cos, sin, first, meta, self._kv_heads, self._head_dim)
         if step is None:
             return None
-        known = self._pools is not None and len(self._pools[0]) == len(kv_caches) and all(
-            a is b for a, b in zip(self._pools[0], kv_caches, strict=True))
-        if not known:
+        pools = self._pools
+        known = pools is not None and len(pools[0]) == len(kv_caches) and all(
+            a is b for a, b in zip(pools[0], kv_caches, strict=True))
+        if pools is None or not known:
             if any(c.shape != first.shape or c.dtype != first.dtype or not c.is_contiguous() for c in kv_caches):
                 return None
-            self._pools = (list(kv_caches), (ctypes.c_void_p * len(kv_caches))(*(c.data_ptr() for c in kv_caches)))
+            pools = (list(kv_caches), (ctypes.c_void_p * len(kv_caches))(*(c.data_ptr() for c in kv_caches)))
+            self._pools = pools
         library = cpu_build.library()
+        assert library is not None, "DecoderStack.build found the kernels built"
         out = x.clone()
-        normed = torch.empty_like(x) if self._final_norm is not None else None
+        final_norm = self._final_norm
+        normed = torch.empty_like(x) if final_norm is not None else None
         done = int(library.lib.grokd_decoder_layers_bf16(
-            out.data_ptr(), x.shape[0], self._structs, self._pools[1], len(kv_caches), step,
-            None if normed is None else self._final_norm.data_ptr(), self._eps,
+            out.data_ptr(), x.shape[0], self._structs, pools[1], len(kv_caches), step,
+            None if final_norm is None else final_norm.data_ptr(), self._eps,
             None if normed is None else normed.data_ptr(), library.threads()))
         return StackOutput(out, done, normed if done == len(kv_caches) else None)

@@ -120,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
     store = JobStore(state_dir)
     batch_id = ensure_batch(store, args.input)
     batch = store.get_batch(batch_id)
+    assert batch is not None, "ensure_batch created it"
     if batch["status"] not in ("completed", "failed", "cancelled", "expired"):
         engine = AsyncEngine(config.engine_config())
         state = ServerState.build(config, engine, manage_engine=False)
@@ -133,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
         finally:
             engine.shutdown(config.drain_timeout_s)
         batch = store.get_batch(batch_id)
+        assert batch is not None, "batches are never deleted"
     return _report(store, batch, args.output)
 
 

@@ -99,6 +99,7 @@ class ChatSession:
         from grokd.engine.sampling_params import SamplingParams
 
         tok = self.engine.tokenizer
+        assert tok is not None, "run() refuses a checkpoint without a tokenizer"
         template = getattr(tok, "chat_template", None)
         try:
             prompt = render_chat(self.messages(), template=template, tokenizer=tok)

@@ -58,7 +58,8 @@ def _safetensors_shape(root: Path, name: str, config: dict) -> ModelShape:
                 if key == "model.embed_tokens.weight" or (key.endswith("q_proj.weight") and "q" not in dtypes):
                     dtypes["embed" if "embed" in key else "q"] = _ST_DTYPES.get(f.get_slice(key).get_dtype(), "")
     embedding = dtypes.get("embed") or "bfloat16"
-    linear = dtypes.get("q") if dtypes.get("q") in ("bfloat16", "float32") else "bfloat16"
+    q = dtypes.get("q", "")
+    linear = q if q in ("bfloat16", "float32") else "bfloat16"
     return ModelShape.from_config(name, config, int8_stored=int8_stored, embedding_dtype=embedding,
                                   linear_dtype=linear)
 

@@ -11,10 +11,20 @@ import importlib.metadata
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from grokd.engine.async_engine import ModelInfo
+
+
+class ModelPrices(TypedDict, total=False):
+    """The prices ``GET /v1/language-models`` reports (``protocol.LanguageModel``'s fields; 0 if absent)."""
+
+    prompt_text_token_price: int
+    cached_prompt_text_token_price: int
+    prompt_image_token_price: int
+    completion_text_token_price: int
+    search_price: int
 
 
 def engine_version() -> str:
@@ -51,7 +61,7 @@ class ServedModel:
     output_modalities: list[str] = field(default_factory=lambda: ["text"])
     aliases: list[str] = field(default_factory=list)
     max_model_len: int | None = None
-    prices: dict[str, int] = field(default_factory=dict)
+    prices: ModelPrices = field(default_factory=ModelPrices)
 
     @property
     def accepts_images(self) -> bool:
@@ -85,7 +95,7 @@ class ModelRegistry:
         aliases: list[str] | None = None,
         owned_by: str = "grokd",
         input_modalities: list[str] | None = None,
-        prices: dict[str, int] | None = None,
+        prices: ModelPrices | None = None,
     ) -> ModelRegistry:
         """Build from the engine's ``model_info`` (fingerprint, max_model_len, checkpoint_path)."""
         fingerprint = model_info.fingerprint or ""
@@ -109,6 +119,6 @@ class ModelRegistry:
             input_modalities=modalities,
             aliases=list(dict.fromkeys(n for n in names if n != served_name)),
             max_model_len=model_info.max_model_len,
-            prices=dict(prices or {}),
+            prices=ModelPrices(**prices) if prices else ModelPrices(),
         )
         return cls([served])

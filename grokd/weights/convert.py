@@ -62,8 +62,8 @@ class StreamingSafetensorsWriter:
         if name in self._header:
             raise CheckpointError(f"{self.path}: duplicate tensor {name}")
         t = tensor.detach().contiguous().cpu()
-        data = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
-        self._f.write(memoryview(data))
+        data = t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else memoryview(b"")
+        self._f.write(data)
         n = t.numel() * t.element_size()
         self._header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
                               "data_offsets": [self._offset, self._offset + n]}

@@ -9,6 +9,7 @@ back here. The tokenizer is not built here: its metadata goes into ``TokenizerSo
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import logging
@@ -26,7 +27,13 @@ from grokd.weights import load_cache
 from grokd.weights.checkpoint import Checkpoint, TokenizerSource
 
 log = logging.getLogger(__name__)
-_ENV = object()  # read_gguf's cache_dir default: take it from the environment
+
+
+class _Default(enum.Enum):
+    ENV = enum.auto()  # read_gguf's cache_dir default: take it from the environment
+
+
+_ENV = _Default.ENV
 
 # GGUF tensor name (after ``blk.N.``) -> HF suffix (after ``model.layers.N.``).
 _LAYER_NAMES = {
@@ -83,7 +90,7 @@ _TOKENIZER_KEYS = {
 }
 
 
-def read_gguf(path: str | os.PathLike[str], *, cache_dir: Path | None | object = _ENV) -> Checkpoint:
+def read_gguf(path: str | os.PathLike[str], *, cache_dir: Path | None | _Default = _ENV) -> Checkpoint:
     """Open a GGUF file: parse metadata now, stream dequantised tensors on demand.
 
     With a load cache (:mod:`weights.load_cache`; ``cache_dir`` defaults to the environment's), a
@@ -220,7 +227,7 @@ class _GGUFFile:
 
 
 # GGUF metadata value types -> numpy scalar dtypes (little-endian).
-_SCALARS = {
+_SCALARS: dict[int, np.dtype[Any]] = {
     0: np.dtype("<u1"),
     1: np.dtype("<i1"),
     2: np.dtype("<u2"),

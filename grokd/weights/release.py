@@ -12,10 +12,11 @@ streamed per expert as ``model.layers.N.moe_block.experts.E.{linear,linear_v,lin
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,15 @@ import ml_dtypes
 import numpy as np
 import torch
 
-try:  # numpy >= 2 moved the array internals to numpy._core
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
-
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight, TokenizerSource
 from grokd.weights.lazy import LazyQuantized, LazyTensor, ReadLog
 from grokd.weights.pickle_layout import ArrayLayout, MemmapArray, read_layout
+
+try:  # numpy >= 2 moved the array internals to numpy._core
+    _multiarray = importlib.import_module("numpy._core.multiarray")
+except ImportError:  # pragma: no cover - numpy 1.x
+    _multiarray = importlib.import_module("numpy.core.multiarray")
+_np_reconstruct: Callable[..., np.ndarray] = _multiarray._reconstruct
 
 # Grok-1 as released (run.py / model.py), in the HF port's key names.
 GROK1_RELEASE_CONFIG: dict[str, Any] = {

@@ -7,13 +7,16 @@ model cannot spend its token budget on indentation, and the output is still ordi
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance as llg
 
 from grokd.engine.structured.specs import JsonObjectSpec, JsonSchemaSpec, StructuredSpec, ToolCallSpec
 
-JSON_OPTIONS: dict[str, Any] = {
+if TYPE_CHECKING:  # a TypedDict of llguidance's stubs only
+    from llguidance._lib import JsonCompileOptions
+
+JSON_OPTIONS: JsonCompileOptions = {
     "whitespace_flexible": False,
     "item_separator": ", ",
     "key_separator": ": ",

@@ -104,8 +104,13 @@ def parse_tool_output(text: str, fmt: ToolCallFormat) -> ParsedOutput:
     calls, _ = parse_calls_from(text, start, fmt)
     if not calls:
         return ParsedOutput(content=text)
+    unique: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()  # small models repeat a call verbatim; once is what they mean
-    calls = [c for c in calls if _key(c) not in seen and not seen.add(_key(c))]
+    for call in calls:
+        if _key(call) not in seen:
+            seen.add(_key(call))
+            unique.append(call)
+    calls = unique
     content = text[:start].strip()
     return ParsedOutput(content=content or None, tool_calls=calls)
 

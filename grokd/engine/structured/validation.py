@@ -9,7 +9,7 @@ does not support. ``StructuredOutputBackend.check`` then compiles against the re
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import llguidance as llg
@@ -22,10 +22,13 @@ from grokd.engine.structured.specs import (
     StructuredSpec,
     ToolCallFormat,
     ToolCallSpec,
+    ToolChoiceMode,
 )
 
 MAX_TOOLS = 128
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_CHOICE_STRINGS: dict[str, Literal["none", "auto", "required"]] = {
+    "none": "none", "auto": "auto", "required": "required"}
 
 
 def _path(field: str, parts: Any) -> str:
@@ -100,16 +103,17 @@ def validate_tools(tools: Any, field: str = "tools") -> list[dict[str, Any]]:
     return out
 
 
-def parse_tool_choice(tool_choice: Any, names: list[str]) -> tuple[str, str | None]:
+def parse_tool_choice(tool_choice: Any, names: list[str]) -> tuple[ToolChoiceMode | Literal["none"], str | None]:
     """``(mode, name)`` with mode ``none`` | ``auto`` | ``required`` | ``named``."""
     if tool_choice is None:
         return ("auto" if names else "none"), None
     if isinstance(tool_choice, str):
-        if tool_choice not in ("none", "auto", "required"):
+        mode = _TOOL_CHOICE_STRINGS.get(tool_choice)
+        if mode is None:
             raise ValueError("tool_choice: must be 'none', 'auto', 'required' or a function object")
-        if tool_choice == "required" and not names:
+        if mode == "required" and not names:
             raise ValueError("tool_choice: 'required' needs at least one tool in tools")
-        return tool_choice, None
+        return mode, None
     if isinstance(tool_choice, dict):
         if tool_choice.get("type") != "function":
             raise ValueError("tool_choice.type: must be 'function'")
@@ -147,7 +151,7 @@ def spec_from_request(
             name=name,
             parallel=parallel_tool_calls is not False,
             format=tool_format,
-        )  # type: ignore[arg-type]
+        )
     return rf_spec
 
 

@@ -162,6 +162,7 @@ class BatchRunner:
         if batch["status"] == "validating":
             await self._validate(batch)
             batch = self.store.get_batch(batch_id)
+            assert batch is not None, "batches are never deleted"
         if batch["status"] == "in_progress":
             await self._run_lines(batch)
         await self._finish(batch_id)

@@ -120,7 +120,7 @@ class WebSource:
     """:class:`~server.live.base.LiveSource` adapter: one per kind (``web``, ``news``)."""
 
     def __init__(self, backend: SearchBackend, kind: Kind) -> None:
-        self.name = kind
+        self.name: str = kind
         self._backend = backend
         self._kind: Kind = kind
 

@@ -44,9 +44,9 @@ def prompts_of(req: CompletionRequest, tokenizer: Tokenizer | None,
     if isinstance(p, str):
         raw: list[str | list[int]] = [p]
     elif isinstance(p[0], int):
-        raw = [list(p)]  # type: ignore[arg-type]
+        raw = [list(p)]
     else:
-        raw = list(p)  # type: ignore[arg-type]
+        raw = list(p)
     out: list[tuple[str | None, list[int]]] = []
     for item in raw:
         if isinstance(item, str):

@@ -205,7 +205,8 @@ async def collect(request: Request, calls: list[EngineCall]) -> list[RequestOutp
     work.add_done_callback(_retrieve)
     watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        racers: set[asyncio.Future[Any]] = {work, watcher}
+        await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
             work.cancel()
             for c in calls:
