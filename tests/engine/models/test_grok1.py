@@ -4,36 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from grok1_steps import BLOCK, make_caches, prefill_all
 
 from grokd.engine.models.grok1 import Grok1ForCausalLM
 from grokd.kernels.arith import ceil_div
-from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.metadata import AttentionMetadata
 from grokd.weights import load
-
-BLOCK = 4
-
-
-def make_caches(model: Grok1ForCausalLM, num_blocks: int, dtype: torch.dtype) -> list[torch.Tensor]:
-    return [torch.zeros(kv_cache_shape(num_blocks, BLOCK, model.num_kv_heads, model.head_dim), dtype=dtype)
-            for _ in range(model.num_layers)]
-
-
-def prefill_all(model: Grok1ForCausalLM, prompts: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
-    """All prompts in one flat batch over scattered blocks; logits at every position per prompt."""
-    caches = make_caches(model, 64, dtype)
-    tables, next_block = [], 63
-    for p in prompts:
-        n = ceil_div(len(p), BLOCK)
-        tables.append(list(range(next_block, next_block - n, -1)))
-        next_block -= n
-    lens = [len(p) for p in prompts]
-    meta = AttentionMetadata.build(lens, lens, tables, BLOCK)
-    ids = torch.tensor([t for p in prompts for t in p])
-    pos = torch.cat([torch.arange(n) for n in lens])
-    with torch.inference_mode():
-        logits = model.compute_logits(model(ids, pos, caches, meta))
-    return list(torch.split(logits, lens))
 
 
 def greedy(model: Grok1ForCausalLM, prompt: list[int], steps: int, dtype: torch.dtype) -> list[int]:

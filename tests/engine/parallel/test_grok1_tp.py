@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from grok1_steps import BLOCK, make_caches, prefill_all
 from safetensors.torch import load_file, save_file
 from tp_harness import run_ranks
 
@@ -21,14 +22,12 @@ from grokd.engine.models.grok1 import Grok1ForCausalLM
 from grokd.engine.parallel.group import DistGroup
 from grokd.engine.parallel.shard import ModelShard, TensorParallel
 from grokd.kernels.arith import ceil_div
-from grokd.kernels.attention import kv_cache_shape
 from grokd.kernels.metadata import AttentionMetadata
 from grokd.weights import load
 from grokd.weights.lazy import ReadLog
 from grokd.weights.release import read_release
 from grokd.weights.safetensors_reader import read_safetensors
 
-BLOCK = 4
 PAGE = 4096
 # Sharded vs single-rank float32 logits. The o-projection's sum over heads is split into one
 # partial per rank and re-added across ranks, a different association of the same float32 sum;
@@ -38,29 +37,6 @@ PAGE = 4096
 TP_TOL = 1.5e-4
 SIZES = (2, 4, 8)
 CONFIGS = [(tp, layout, ep) for tp in SIZES for layout in ("release", "hf") for ep in (False, True)]
-
-
-def make_caches(model: Grok1ForCausalLM, num_blocks: int, dtype: torch.dtype) -> list[torch.Tensor]:
-    """The KV pool as the model runner sizes it: this rank's ``num_kv_heads`` only."""
-    shape = kv_cache_shape(num_blocks, BLOCK, model.num_kv_heads, model.head_dim)
-    return [torch.zeros(shape, dtype=dtype) for _ in range(model.num_layers)]
-
-
-def prefill_all(model: Grok1ForCausalLM, prompts: list[list[int]], dtype: torch.dtype) -> list[torch.Tensor]:
-    """All prompts in one flat batch over scattered blocks; logits at every position per prompt."""
-    caches = make_caches(model, 64, dtype)
-    tables, next_block = [], 63
-    for p in prompts:
-        n = ceil_div(len(p), BLOCK)
-        tables.append(list(range(next_block, next_block - n, -1)))
-        next_block -= n
-    lens = [len(p) for p in prompts]
-    meta = AttentionMetadata.build(lens, lens, tables, BLOCK)
-    ids = torch.tensor([t for p in prompts for t in p])
-    pos = torch.cat([torch.arange(n) for n in lens])
-    with torch.inference_mode():
-        logits = model.compute_logits(model(ids, pos, caches, meta))
-    return list(torch.split(logits, lens))
 
 
 def greedy(model: Grok1ForCausalLM, prompts: list[list[int]], steps: int, dtype: torch.dtype) -> list[list[int]]:
