@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,7 @@ import httpx
 import pytest
 import torch
 
-from tests.server.serving import ServerProcess, start_process
+from tests.server.serving import REPO, ServerProcess, free_port, start_process, wait_ready
 
 TP_ARGS = ["--dtype", "float32", "--tensor-parallel-size", "2", "--device", "cpu", "--log-level", "info"]
 
@@ -137,3 +139,32 @@ def test_tp2_killed_worker_fails_requests_and_exits_nonzero(grok1_tiny_dir: Path
         srv.stop()
     out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
     assert "tensor-parallel rank 1 exited with code -9" in out
+
+
+def test_torchrun_two_ranks_serve_and_stop_on_sigterm(grok1_tiny_dir: Path, grok1_tiny_reference: dict) -> None:
+    """Under torchrun no rank is spawned: rank 0 serves HTTP, rank 1 runs the worker loop; the
+    SIGTERM torchrun forwards to both drains rank 0, which then stops rank 1. (torchrun itself
+    exits 1 after any signal, however its ranks ended, so the ranks' own logs are checked.)"""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "grokd.server.cli", "serve",
+         "--model", str(grok1_tiny_dir), "--dtype", "float32", "--device", "cpu", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    srv = ServerProcess(f"http://127.0.0.1:{port}", proc)
+    try:
+        wait_ready(srv.url, 240)
+        case = grok1_tiny_reference["fp32"]["single"][0]
+        r = _complete(srv.url, {"prompt": case["prompt"], "max_tokens": len(case["greedy"]), "temperature": 0,
+                                "logprobs": 0, "return_tokens_as_token_ids": True, "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        assert [int(t.split(":")[1]) for t in r.json()["choices"][0]["logprobs"]["tokens"]] == case["greedy"]
+        srv.terminate()
+        proc.wait(timeout=90)
+    finally:
+        srv.stop()
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    assert "rank 1: stopped by rank 0 after" in out, out[-3000:]
+    assert "Application shutdown complete" in out and "engine loop died" not in out

@@ -6,10 +6,11 @@ rank 0 on a free TCP port of 127.0.0.1, and returns rank 0's ``World``. ``join_w
 torchrun case: ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` are in the environment (``torchrun_env``),
 every rank is already running, and they rendezvous through ``env://``.
 
-Workers die with rank 0: they ask Linux for SIGTERM when their parent exits
-(``PR_SET_PDEATHSIG``), ignore SIGINT (Ctrl-C reaches the whole process group, but only rank 0
-decides when to stop: it drains, then broadcasts the stop), and every collective has the
-group's timeout. Rank 0 watches its spawned workers (``World.watch``): a worker that exits
+Only rank 0 decides when the world stops: workers ignore SIGINT and SIGTERM (Ctrl-C reaches
+the whole process group, torchrun forwards SIGTERM to every rank) while rank 0 drains its
+requests and then broadcasts the stop they exit on. Spawned workers die with rank 0 all the
+same: Linux kills them when their parent exits (``PR_SET_PDEATHSIG``), and every collective has
+the group's timeout. Rank 0 watches its spawned workers (``World.watch``): a worker that exits
 before rank 0 stopped it is reported with its rank and exit code at once, without waiting for a
 collective to time out.
 """
@@ -118,6 +119,7 @@ def worker_main(env: RankEnv, config: EngineConfig) -> int:
     from grokd.engine.parallel.worker import run_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         group, config = join_world(env, config)
         run_worker(config, group)
@@ -132,7 +134,7 @@ def worker_main(env: RankEnv, config: EngineConfig) -> int:
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
 
