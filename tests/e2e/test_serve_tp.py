@@ -168,3 +168,30 @@ def test_torchrun_two_ranks_serve_and_stop_on_sigterm(grok1_tiny_dir: Path, grok
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     assert "rank 1: stopped by rank 0 after" in out, out[-3000:]
     assert "Application shutdown complete" in out and "engine loop died" not in out
+
+
+def test_tp2_stalled_worker_times_out_and_exits_nonzero(grok1_tiny_dir: Path) -> None:
+    """A worker that stops answering (SIGSTOP: alive, so nothing notices it exit) fails the next
+    collective after --tp-timeout-s; the server then answers 503 and exits non-zero."""
+    srv = start_process(["--model", str(grok1_tiny_dir), *TP_ARGS, "--max-model-len", "4096",
+                         "--tp-timeout-s", "4"], timeout=240)
+    worker = worker_pid(srv)
+    try:
+        result: dict[str, httpx.Response] = {}
+        long = {"prompt": [11, 12, 13, 14], "max_tokens": 4000, "ignore_eos": True, "temperature": 0}
+        request = threading.Thread(target=lambda: result.setdefault("r", _complete(srv.url, long)))
+        request.start()
+        time.sleep(1.0)
+        os.kill(worker, signal.SIGSTOP)
+        t0 = time.monotonic()
+        code = srv.proc.wait(timeout=60)
+        assert time.monotonic() - t0 < 40
+        request.join(timeout=30)
+        assert code != 0
+        assert result["r"].status_code == 503, result["r"].text
+    finally:
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
+        srv.stop()
+    out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
+    assert "the engine stopped: tensor-parallel" in out, out[-3000:]
