@@ -8,6 +8,12 @@ keeps one worker team per thread that ever ran a parallel op, and once the proce
 OpenMP threads than there are CPUs its barriers stop spinning and sleep in the kernel instead.
 Loading the model on another thread left a second team behind and made every decode step ~40%
 slower on a 2-core box (hundreds of futex sleeps per step); one thread for all model work avoids it.
+
+On a tensor-parallel server this is rank 0's engine: an idle loop wakes every
+``keepalive_interval`` to send the other ranks a keep-alive, and a ``ParallelFailure`` (a rank
+died or a collective timed out) or ``fail`` (a spawned rank exited) stops the loop for good: every
+in-flight request ends with a ``fatal`` error (HTTP 503), ``is_ready`` turns false, and
+``on_fatal`` tells the server to exit.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from grokd.engine.config import EngineConfig
 from grokd.engine.errors import EngineDeadError, QueueFullError
 from grokd.engine.llm_engine import EngineStats, LLMEngine
 from grokd.engine.outputs import CompletionOutput, RequestOutput
+from grokd.engine.parallel.channel import keepalive_interval
+from grokd.engine.parallel.group import ParallelGroup
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.tokenizer import Tokenizer
 
@@ -70,14 +78,21 @@ class _Stream:
 
 
 class AsyncEngine:
-    def __init__(self, config: EngineConfig, engine: LLMEngine | None = None) -> None:
+    def __init__(self, config: EngineConfig, engine: LLMEngine | None = None, *,
+                 group: ParallelGroup | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         """Load model and tokenizer on the loop thread (or wrap a ready ``LLMEngine``); the loop
-        starts stepping in ``start``. Load errors are raised here, as from a direct build."""
+        starts stepping in ``start``. Load errors are raised here, as from a direct build.
+        ``group``: rank 0 of a tensor-parallel world (the engine loads rank 0's shard and drives
+        the others). ``on_fatal(exc)`` is called (on the loop thread) if the loop dies."""
         self.config = config
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._started = False
         self._stop = False
+        self._group = group
+        self._on_fatal = on_fatal
+        self._fatal: BaseException | None = None
         self.engine = self._spawn_loop_thread(engine)
         self.tokenizer: Tokenizer | None = self.engine.tokenizer
         ckpt = self.engine.checkpoint
@@ -125,7 +140,7 @@ class AsyncEngine:
 
     def _thread_main(self, engine: LLMEngine | None, built: queue.SimpleQueue) -> None:
         try:
-            engine = engine if engine is not None else LLMEngine.from_config(self.config)
+            engine = engine if engine is not None else LLMEngine.from_config(self.config, group=self._group)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the constructor
             built.put(exc)
             return
@@ -159,7 +174,18 @@ class AsyncEngine:
 
     @property
     def is_ready(self) -> bool:
-        return self._accepting and self._started and self._thread.is_alive()
+        return self._accepting and self._started and self._fatal is None and self._thread.is_alive()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop for good from any thread (a rank of the engine is gone): refuse new requests and end
+        every in-flight one with a fatal error now, even while the loop thread is stuck in a step."""
+        with self._lock:
+            self._fatal = self._fatal or exc
+            self._accepting = False
+            self._stop = True
+            left = list(self._streams)
+            self._wake.notify_all()
+        self._deliver([_final(rid, [], "error", f"engine stopped: {exc}", fatal=True) for rid in left])
 
     # ---- requests ----------------------------------------------------------------------------
     async def generate(
@@ -210,22 +236,29 @@ class AsyncEngine:
 
     # ---- the loop thread ---------------------------------------------------------------------
     def _loop(self) -> None:
+        died: BaseException | None = None
         try:
             self._serve()
-        except BaseException:
+        except BaseException as exc:
             log.exception("engine loop died")
+            died = exc
             raise
         finally:  # whatever is still streaming will never be served now: end it with an error
             with self._lock:
                 self._accepting = False
+                self._fatal = self._fatal or died
                 left = list(self._streams)
-            self._deliver([_final(rid, [], "error", "engine stopped") for rid in left])
+            self._deliver([_final(rid, [], "error", "engine stopped", fatal=True) for rid in left])
+            if died is not None and self._on_fatal is not None:
+                self._on_fatal(died)
 
     def _serve(self) -> None:
         eng = self.engine
+        idle_wake = keepalive_interval(self.config.parallel.timeout_s) if eng.runner.channel is not None else None
         while True:
             with self._lock:
-                self._wake.wait_for(lambda: self._stop or self._adds or self._aborts or eng.has_unfinished())
+                busy = self._wake.wait_for(lambda: self._stop or self._adds or self._aborts or eng.has_unfinished(),
+                                           timeout=idle_wake)
                 adds, self._adds = self._adds, []
                 aborts, self._aborts = self._aborts, []
                 stop = self._stop
@@ -244,13 +277,23 @@ class AsyncEngine:
             if stop:
                 outputs.extend(eng.abort_all())
                 self._deliver(outputs)
+                if self._fatal is None:
+                    eng.close()  # the other ranks of a tensor-parallel engine exit
                 return
             try:
+                if not busy:
+                    eng.keepalive()
                 if eng.has_unfinished():
                     outputs.extend(eng.step())
                 if eng.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                     outputs.extend(eng.abort_all(error="engine failed repeatedly; all requests aborted"))
                     eng.consecutive_failures = 0
+            except EngineDeadError as exc:  # a rank is gone: nothing can run any more
+                failed = eng.abort_all(error=f"engine stopped: {exc}")
+                for out in failed:
+                    out.fatal = True
+                self._deliver(outputs + failed)
+                raise
             except Exception as exc:  # scheduler/bookkeeping failure: fail everything, keep serving
                 log.exception("engine loop error")
                 outputs.extend(eng.abort_all(error=f"engine error: {type(exc).__name__}: {exc}"))
@@ -282,11 +325,13 @@ def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
         target.put_nowait(out)
 
 
-def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None) -> RequestOutput:
+def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None,
+           fatal: bool = False) -> RequestOutput:
     return RequestOutput(
         request_id=request_id,
         prompt_token_ids=prompt,
         outputs=[CompletionOutput(index=0, finish_reason=reason)],
         finished=True,
         error=error,
+        fatal=fatal,
     )

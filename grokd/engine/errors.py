@@ -15,3 +15,8 @@ class ContextLengthError(EngineError, ValueError):
 
 class EngineDeadError(EngineError):
     """The engine loop has stopped (crashed or shut down); no request can be served (HTTP 503)."""
+
+
+class ParallelFailure(EngineDeadError):
+    """A rank of a tensor-parallel engine died, timed out or fell out of step: the ranks can no
+    longer run a forward together, so the engine stops (HTTP 503) and the server exits."""

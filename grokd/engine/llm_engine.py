@@ -19,10 +19,11 @@ import torch
 from grokd.engine.block_manager import BlockManager
 from grokd.engine.config import EngineConfig
 from grokd.engine.detokenizer import Detokenizer
-from grokd.engine.errors import ContextLengthError, QueueFullError
+from grokd.engine.errors import ContextLengthError, EngineDeadError, QueueFullError
 from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, StructuredBackend
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
+from grokd.engine.parallel.group import ParallelGroup
 from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, make_generator
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
@@ -54,6 +55,19 @@ class EngineStats:
     generation_tokens_total: int
 
 
+def build_runner(config: EngineConfig, model: StepModel, group: ParallelGroup | None = None) -> ModelRunner:
+    """The model runner ``config`` asks for; every rank of a tensor-parallel engine builds its own
+    with this, from the same config."""
+    max_model_len = int(config.model.max_model_len or model.max_position_embeddings)
+    bs = config.cache.block_size
+    useful = config.scheduler.max_num_seqs * ceil_div(max_model_len, bs)
+    return ModelRunner(
+        model, config.cache, torch_dtype(config.model.dtype), torch.device(config.model.device), useful,
+        decode_graphs="off" if config.model.enforce_eager else "auto",
+        max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=ceil_div(max_model_len, bs), group=group,
+    )
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -63,7 +77,11 @@ class LLMEngine:
         checkpoint: Any = None,
         structured_backend: StructuredBackend | None = None,
         extra_samplers: Iterable[type[LogitsProcessor]] = (),
+        group: ParallelGroup | None = None,
     ) -> None:
+        """``group``: on a tensor-parallel server, rank 0's view of the ranks holding ``model``'s
+        shards; this engine then drives them (``ModelRunner``'s channel) and is the only one that
+        schedules and samples."""
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
@@ -74,12 +92,7 @@ class LLMEngine:
         self.max_model_len = int(config.model.max_model_len or model.max_position_embeddings)
         self.vocab_size = int(model.vocab_size)
         bs = config.cache.block_size
-        useful = config.scheduler.max_num_seqs * ceil_div(self.max_model_len, bs)
-        self.runner = ModelRunner(
-            model, config.cache, torch_dtype(config.model.dtype), self.device, useful,
-            decode_graphs="off" if config.model.enforce_eager else "auto",
-            max_batch=config.scheduler.max_num_seqs, max_blocks_per_seq=ceil_div(self.max_model_len, bs),
-        )
+        self.runner = build_runner(config, model, group)
         self.block_manager = BlockManager(self.runner.num_blocks, bs, config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.block_manager)
         self.registry = ProcessorRegistry(extra_samplers)
@@ -98,11 +111,22 @@ class LLMEngine:
         self.consecutive_failures = 0
 
     @classmethod
-    def from_config(cls, config: EngineConfig, **kwargs: Any) -> LLMEngine:
+    def from_config(cls, config: EngineConfig, group: ParallelGroup | None = None, **kwargs: Any) -> LLMEngine:
+        """Load the model (``group``: rank 0's shard of it) and build the engine around it."""
         from grokd.engine.loader import load_model_and_tokenizer
+        from grokd.engine.parallel.shard import TensorParallel
 
-        model, tokenizer, ckpt = load_model_and_tokenizer(config.model)
-        return cls(config, model, tokenizer, checkpoint=ckpt, **kwargs)
+        tp = TensorParallel(group, config.parallel) if group is not None else None
+        model, tokenizer, ckpt = load_model_and_tokenizer(config.model, tp)
+        return cls(config, model, tokenizer, checkpoint=ckpt, group=group, **kwargs)
+
+    def keepalive(self) -> None:
+        """Called when idle: keeps the other ranks of a tensor-parallel engine waiting (no-op on one)."""
+        self.runner.keepalive()
+
+    def close(self) -> None:
+        """Let the other ranks of a tensor-parallel engine exit (no-op on one)."""
+        self.runner.close()
 
     @property
     def structured_backend(self) -> StructuredBackend | None:
@@ -253,6 +277,8 @@ class LLMEngine:
             try:
                 self._run(batch, touched)
                 self.consecutive_failures = 0
+            except EngineDeadError:  # no later step can run: the caller stops the engine
+                raise
             except Exception as exc:  # fail this step's requests, keep the engine going
                 log.exception("engine step failed")
                 self.consecutive_failures += 1

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from grokd.engine.config import ModelLoadConfig
+from grokd.engine.parallel.shard import TensorParallel
 from grokd.engine.step_model import StepModel
 from grokd.engine.tokenizer import Tokenizer
 from grokd.kernels.dtypes import torch_dtype
@@ -44,7 +45,13 @@ def load_tokenizer(ckpt: Any) -> Tokenizer | None:
     return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
 
 
-def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[StepModel, Tokenizer | None, Any]:
+TENSOR_PARALLEL_ARCHITECTURES = ("grok-1",)
+
+
+def load_model_and_tokenizer(cfg: ModelLoadConfig, tp: TensorParallel | None = None
+                             ) -> tuple[StepModel, Tokenizer | None, Any]:
+    """``tp``: this rank's place in a tensor-parallel group; the model then holds only its shard
+    (architectures in ``TENSOR_PARALLEL_ARCHITECTURES`` only)."""
     from grokd.weights.load import load as load_checkpoint
 
     path = cfg.model
@@ -58,7 +65,13 @@ def load_model_and_tokenizer(cfg: ModelLoadConfig) -> tuple[StepModel, Tokenizer
             f"unsupported architecture {ckpt.architecture!r} (known: {', '.join(MODEL_REGISTRY)})"
         )
     model_cls = resolve(MODEL_REGISTRY[ckpt.architecture])
+    sharded: dict[str, Any] = {}
+    if tp is not None and tp.world_size > 1:
+        if ckpt.architecture not in TENSOR_PARALLEL_ARCHITECTURES:
+            raise ValueError(f"tensor_parallel_size {tp.world_size}: {ckpt.architecture!r} models run on one "
+                             f"rank only (tensor parallel: {', '.join(TENSOR_PARALLEL_ARCHITECTURES)})")
+        sharded["tp"] = tp
     model = model_cls.from_checkpoint(
-        ckpt, dtype=torch_dtype(cfg.dtype), weights_dtype=cfg.weights_dtype, device=cfg.device
+        ckpt, dtype=torch_dtype(cfg.dtype), weights_dtype=cfg.weights_dtype, device=cfg.device, **sharded
     )
     return model, load_tokenizer(ckpt), ckpt

@@ -3,16 +3,27 @@
 The batch is packed into flat ``input_ids``/``positions`` plus ``AttentionMetadata``; only the
 rows whose logits are needed (the last position of a sequence that samples this step, or every
 prompt position when prompt logprobs are asked for) go through the output projection.
+
+A step is two halves: ``prepare`` turns the scheduler's batch into ``StepInputs``, plain lists
+that pickle in microseconds, and ``run`` executes them. On a tensor-parallel server rank 0
+prepares, sends the inputs to the other ranks through a ``StepChannel`` and runs; the other
+ranks (``engine.parallel.worker``) receive and run the same inputs on their shards, so every
+collective inside the forward meets its peers. The KV pools agree too: each rank sizes its own
+from its free memory and all of them take the smallest count, so a block id the block manager
+hands out exists on every rank.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from grokd.engine.config import CacheConfig
 from grokd.engine.decode_graphs import DecodeGraphs
+from grokd.engine.errors import ParallelFailure
+from grokd.engine.parallel.channel import StepChannel
+from grokd.engine.parallel.group import ParallelGroup, SingleGroup
 from grokd.engine.scheduler import ScheduledSeq
 from grokd.engine.step_model import StepModel
 from grokd.kernels import host_memory
@@ -76,6 +87,32 @@ def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
 
 
 @dataclass
+class StepInputs:
+    """One step's flat batch: what every rank needs to run the same forward.
+
+    ``keep_rows`` are the rows that go through the output projection; ``sample_rows`` index
+    ``keep_rows``' logits for the sampling sequences; ``prompt_spans`` maps a batch index to its
+    slice of them when its prompt logprobs are kept."""
+
+    ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    query_lens: list[int] = field(default_factory=list)
+    seq_lens: list[int] = field(default_factory=list)
+    block_tables: list[list[int]] = field(default_factory=list)
+    keep_rows: list[int] = field(default_factory=list)
+    sample_rows: list[int] = field(default_factory=list)
+    prompt_spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def agree_num_blocks(group: ParallelGroup, num_blocks: int, device: torch.device) -> int:
+    """The smallest of every rank's ``num_blocks`` (all ranks call it; one rank: ``num_blocks``)."""
+    if group.world_size == 1:
+        return num_blocks
+    counts = group.all_gather(torch.tensor([num_blocks], dtype=torch.int64, device=device), dim=0)
+    return int(counts.min())
+
+
+@dataclass
 class RunnerOutput:
     sample_logits: torch.Tensor  # [num sampling seqs, V] float32, in batch order
     prompt_logits: dict[int, torch.Tensor]  # batch index -> [chunk len, V] float32
@@ -92,19 +129,29 @@ class ModelRunner:
         decode_graphs: str = "auto",
         max_batch: int = 256,
         max_blocks_per_seq: int | None = None,
+        group: ParallelGroup | None = None,
     ) -> None:
         """``decode_graphs``: ``auto`` replays decode steps from CUDA graphs on CUDA when the model
         supports it (``engine.decode_graphs``), ``off`` never does, ``eager`` runs the same padded
-        static-buffer path without capturing (how the padding is tested without a GPU)."""
+        static-buffer path without capturing (how the padding is tested without a GPU).
+
+        ``group``: the ranks that hold the model's shards, all of which build their runner at the
+        same time (the pool size is agreed collectively). Steps are then sent through
+        ``self.channel`` and decode graphs are not used (their replay would hide the collectives)."""
         if decode_graphs not in ("auto", "off", "eager"):
             raise ValueError(f"decode_graphs: expected auto, off or eager, got {decode_graphs!r}")
         self.model = model
         self.device = torch.device(device)
         self.dtype = dtype
+        self.group = group or SingleGroup()
+        self.channel = StepChannel(self.group) if self.group.world_size > 1 else None
         self.block_size = cache.block_size
         self.kv_dtype = kv_cache_dtype(cache, dtype)
         self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, self.kv_dtype)
-        self.num_blocks = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
+        planned = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
+        self.num_blocks = agree_num_blocks(self.group, planned, self.device)
+        if self.channel is not None:
+            decode_graphs = "off"
         capture = (decode_graphs == "auto" and self.device.type == "cuda"
                    and bool(getattr(model, "supports_cuda_graphs", False)))
         use_graphs = capture or decode_graphs == "eager"
@@ -118,41 +165,80 @@ class ModelRunner:
             self.graphs = DecodeGraphs(model, self.kv_caches, cache.block_size, self.num_blocks,
                                        max_batch, max_blocks, capture)
 
-    @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq], prompt_logprob_idx: set[int]) -> RunnerOutput:
-        """Run the batch; ``prompt_logprob_idx`` marks entries whose every row's logits are kept."""
-        ids: list[int] = []
-        pos: list[int] = []
-        query_lens: list[int] = []
-        seq_lens: list[int] = []
-        tables: list[list[int]] = []
-        keep_rows: list[int] = []
-        sample_rows: list[int] = []
-        prompt_spans: dict[int, tuple[int, int]] = {}
+        """Run the batch; ``prompt_logprob_idx`` marks entries whose every row's logits are kept.
+        On several ranks the inputs go to the others first; any failure then (a dead rank, a
+        timed-out collective, or an error that left the ranks out of step) is a
+        ``ParallelFailure``: the ranks can no longer be trusted to agree."""
+        inputs = self.prepare(batch, prompt_logprob_idx)
+        if self.channel is None:
+            return self.run(inputs)
+        try:
+            self.channel.send_step(inputs)
+            return self.run(inputs)
+        except Exception as exc:
+            raise ParallelFailure(f"tensor-parallel step failed: {type(exc).__name__}: {exc}") from exc
+
+    def keepalive(self) -> None:
+        """Tell idle ranks the leader is alive, so their wait for the next step does not time out
+        (and find out that one of them died). A no-op on one rank."""
+        if self.channel is not None:
+            try:
+                self.channel.send_keepalive()
+            except Exception as exc:
+                raise ParallelFailure(f"tensor-parallel keep-alive failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the other ranks from their step loop (they exit); a no-op on one rank."""
+        if self.channel is not None:
+            self.channel.send_stop()
+            self.channel = None
+
+    def follow(self) -> int:
+        """The loop of a rank other than 0: run each step rank 0 sends until it sends a stop;
+        returns the number of steps run."""
+        assert self.channel is not None, "follow() runs on a rank of a multi-rank group"
+        steps = 0
+        while (inputs := self.channel.receive()) is not None:
+            self.run(inputs)
+            steps += 1
+        return steps
+
+    @staticmethod
+    def prepare(batch: list[ScheduledSeq], prompt_logprob_idx: set[int]) -> StepInputs:
+        """Flatten the scheduled batch into ``StepInputs``."""
+        step = StepInputs()
         offset = 0
         for i, item in enumerate(batch):
             seq, n = item.seq, item.num_tokens
             start = seq.num_computed_tokens
-            ids.extend(seq.token_ids[start : start + n])
-            pos.extend(range(start, start + n))
-            query_lens.append(n)
-            seq_lens.append(start + n)
-            tables.append(seq.block_table)
+            step.ids.extend(seq.token_ids[start : start + n])
+            step.positions.extend(range(start, start + n))
+            step.query_lens.append(n)
+            step.seq_lens.append(start + n)
+            step.block_tables.append(list(seq.block_table))
             if i in prompt_logprob_idx:
-                prompt_spans[i] = (len(keep_rows), len(keep_rows) + n)
-                keep_rows.extend(range(offset, offset + n))
+                step.prompt_spans[i] = (len(step.keep_rows), len(step.keep_rows) + n)
+                step.keep_rows.extend(range(offset, offset + n))
                 if item.samples:
-                    sample_rows.append(len(keep_rows) - 1)
+                    step.sample_rows.append(len(step.keep_rows) - 1)
             elif item.samples:
-                sample_rows.append(len(keep_rows))
-                keep_rows.append(offset + n - 1)
+                step.sample_rows.append(len(step.keep_rows))
+                step.keep_rows.append(offset + n - 1)
             offset += n
+        return step
+
+    @torch.inference_mode()
+    def run(self, step: StepInputs) -> RunnerOutput:
+        """The forward pass and output projection of one prepared step."""
+        ids, pos, seq_lens, tables = step.ids, step.positions, step.seq_lens, step.block_tables
+        keep_rows, sample_rows, prompt_spans = step.keep_rows, step.sample_rows, step.prompt_spans
         dev = self.device
-        if (self.graphs is not None and not prompt_spans and len(ids) == len(batch)
-                and self.graphs.fits(len(batch), ceil_div(max(seq_lens, default=0), self.block_size))):
+        if (self.graphs is not None and not prompt_spans and len(ids) == len(seq_lens)
+                and self.graphs.fits(len(seq_lens), ceil_div(max(seq_lens, default=0), self.block_size))):
             hidden = self.graphs.run(ids, pos, seq_lens, tables)
         else:
-            meta = AttentionMetadata.build(query_lens, seq_lens, tables, self.block_size, device=dev)
+            meta = AttentionMetadata.build(step.query_lens, seq_lens, tables, self.block_size, device=dev)
             input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
             positions = torch.tensor(pos, dtype=torch.int64, device=dev)
             hidden = self.model(input_ids, positions, self.kv_caches, meta)

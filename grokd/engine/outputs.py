@@ -49,5 +49,6 @@ class RequestOutput:
     num_cached_tokens: int = 0
     prompt_logprobs: list[TokenLogprob | None] | None = None
     error: str | None = None
+    fatal: bool = False  # with ``error``: the engine stopped for good, nothing can be served (HTTP 503)
     arrival_time: float = 0.0
     first_token_time: float | None = None

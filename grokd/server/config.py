@@ -30,9 +30,11 @@ from pydantic_settings import (
 
 from grokd.engine.config import (
     KV_CACHE_DTYPES,
+    REDUCE_DTYPES,
     CacheConfig,
     EngineConfig,
     ModelLoadConfig,
+    ParallelConfig,
     SchedulerConfig,
     check_device,
     default_token_budget,
@@ -106,6 +108,11 @@ class ServerConfig(BaseSettings):
     max_model_len: int | None = None
     enforce_eager: Flag = False
     seed: int = 0
+    # tensor / expert parallelism (engine.parallel): ranks spawned by grokd serve, or torchrun's
+    tensor_parallel_size: int = 1
+    enable_expert_parallel: Flag = False
+    tp_reduce_dtype: str = "float32"
+    tp_timeout_s: float = 300.0
     # cache / scheduler
     block_size: int = 16
     kv_cache_memory: Size | None = None
@@ -160,6 +167,27 @@ class ServerConfig(BaseSettings):
             raise ValueError(f"kv_cache_dtype: expected one of {', '.join(KV_CACHE_DTYPES)}, got {dtype!r}")
         return dtype
 
+    @field_validator("tp_reduce_dtype")
+    @classmethod
+    def _known_reduce_dtype(cls, dtype: str) -> str:
+        if dtype not in REDUCE_DTYPES:
+            raise ValueError(f"tp_reduce_dtype: expected one of {', '.join(REDUCE_DTYPES)}, got {dtype!r}")
+        return dtype
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _positive_tp(cls, size: int) -> int:
+        if size < 1:
+            raise ValueError(f"tensor_parallel_size: expected >= 1, got {size}")
+        return size
+
+    @field_validator("tp_timeout_s")
+    @classmethod
+    def _positive_timeout(cls, seconds: float) -> float:
+        if not seconds > 0:
+            raise ValueError(f"tp_timeout_s: expected > 0 seconds, got {seconds}")
+        return seconds
+
     def jobs_config(self, state_dir: str | Path) -> JobsConfig:
         """The :class:`server.jobs.JobsConfig` for these settings."""
         return JobsConfig(
@@ -185,6 +213,12 @@ class ServerConfig(BaseSettings):
                 max_prefill_tokens_while_decoding=self.max_prefill_tokens_while_decoding,
                 max_num_seqs=self.max_num_seqs,
                 max_queued_requests=self.max_queued_requests,
+            ),
+            parallel=ParallelConfig(
+                tensor_parallel_size=self.tensor_parallel_size,
+                enable_expert_parallel=self.enable_expert_parallel,
+                reduce_dtype=self.tp_reduce_dtype,
+                timeout_s=self.tp_timeout_s,
             ),
             seed=self.seed,
         )

@@ -3,6 +3,14 @@
 SIGTERM/SIGINT drain first: /ready and new requests answer 503 while in-flight requests finish
 (up to ``--drain-timeout``), then uvicorn stops and the lifespan shuts the engine down. A second
 signal exits at once.
+
+Tensor parallel (``--tensor-parallel-size N``): this process is rank 0. It spawns ranks 1..N-1
+(``engine.parallel.launch``), or, under torchrun, joins the world torchrun started, where the
+ranks other than 0 run only the worker loop and no HTTP server. Rank 0 serves, schedules and
+samples; the engine's shutdown broadcasts the stop that lets the workers exit. If a rank dies
+(a spawned worker exits, a collective fails or times out) the engine stops, in-flight requests
+end with 503, /ready answers 503, and the server exits with status 1, the rank and cause logged;
+threads stuck in a collective with the dead rank cannot be joined, so that exit is immediate.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -23,6 +32,8 @@ from grokd.server.live.cli import add_arguments as add_live_arguments
 from grokd.server.live.cli import config_from_args as live_config_from_args
 
 if TYPE_CHECKING:  # the engine (torch) loads only when serving, not to build `grokd --help`
+    from grokd.engine.async_engine import AsyncEngine
+    from grokd.engine.parallel.launch import World
     from grokd.server.state import ServerState
 
 log = logging.getLogger("grokd.server")
@@ -55,6 +66,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA-graph replay of decode steps (CUDA only; for debugging)")
     m.add_argument("--seed", type=int)
+    t = p.add_argument_group("tensor parallelism (Grok-1)")
+    t.add_argument("--tensor-parallel-size", "--tp", type=int, dest="tensor_parallel_size",
+                   help="ranks that each hold a slice of the model; serve spawns the other ranks itself "
+                        "(under torchrun: the world torchrun started)")
+    t.add_argument("--enable-expert-parallel", action="store_true", default=None,
+                   help="give each rank whole experts instead of a slice of every expert")
+    t.add_argument("--tp-reduce-dtype", choices=["float32", "bfloat16"],
+                   help="dtype partial sums travel and add up in (default float32)")
+    t.add_argument("--tp-timeout-s", type=float,
+                   help="seconds any collective may take before the server gives up on a rank (default 300)")
     c = p.add_argument_group("cache and scheduler")
     c.add_argument("--block-size", type=int)
     c.add_argument("--kv-cache-memory", type=_size, help="KV cache budget in bytes (8G, 512M, ...)")
@@ -150,24 +171,61 @@ def configure_logging(config: ServerConfig) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
+        from grokd.engine.parallel.launch import torchrun_env
+
+        rank_env = torchrun_env(os.environ)
     except ValueError as exc:  # a bad flag, GROKD_* variable or TOML value: one line, exit 2
         print(f"grokd serve: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config)
+    if rank_env is not None and rank_env.rank != 0:  # torchrun's other ranks: the worker loop only
+        from grokd.engine.parallel.launch import worker_main
+
+        return worker_main(rank_env, config.engine_config())
     from grokd.engine.async_engine import AsyncEngine
+    from grokd.engine.errors import ParallelFailure
+    from grokd.engine.parallel.launch import World, join_world, spawn_world
     from grokd.server.app import create_app
     from grokd.server.state import ServerState
 
     exit_code = 0
+    world: World | None = None
+    engine: AsyncEngine | None = None
+    failed = False
 
     def load_failed(exc: BaseException) -> None:
         nonlocal exit_code
         exit_code = 1
         server.should_exit = True
 
+    def engine_died(exc: BaseException) -> None:
+        nonlocal exit_code, failed
+        log.error("the engine stopped: %s; exiting", exc)
+        exit_code, failed = 1, True
+        server.should_exit = True
+
+    def rank_exited(rank: int, code: int | None) -> None:
+        exc = ParallelFailure(f"rank {rank} exited with code {code}")
+        log.error("tensor-parallel rank %d exited with code %s", rank, code)
+        if engine is not None:
+            engine.fail(exc)
+        engine_died(exc)
+
+    def load() -> AsyncEngine:
+        nonlocal world, engine
+        engine_config = config.engine_config()
+        if rank_env is not None:
+            group, engine_config = join_world(rank_env, engine_config)
+            world = World(group, engine_config)
+        elif engine_config.parallel.tensor_parallel_size > 1:
+            world = spawn_world(engine_config, rank_exited)
+            engine_config = world.config
+        engine = AsyncEngine(engine_config, group=world.group if world else None, on_fatal=engine_died)
+        return engine
+
     # Listen first, load in the background: /health answers at once, /ready and the API say
     # 503 "not ready yet" until the model is loaded.
-    state = ServerState.loading(config, lambda: AsyncEngine(config.engine_config()), load_failed)
+    state = ServerState.loading(config, load, load_failed)
     args.state_dir = config.state_dir
     state.live_config = live_config_from_args(args)
     app = create_app(state)
@@ -178,4 +236,9 @@ def main(args: argparse.Namespace) -> int:
         state,
     )
     server.run()
+    if world is not None and (failed or exit_code):
+        logging.shutdown()
+        os._exit(exit_code)  # threads blocked in a collective with a dead rank never return
+    if world is not None:
+        world.close(timeout=30.0)
     return exit_code

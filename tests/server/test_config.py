@@ -75,11 +75,23 @@ def test_a_named_config_file_must_exist(tmp_path) -> None:
     ({"GROKD_LOG_PROMPTS": "maybe"}, "log_prompts: not a boolean: 'maybe'"),
     ({"GROKD_KV_CACHE_MEMORY": "lots"}, "kv_cache_memory: not a size: 'lots'"),
     ({"GROKD_RETRY_AFTER_S": "soon"}, "retry_after_s: Input should be a valid number"),
+    ({"GROKD_TENSOR_PARALLEL_SIZE": "0"}, "tensor_parallel_size: expected >= 1, got 0"),
+    ({"GROKD_TP_REDUCE_DTYPE": "fp8"}, "tp_reduce_dtype: expected one of float32, bfloat16, got 'fp8'"),
+    ({"GROKD_TP_TIMEOUT_S": "0"}, "tp_timeout_s: expected > 0 seconds, got 0.0"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(env, message) -> None:
     with pytest.raises(ValueError) as exc:
         load_config({}, env=env)
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def test_parallel_settings_reach_the_engine_config() -> None:
+    config = load_config({"tensor_parallel_size": 8, "enable_expert_parallel": True, "tp_reduce_dtype": "bfloat16"},
+                         env={"GROKD_TP_TIMEOUT_S": "60"})
+    par = config.engine_config().parallel
+    assert (par.tensor_parallel_size, par.enable_expert_parallel, par.reduce_dtype, par.timeout_s) == (
+        8, True, "bfloat16", 60.0)
+    assert ServerConfig().engine_config().parallel.tensor_parallel_size == 1
 
 
 def test_every_bad_value_is_reported() -> None:

@@ -225,6 +225,9 @@ def _retrieve(fut: asyncio.Future) -> None:
 
 
 def engine_failure(out: RequestOutput, request_id: str) -> APIError:
+    if out.fatal:  # the engine is gone (e.g. a tensor-parallel rank died): the server is unavailable
+        return APIError(503, f"The engine stopped while generating (request id {request_id}): {out.error}",
+                        type="server_error", code="engine_unavailable")
     return APIError(500, f"The engine failed while generating (request id {request_id}): {out.error}",
                     type="server_error", code="engine_error")
 
