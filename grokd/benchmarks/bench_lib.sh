@@ -37,3 +37,16 @@ write_env() {
     /tmp/peers/llama_cpp/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)" 2>&1 | tail -1
   } > "$R/env.txt"
 }
+# llamacpp_run OUT BENCH_ARGS...: llama.cpp serving the Q4_1 GGUF grokd serves (text prompts, EOS
+# blocked so every request decodes its full length), benched into R/OUT.{json,txt}, stopped
+llamacpp_run() {
+  local out=$1; shift
+  load llama.cpp
+  grokd/benchmarks/peers/llama_cpp.sh serve 8022 > "$R/llamacpp_serve.log" 2>&1 &
+  local pid=$!
+  if wait_up 127.0.0.1:8022/v1/models; then
+    $G bench serve --base-url http://127.0.0.1:8022/v1 --model smollm2 --label llama.cpp-q4_1 --text-prompts \
+      --extra-body '{"logit_bias": {"0": -100, "2": -100}}' "$@" --json "$R/$out.json" > "$R/$out.txt" 2>&1
+  fi
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+}

@@ -47,15 +47,7 @@ for dtype in bfloat16 float32; do
   sleep 3
 done
 
-load llama.cpp
-$PEERS/llama_cpp.sh serve 8022 > "$R/llamacpp_serve.log" 2>&1 &
-LP=$!
-if wait_up 127.0.0.1:8022/v1/models; then
-  $G bench serve --base-url http://127.0.0.1:8022/v1 --model smollm2 --label llama.cpp-q4_1 --text-prompts \
-    --extra-body '{"logit_bias": {"0": -100, "2": -100}}' "${ONE[@]}" --json "$R/llama.cpp-q4_1.json" \
-    > "$R/llama.cpp-q4_1.txt" 2>&1
-fi
-kill $LP 2>/dev/null; wait $LP 2>/dev/null
+llamacpp_run llama.cpp-q4_1 "${ONE[@]}"
 
 grokd_run "grokd-int8-$MACHINE" 8044 "grokd-int8-$MACHINE" "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
 if [ "$MACHINE" != avx2 ]; then

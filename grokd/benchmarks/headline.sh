@@ -40,15 +40,7 @@ sleep 3
 
 grokd_run grokd2 8033 serve_grokd2 "" "${SERVE[@]}" -- --dtype bfloat16
 
-load llama.cpp
-$PEERS/llama_cpp.sh serve 8022 > "$R/llamacpp_serve.log" 2>&1 &
-LP=$!
-if wait_up 127.0.0.1:8022/v1/models; then
-  $G bench serve --base-url http://127.0.0.1:8022/v1 --model smollm2 --label llama.cpp-q4_1 --text-prompts \
-    --extra-body '{"logit_bias": {"0": -100, "2": -100}}' "${ONE[@]}" --json "$R/serve_llamacpp.json" \
-    > "$R/serve_llamacpp.txt" 2>&1
-fi
-kill $LP 2>/dev/null; wait $LP 2>/dev/null
+llamacpp_run serve_llamacpp "${ONE[@]}"
 
 grokd_run grokd_int8 8032 serve_grokd_int8 "" "${ONE[@]}" -- --dtype bfloat16 --weights-dtype int8
 
