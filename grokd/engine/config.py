@@ -130,23 +130,26 @@ class ParallelConfig:
     gives each rank whole experts instead (``num_experts / tensor_parallel_size`` of them).
     ``reduce_dtype`` is the dtype partial sums travel and add up in: float32 (one rounding to the
     activation dtype after the sum, as a single device computes it) or bfloat16 (half the bytes).
-    ``timeout_s`` bounds every collective of a multi-rank server (joining, a step, the keep-alive
+    ``timeout_s`` bounds every collective of a running multi-rank server (a step, the keep-alive
     an idle leader sends): a rank that died or hangs fails the step after it instead of blocking
-    the others forever.
+    the others forever. ``startup_timeout_s`` bounds joining the world and waiting for the slowest
+    rank to load its shard (minutes for Grok-1 from disk).
     """
 
     tensor_parallel_size: int = 1
     enable_expert_parallel: bool = False
     reduce_dtype: str = "float32"
     timeout_s: float = 300.0
+    startup_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size: expected >= 1, got {self.tensor_parallel_size}")
         if self.reduce_dtype not in REDUCE_DTYPES:
             raise ValueError(f"reduce_dtype: expected one of {', '.join(REDUCE_DTYPES)}, got {self.reduce_dtype!r}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s: expected > 0 seconds, got {self.timeout_s}")
+        for name in ("timeout_s", "startup_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0 seconds, got {getattr(self, name)}")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, S
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from grokd.engine.parallel.group import ParallelGroup
+from grokd.engine.parallel.report import shard_loaded
 from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, make_generator
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
@@ -118,6 +119,8 @@ class LLMEngine:
 
         tp = TensorParallel(group, config.parallel) if group is not None else None
         model, tokenizer, ckpt = load_model_and_tokenizer(config.model, tp)
+        if group is not None and group.world_size > 1:
+            log.info("%s", shard_loaded(group.rank, group.world_size, model))
         return cls(config, model, tokenizer, checkpoint=ckpt, group=group, **kwargs)
 
     def keepalive(self) -> None:

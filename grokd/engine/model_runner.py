@@ -105,9 +105,11 @@ class StepInputs:
 
 
 def agree_num_blocks(group: ParallelGroup, num_blocks: int, device: torch.device) -> int:
-    """The smallest of every rank's ``num_blocks`` (all ranks call it; one rank: ``num_blocks``)."""
+    """The smallest of every rank's ``num_blocks`` (all ranks call it; one rank: ``num_blocks``).
+    The first collective after loading: it waits for the slowest rank to load first."""
     if group.world_size == 1:
         return num_blocks
+    group.wait_for_all()
     counts = group.all_gather(torch.tensor([num_blocks], dtype=torch.int64, device=device), dim=0)
     return int(counts.min())
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
-from pydantic import BeforeValidator, ValidationError, field_validator
+from pydantic import BeforeValidator, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -113,6 +113,7 @@ class ServerConfig(BaseSettings):
     enable_expert_parallel: Flag = False
     tp_reduce_dtype: str = "float32"
     tp_timeout_s: float = 300.0
+    tp_startup_timeout_s: float = 1800.0
     # cache / scheduler
     block_size: int = 16
     kv_cache_memory: Size | None = None
@@ -181,11 +182,11 @@ class ServerConfig(BaseSettings):
             raise ValueError(f"tensor_parallel_size: expected >= 1, got {size}")
         return size
 
-    @field_validator("tp_timeout_s")
+    @field_validator("tp_timeout_s", "tp_startup_timeout_s")
     @classmethod
-    def _positive_timeout(cls, seconds: float) -> float:
+    def _positive_timeout(cls, seconds: float, info: ValidationInfo) -> float:
         if not seconds > 0:
-            raise ValueError(f"tp_timeout_s: expected > 0 seconds, got {seconds}")
+            raise ValueError(f"{info.field_name}: expected > 0 seconds, got {seconds}")
         return seconds
 
     def jobs_config(self, state_dir: str | Path) -> JobsConfig:
@@ -219,6 +220,7 @@ class ServerConfig(BaseSettings):
                 enable_expert_parallel=self.enable_expert_parallel,
                 reduce_dtype=self.tp_reduce_dtype,
                 timeout_s=self.tp_timeout_s,
+                startup_timeout_s=self.tp_startup_timeout_s,
             ),
             seed=self.seed,
         )

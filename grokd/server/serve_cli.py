@@ -75,7 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--tp-reduce-dtype", choices=["float32", "bfloat16"],
                    help="dtype partial sums travel and add up in (default float32)")
     t.add_argument("--tp-timeout-s", type=float,
-                   help="seconds any collective may take before the server gives up on a rank (default 300)")
+                   help="seconds a step's collective may take before the server gives up on a rank (default 300)")
+    t.add_argument("--tp-startup-timeout-s", type=float,
+                   help="seconds the ranks may take to join and load their shards (default 1800)")
     c = p.add_argument_group("cache and scheduler")
     c.add_argument("--block-size", type=int)
     c.add_argument("--kv-cache-memory", type=_size, help="KV cache budget in bytes (8G, 512M, ...)")

@@ -7,6 +7,7 @@ server fail its in-flight request with 503 and exit non-zero instead of hanging.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,19 +84,26 @@ def test_tp2_reproduces_reference(server: ServerProcess, grok1_tiny_reference: d
         assert [int(t.split(":")[1]) for t in lp["tokens"][len(prompt):]] == greedy
 
 
-def test_tp2_concurrent_requests_each_get_their_output(server: ServerProcess, grok1_tiny_reference: dict) -> None:
-    """Prompts batched together in the same steps (prefills and decodes mixed) still each decode
-    exactly the single-rank greedy tokens."""
+def test_tp2_staggered_batch_of_32_each_get_their_output(server: ServerProcess, grok1_tiny_reference: dict) -> None:
+    """32 requests arriving 20 ms apart with different lengths, so each step mixes new prefills
+    with running decodes and finished rows leave the batch: every request still decodes exactly
+    its single-rank greedy tokens (the reference's, cut at its own ``max_tokens``)."""
     steps = grok1_tiny_reference["greedy_steps"]
-    cases = grok1_tiny_reference["fp32"]["single"] * 3
-    bodies = [{"prompt": c["prompt"], "max_tokens": steps, "temperature": 0, "logprobs": 0,
-               "return_tokens_as_token_ids": True, "ignore_eos": True} for c in cases]
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        results = list(pool.map(lambda b: _complete(server.url, b), bodies))
-    for case, r in zip(cases, results, strict=True):
+    refs = grok1_tiny_reference["fp32"]["single"]
+    cases = [(refs[i % len(refs)], 1 + i % steps) for i in range(32)]
+
+    def run(i: int) -> httpx.Response:
+        time.sleep(0.02 * i)
+        case, n = cases[i]
+        return _complete(server.url, {"prompt": case["prompt"], "max_tokens": n, "temperature": 0, "logprobs": 0,
+                                      "return_tokens_as_token_ids": True, "ignore_eos": True})
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(run, range(len(cases))))
+    for (case, n), r in zip(cases, results, strict=True):
         assert r.status_code == 200, r.text
         tokens = r.json()["choices"][0]["logprobs"]["tokens"]
-        assert [int(t.split(":")[1]) for t in tokens] == case["greedy"]
+        assert [int(t.split(":")[1]) for t in tokens] == case["greedy"][:n]
 
 
 def test_tp2_sigterm_stops_every_rank(grok1_tiny_dir: Path) -> None:
@@ -114,6 +122,12 @@ def test_tp2_sigterm_stops_every_rank(grok1_tiny_dir: Path) -> None:
         srv.stop()
     out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
     assert "rank 1: stopped by rank 0" in out
+    # each rank reports its shard and its peak host memory once loaded
+    loaded = {int(m[0]): (float(m[1]), int(m[2])) for m in
+              re.findall(r"rank (\d)/2: shard loaded, ([\d.]+) MiB of weights, peak RSS (\d+) MiB", out)}
+    assert set(loaded) == {0, 1}, out[-3000:]
+    assert loaded[0][0] == pytest.approx(loaded[1][0], rel=0.05)  # halves of the model
+    print(f"shards loaded (MiB of weights, peak RSS MiB): {loaded}")
 
 
 def test_tp2_killed_worker_fails_requests_and_exits_nonzero(grok1_tiny_dir: Path) -> None:
@@ -173,11 +187,48 @@ def test_torchrun_two_ranks_serve_and_stop_on_sigterm(grok1_tiny_dir: Path, grok
     assert "Application shutdown complete" in out and "engine loop died" not in out
 
 
+def test_two_hosts_simulated_by_two_torchrun_agents_on_one_machine(grok1_tiny_dir: Path,
+                                                                   grok1_tiny_reference: dict) -> None:
+    """Two torchrun invocations, one rank each, meet through a c10d rendezvous on 127.0.0.1 as two
+    hosts would (``--nnodes 2``): the rendezvous picks which agent's rank becomes rank 0 and
+    listens; the other follows. Both must serve the reference and stop on SIGTERM."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    rdzv, http = free_port(), free_port()
+    cmd = [str(torchrun), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{rdzv}", "--rdzv-id", "grokd-two-hosts", "--local-addr", "127.0.0.1",
+           "-m", "grokd.server.cli", "serve", "--model", str(grok1_tiny_dir), "--dtype", "float32",
+           "--device", "cpu", "--host", "127.0.0.1", "--port", str(http), "--tp-timeout-s", "60"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+              for _ in range(2)]
+    srv = ServerProcess(f"http://127.0.0.1:{http}", agents[0])
+    try:
+        wait_ready(srv.url, 240)
+        case = grok1_tiny_reference["fp32"]["single"][1]
+        r = _complete(srv.url, {"prompt": case["prompt"], "max_tokens": len(case["greedy"]), "temperature": 0,
+                                "logprobs": 0, "return_tokens_as_token_ids": True, "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        assert [int(t.split(":")[1]) for t in r.json()["choices"][0]["logprobs"]["tokens"]] == case["greedy"]
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        for agent in agents:
+            agent.wait(timeout=90)
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait(10)
+    logs = [a.stdout.read().decode(errors="replace") if a.stdout else "" for a in agents]
+    both = "\n".join(logs)
+    assert sum("listening on" in log or "Uvicorn running" in log for log in logs) == 1, both[-4000:]
+    assert "rank 1: stopped by rank 0 after" in both, both[-4000:]
+
+
 def test_tp2_stalled_worker_times_out_and_exits_nonzero(grok1_tiny_dir: Path) -> None:
     """A worker that stops answering (SIGSTOP: alive, so nothing notices it exit) fails the next
     collective after --tp-timeout-s; the server then answers 503 and exits non-zero."""
     srv = start_process(["--model", str(grok1_tiny_dir), *TP_ARGS, "--max-model-len", "4096",
-                         "--tp-timeout-s", "15"], timeout=240)  # loading's collectives share it: room for a slow rank
+                         "--tp-timeout-s", "10"], timeout=240)
     worker = worker_pid(srv)
     try:
         result: dict[str, httpx.Response] = {}

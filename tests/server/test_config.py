@@ -78,6 +78,7 @@ def test_a_named_config_file_must_exist(tmp_path) -> None:
     ({"GROKD_TENSOR_PARALLEL_SIZE": "0"}, "tensor_parallel_size: expected >= 1, got 0"),
     ({"GROKD_TP_REDUCE_DTYPE": "fp8"}, "tp_reduce_dtype: expected one of float32, bfloat16, got 'fp8'"),
     ({"GROKD_TP_TIMEOUT_S": "0"}, "tp_timeout_s: expected > 0 seconds, got 0.0"),
+    ({"GROKD_TP_STARTUP_TIMEOUT_S": "-1"}, "tp_startup_timeout_s: expected > 0 seconds, got -1.0"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(env, message) -> None:
     with pytest.raises(ValueError) as exc:
@@ -87,10 +88,10 @@ def test_a_bad_value_is_one_line_naming_the_setting(env, message) -> None:
 
 def test_parallel_settings_reach_the_engine_config() -> None:
     config = load_config({"tensor_parallel_size": 8, "enable_expert_parallel": True, "tp_reduce_dtype": "bfloat16"},
-                         env={"GROKD_TP_TIMEOUT_S": "60"})
+                         env={"GROKD_TP_TIMEOUT_S": "60", "GROKD_TP_STARTUP_TIMEOUT_S": "600"})
     par = config.engine_config().parallel
-    assert (par.tensor_parallel_size, par.enable_expert_parallel, par.reduce_dtype, par.timeout_s) == (
-        8, True, "bfloat16", 60.0)
+    assert (par.tensor_parallel_size, par.enable_expert_parallel, par.reduce_dtype, par.timeout_s,
+            par.startup_timeout_s) == (8, True, "bfloat16", 60.0, 600.0)
     assert ServerConfig().engine_config().parallel.tensor_parallel_size == 1
 
 

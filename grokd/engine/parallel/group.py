@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_STARTUP_TIMEOUT_S = 1800.0
 
 
 @runtime_checkable
@@ -52,6 +53,11 @@ class ParallelGroup(Protocol):
         """Rank ``src``'s picklable ``obj`` on every rank (the others' argument is ignored)."""
         ...
 
+    def wait_for_all(self) -> None:
+        """Block until every rank got here: once, after loading. Ranks load at their own pace, so
+        this wait is bounded by the start-up timeout, not by the (shorter) one of a step."""
+        ...
+
 
 class SingleGroup:
     """The group of one rank: nothing to communicate, every collective is the identity."""
@@ -74,16 +80,22 @@ class SingleGroup:
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         return obj
 
+    def wait_for_all(self) -> None:
+        return None
+
 
 class DistGroup:
     """A ``torch.distributed`` process group (``pg``; ``None`` is the default, whole world).
 
     Collectives block until every rank of the group has called them, or fail after the timeout
     the process group was created with. gloo and NCCL both reduce float32 and bfloat16.
+    ``startup_pg`` (default: ``pg``) is the same ranks with the longer start-up timeout, which
+    only ``wait_for_all`` uses.
     """
 
-    def __init__(self, pg: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, pg: dist.ProcessGroup | None = None, startup_pg: dist.ProcessGroup | None = None) -> None:
         self.pg = pg
+        self.startup_pg = startup_pg if startup_pg is not None else pg
         self._rank = dist.get_rank(pg)
         self._world_size = dist.get_world_size(pg)
 
@@ -122,6 +134,9 @@ class DistGroup:
         dist.broadcast_object_list(box, group=self.pg, group_src=src)
         return box[0]
 
+    def wait_for_all(self) -> None:
+        dist.barrier(group=self.startup_pg)
+
     def split(self, size: int) -> DistGroup:
         """This rank's block of ``size`` consecutive ranks: the world cut into ``world/size``
         groups. Every rank of this group must call it (creating a group is itself collective)."""
@@ -145,10 +160,15 @@ def default_backend(device: torch.device | str) -> str:
 
 
 def init_distributed(rank: int, world_size: int, init_method: str, device: torch.device | str = "cpu",
-                     timeout_s: float = DEFAULT_TIMEOUT_S) -> DistGroup:
+                     timeout_s: float = DEFAULT_TIMEOUT_S,
+                     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> DistGroup:
     """Join ``world_size`` ranks at ``init_method`` (``tcp://host:port``, ``env://``, ``file://``)
-    and return the whole world as a group; a rank that never arrives, or a collective that
-    stalls, fails after ``timeout_s`` instead of hanging."""
+    and return the whole world as a group. Two process groups over the same ranks: the default
+    one, for joining and ``wait_for_all`` after loading, fails after ``startup_timeout_s`` (a
+    rank that never arrives or never finishes loading); the one every later collective runs on
+    fails after ``timeout_s`` (a rank that died or stalls mid-step) instead of hanging."""
+    startup = datetime.timedelta(seconds=max(startup_timeout_s, timeout_s))
     dist.init_process_group(default_backend(device), init_method=init_method, rank=rank,
-                            world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistGroup()
+                            world_size=world_size, timeout=startup)
+    steps = dist.new_group(timeout=datetime.timedelta(seconds=timeout_s))
+    return DistGroup(steps, startup_pg=dist.GroupMember.WORLD)

@@ -105,7 +105,8 @@ def join_world(env: RankEnv, config: EngineConfig) -> tuple[DistGroup, EngineCon
     config = rank_config(config, env.world_size, env.local_rank)
     _prepare_rank(config, env.world_size)
     group = init_distributed(env.rank, env.world_size, env.init_method, config.model.device,
-                             timeout_s=config.parallel.timeout_s)
+                             timeout_s=config.parallel.timeout_s,
+                             startup_timeout_s=config.parallel.startup_timeout_s)
     return group, config
 
 

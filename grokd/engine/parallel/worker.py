@@ -11,6 +11,7 @@ import logging
 
 from grokd.engine.config import EngineConfig
 from grokd.engine.parallel.group import ParallelGroup
+from grokd.engine.parallel.report import shard_loaded
 from grokd.engine.parallel.shard import TensorParallel
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,9 @@ def run_worker(config: EngineConfig, group: ParallelGroup) -> int:
     if group.rank == 0:
         raise ValueError("run_worker runs the ranks other than 0; rank 0 runs the engine")
     model, _, _ = load_model_and_tokenizer(config.model, TensorParallel(group, config.parallel))
+    log.info("%s", shard_loaded(group.rank, group.world_size, model))
     runner = build_runner(config, model, group)
-    log.info("rank %d/%d: shard loaded, %d KV blocks; following rank 0", group.rank, group.world_size,
-             runner.num_blocks)
+    log.info("rank %d: %d KV blocks; following rank 0", group.rank, runner.num_blocks)
     steps = runner.follow()
     log.info("rank %d: stopped by rank 0 after %d steps", group.rank, steps)
     return steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from tp_harness import run_ranks
 
@@ -39,6 +41,32 @@ def test_dist_group_collectives_on_four_gloo_ranks(tmp_path):
         assert res["obj"] == {"step": 3, "ids": [0]}
         first = r - r % 2
         assert res["pair"] == (r % 2, 2, float(2 * first + 1), f"from {first + 1}")
+
+
+def _late_loader(world: DistGroup) -> dict:
+    """Rank 1 "loads" 3 s longer than rank 0, then stalls 3 s in a step, with a 1 s step timeout."""
+    out: dict = {}
+    if world.rank == 1:
+        time.sleep(3)
+    t0 = time.monotonic()
+    world.wait_for_all()  # the start-up bound (60 s) applies
+    out["waited"] = time.monotonic() - t0
+    out["agreed"] = world.all_reduce(torch.ones(1)).item()
+    if world.rank == 1:
+        time.sleep(3)
+    try:
+        world.all_reduce(torch.ones(1))
+        out["step"] = "ok"
+    except RuntimeError as e:  # gloo's timeout, or the peer's closed connection after it
+        out["step"] = f"failed: {e}"
+    return out
+
+
+def test_loading_is_bounded_by_the_startup_timeout_and_steps_by_the_step_timeout(tmp_path):
+    out = run_ranks(2, _late_loader, tmp_path, timeout_s=1, startup_timeout_s=60)
+    assert out[0]["waited"] > 2.5 and out[0]["agreed"] == 2.0
+    assert out[0]["step"].startswith("failed"), out[0]
+    assert "timed out" in out[0]["step"].lower() or "timeout" in out[0]["step"].lower(), out[0]["step"]
 
 
 def test_single_group_is_the_identity():
