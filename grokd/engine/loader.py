@@ -45,7 +45,7 @@ def load_tokenizer(ckpt: Any) -> Tokenizer | None:
     return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
 
 
-TENSOR_PARALLEL_ARCHITECTURES = ("grok-1",)
+TENSOR_PARALLEL_ARCHITECTURES = ("grok-1", "llama")
 
 
 def load_model_and_tokenizer(cfg: ModelLoadConfig, tp: TensorParallel | None = None

@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA-graph replay of decode steps (CUDA only; for debugging)")
     m.add_argument("--seed", type=int)
-    t = p.add_argument_group("tensor parallelism (Grok-1)")
+    t = p.add_argument_group("tensor parallelism (Grok-1 and the Llama family)")
     t.add_argument("--tensor-parallel-size", "--tp", type=int, dest="tensor_parallel_size",
                    help="ranks that each hold a slice of the model; serve spawns the other ranks itself "
                         "(under torchrun: the world torchrun started)")

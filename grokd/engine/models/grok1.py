@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grokd.engine.parallel.shard import ModelShard, TensorParallel, head_rows, slice_weight
+from grokd.engine.parallel.shard import ModelShard, TensorParallel, head_rows, slice_weight, vocab_rows
 from grokd.kernels.dispatch import Kernels, select_kernels
 from grokd.kernels.dtypes import DTYPES
 from grokd.kernels.types import AttentionMetadata, ExpertWeights, GroupedInt8Weight
@@ -457,11 +457,8 @@ class Grok1ForCausalLM(nn.Module):
         assert self.embed_tokens is not None, "grok-1: weights not loaded"
         if self.tp.world_size == 1:
             return (self.embed_tokens[input_ids].float() * self.embedding_multiplier).to(self.dtype)
-        rows = self.shard.vocab
-        local = input_ids - rows.start
-        inside = (local >= 0) & (local < len(rows))
-        h = self.embed_tokens[local.clamp(0, len(rows) - 1)].float() * self.embedding_multiplier
-        return self.tp.reduce(h * inside[:, None], self.dtype)
+        h = vocab_rows(self.embed_tokens, input_ids, self.shard.vocab).float() * self.embedding_multiplier
+        return self.tp.reduce(h, self.dtype)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
                 meta: AttentionMetadata) -> torch.Tensor:

@@ -4,6 +4,13 @@ Pre-norm blocks: ``x + attn(rmsnorm(x))`` then ``x + mlp(rmsnorm(x))``; SwiGLU M
 Hugging Face half-split ("rotate_half") layout with base ``rope_theta``; grouped-query attention;
 optionally tied input/output embeddings. Q/K/V and gate/up projections are fused into one matmul
 each, since at small batch sizes the step cost is dominated by the number of kernel launches.
+
+Sharded over ``TensorParallel`` ranks the cuts are Grok-1's (``engine.parallel.shard``): each rank
+holds its query heads and the KV heads they read (fused q/k/v rows), the o-projection's columns of
+those heads, its slice of the MLP's intermediate dimension (gate/up rows, down columns) and its
+vocabulary rows of the embedding and output head; the o- and down-projections' partial sums and
+the embedding lookup are reduced across ranks, the logits gathered. The fused per-layer and
+whole-stack CPU kernels run one rank only (they have no place for the reduction).
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grokd.engine.parallel.shard import ModelShard, TensorParallel, head_rows, slice_weight, vocab_rows
 from grokd.kernels.dispatch import Kernels, select_kernels
 from grokd.kernels.dtypes import DTYPES
 from grokd.kernels.types import AttentionMetadata, DenseLayerWeights, PackedWeight
 from grokd.weights.checkpoint import Checkpoint, QuantizedWeight
+from grokd.weights.lazy import LazyQuantized, LazyTensor
 
 # Name the GGUF reader gives llama.cpp's ``rope_freqs.weight`` (not an HF tensor).
 ROPE_FREQS_NAME = "model.rope_freqs"
@@ -99,13 +108,15 @@ class RotaryEmbedding(nn.Module):
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels, shard: ModelShard,
+                 tp: TensorParallel) -> None:
         super().__init__()
         self.kernels = kernels
+        self.tp = tp
         hidden = cfg["hidden_size"]
-        self.num_heads = cfg["num_attention_heads"]
-        self.num_kv_heads = cfg.get("num_key_value_heads") or self.num_heads
-        self.head_dim = cfg.get("head_dim") or hidden // self.num_heads
+        self.num_heads = len(shard.q_heads)
+        self.num_kv_heads = len(shard.kv_heads)
+        self.head_dim = cfg.get("head_dim") or hidden // cfg["num_attention_heads"]
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
@@ -125,15 +136,18 @@ class LlamaAttention(nn.Module):
             qkv = qkv + self.qkv_bias.to(qkv.dtype)
         q = self.kernels.rope_write_kv(qkv, self.num_heads, self.num_kv_heads, *rope, kv_cache, meta)
         out = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=None)
-        return self.kernels.linear(out.reshape(x.shape[0], self.q_size), self.o_weight)
+        return self.tp.reduce(self.kernels.linear(out.reshape(x.shape[0], self.q_size), self.o_weight), x.dtype)
 
 
 class LlamaMLP(nn.Module):
-    """SwiGLU: ``down(silu(gate(x)) * up(x))`` with gate and up fused."""
+    """SwiGLU: ``down(silu(gate(x)) * up(x))`` with gate and up fused (``intermediate``: this
+    rank's slice)."""
 
-    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype, kernels: Kernels) -> None:
+    def __init__(self, hidden: int, intermediate: int, dtype: torch.dtype, kernels: Kernels,
+                 tp: TensorParallel) -> None:
         super().__init__()
         self.kernels = kernels
+        self.tp = tp
         self.intermediate = intermediate
         self.gate_up_weight = nn.Parameter(
             torch.empty(2 * intermediate, hidden, dtype=dtype), requires_grad=False
@@ -142,24 +156,26 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.kernels.linear(x, self.gate_up_weight).split(self.intermediate, dim=-1)
-        return self.kernels.linear(F.silu(gate).mul_(up), self.down_weight)
+        return self.tp.reduce(self.kernels.linear(F.silu(gate).mul_(up), self.down_weight), x.dtype)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels) -> None:
+    def __init__(self, cfg: dict[str, Any], dtype: torch.dtype, kernels: Kernels, shard: ModelShard,
+                 tp: TensorParallel) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
         self.kernels = kernels
+        self.fusable = tp.world_size == 1
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
-        self.self_attn = LlamaAttention(cfg, dtype, kernels)
+        self.self_attn = LlamaAttention(cfg, dtype, kernels, shard, tp)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype, kernels)
-        self.mlp = LlamaMLP(cfg["hidden_size"], cfg["intermediate_size"], dtype, kernels)
+        self.mlp = LlamaMLP(cfg["hidden_size"], len(shard.ffn), dtype, kernels, tp)
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        if self.kernels.decoder_layer is not None and self.self_attn.qkv_bias is None:
+        if self.kernels.decoder_layer is not None and self.fusable and self.self_attn.qkv_bias is None:
             fused = self.kernels.decoder_layer(self.fused_weights(), x, *rope, kv_cache, meta)
             if fused is not None:
                 return fused
@@ -176,42 +192,48 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """The whole model. ``forward`` returns final-norm hidden states; ``compute_logits`` projects."""
+    """The whole model. ``forward`` returns final-norm hidden states; ``compute_logits`` projects.
+    With ``tp`` over several ranks this is one rank's shard (the module docstring)."""
 
     # forward never reads device values on the host, so decode steps can be captured as CUDA graphs
     supports_cuda_graphs = True
 
     def __init__(
-        self, config: dict[str, Any], dtype: torch.dtype = torch.float32, kernels: Kernels | None = None
+        self, config: dict[str, Any], dtype: torch.dtype = torch.float32, kernels: Kernels | None = None,
+        tp: TensorParallel | None = None,
     ) -> None:
         super().__init__()
         kernels = kernels or select_kernels("cpu")
         self.config = dict(config)
         self.dtype = dtype
         self.num_layers = int(config["num_hidden_layers"])
-        self.num_heads = int(config["num_attention_heads"])
-        self.num_kv_heads = int(config.get("num_key_value_heads") or self.num_heads)
-        self.head_dim = int(config.get("head_dim") or config["hidden_size"] // self.num_heads)
+        num_heads = int(config["num_attention_heads"])
+        self.head_dim = int(config.get("head_dim") or config["hidden_size"] // num_heads)
         self.hidden_size = int(config["hidden_size"])
         self.vocab_size = int(config["vocab_size"])
+        self.tp = tp = tp or TensorParallel()
+        self.shard = shard = ModelShard.build(
+            rank=tp.rank, world_size=tp.world_size, num_q_heads=num_heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or num_heads),
+            intermediate_size=int(config["intermediate_size"]), vocab_size=self.vocab_size)
+        self.num_heads = len(shard.q_heads)  # this rank's
+        self.num_kv_heads = len(shard.kv_heads)
         self.max_position_embeddings = int(config.get("max_position_embeddings", 2048))
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
         if config.get("mlp_bias"):
             raise NotImplementedError("llama: mlp_bias=True checkpoints are not supported")
         theta, scaling = rope_settings(config)
         rope = RotaryEmbedding(self.head_dim, theta, self.max_position_embeddings, scaling)
-        self.embed_tokens = nn.Parameter(
-            torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
-        )
+        rows = len(shard.vocab)
+        self.embed_tokens = nn.Parameter(torch.empty(rows, self.hidden_size, dtype=dtype), requires_grad=False)
         # registered as a ModuleList (parameters, .to()); read through the typed list
-        self.decoder_layers = [LlamaDecoderLayer(self.config, dtype, kernels) for _ in range(self.num_layers)]
+        self.decoder_layers = [LlamaDecoderLayer(self.config, dtype, kernels, shard, tp)
+                               for _ in range(self.num_layers)]
         self.layers = nn.ModuleList(self.decoder_layers)
         self.norm = RMSNorm(self.hidden_size, float(config.get("rms_norm_eps", 1e-6)), dtype, kernels)
         self.lm_head: nn.Parameter | None = None
         if not self.tie_word_embeddings:
-            self.lm_head = nn.Parameter(
-                torch.empty(self.vocab_size, self.hidden_size, dtype=dtype), requires_grad=False
-            )
+            self.lm_head = nn.Parameter(torch.empty(rows, self.hidden_size, dtype=dtype), requires_grad=False)
         self.rope = rope
         self.kernels = kernels
         # the output head in its packed form (``pack_weights``); not a parameter, so weight
@@ -229,7 +251,10 @@ class LlamaForCausalLM(nn.Module):
         kv_caches: list[torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        x = F.embedding(input_ids, self.embed_tokens).to(self.dtype)
+        if self.tp.world_size == 1:
+            x = F.embedding(input_ids, self.embed_tokens).to(self.dtype)
+        else:
+            x = self.tp.reduce(vocab_rows(self.embed_tokens, input_ids, self.shard.vocab), self.dtype)
         rope = self.rope.tables(positions, self.dtype)
         done = 0
         if self.decoder_stack is not None and self.kernels.decoder_stack is not None:
@@ -246,7 +271,7 @@ class LlamaForCausalLM(nn.Module):
         weight = self.output_weight
         if weight is None:
             weight = self.embed_tokens if self.lm_head is None else self.lm_head
-        return self.kernels.linear(hidden, weight).float()
+        return self.tp.gather_logits(self.kernels.linear(hidden, weight).float(), self.vocab_size)
 
     def pack_weights(self, int8: bool = False) -> None:
         """Put every projection once into the form the kernels run fastest on this device
@@ -277,7 +302,8 @@ class LlamaForCausalLM(nn.Module):
             self.output_weight = packed
             self.lm_head = None  # an untied dense head is no longer read: free it
         self.decoder_stack = None
-        if self.kernels.decoder_stack is not None and all(layer.self_attn.qkv_bias is None for layer in self.decoder_layers):
+        if (self.kernels.decoder_stack is not None and self.tp.world_size == 1
+                and all(layer.self_attn.qkv_bias is None for layer in self.decoder_layers)):
             self.decoder_stack = self.kernels.decoder_stack([layer.fused_weights() for layer in self.decoder_layers],
                                                             self.norm.weight, self.norm.eps)
 
@@ -289,8 +315,11 @@ class LlamaForCausalLM(nn.Module):
         dtype: torch.dtype = torch.float32,
         weights_dtype: str = "auto",
         device: torch.device | str = "cpu",
+        tp: TensorParallel | None = None,
     ) -> LlamaForCausalLM:
-        """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``.
+        """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``. A rank of
+        a sharded model reads only its slices where the format allows it (``lazy_tensors``:
+        safetensors); from a GGUF each tensor is read whole, one at a time, and cut.
 
         ``weights_dtype`` ``auto`` stores weights in ``dtype``; ``float32``/``bfloat16``/``float16``
         store the large matrices in that dtype (activations stay in ``dtype``); ``int8`` quantises
@@ -302,8 +331,9 @@ class LlamaForCausalLM(nn.Module):
             wdtype = DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
-        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
-        model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
+        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device), tp=tp)
+        lazy = model.tp.world_size > 1 and ckpt.lazy_tensors is not None
+        model.load_weights(ckpt.lazy_tensors() if lazy and ckpt.lazy_tensors else ckpt.tensors(), weights_dtype=wdtype)
         model = model.to(device).eval()
         model.pack_weights(int8=weights_dtype == "int8")
         return model
@@ -313,10 +343,12 @@ class LlamaForCausalLM(nn.Module):
         named_tensors: Iterable[tuple[str, torch.Tensor | QuantizedWeight]],
         weights_dtype: torch.dtype | None = None,
     ) -> None:
-        """Consume HF-named tensors; q/k/v and gate/up are copied into their fused slices."""
+        """Consume HF-named tensors (or lazy views of them), each cut to this rank's shard; q/k/v
+        and gate/up are copied into their fused slices."""
         wdtype = weights_dtype or self.dtype
         seen: set[str] = set()
-        for name, tensor in named_tensors:
+        for name, value in named_tensors:
+            tensor = self._take(name, value)
             if isinstance(tensor, QuantizedWeight):
                 raise TypeError(f"{name}: int8 release weights are not supported by the llama model")
             if "rotary_emb" in name or (name == "lm_head.weight" and self.lm_head is None):
@@ -337,6 +369,34 @@ class LlamaForCausalLM(nn.Module):
         missing = [n for n in self._expected_names() if n not in seen]
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+
+    def _take(self, name: str, value: Any) -> Any:
+        """This rank's part of tensor ``name``, read (a lazy view reads just that part)."""
+        sh, hd = self.shard, self.head_dim
+        if sh.world_size > 1:
+            suffix = name.rsplit(".", 2)
+            proj, kind = (suffix[-2], suffix[-1]) if len(suffix) == 3 else ("", "")
+            out: range | None = None
+            inp: range | None = None
+            if name in ("model.embed_tokens.weight", "lm_head.weight"):
+                out = sh.vocab
+            elif proj in ("q_proj", "k_proj", "v_proj"):
+                out = head_rows(sh.q_heads if proj == "q_proj" else sh.kv_heads, hd)
+            elif proj == "o_proj":
+                inp = head_rows(sh.q_heads, hd)
+            elif proj in ("gate_proj", "up_proj"):
+                out = sh.ffn
+            elif proj == "down_proj":
+                inp = sh.ffn
+            if out is not None and kind == "bias":
+                value = value[out.start:out.stop]
+            elif out is not None or inp is not None:
+                value = slice_weight(value, name, out=out, inp=inp)
+        if isinstance(value, LazyTensor):
+            return value[()]
+        if isinstance(value, LazyQuantized):
+            return QuantizedWeight(value.weight[()], value.scales[()])
+        return value
 
     def _expected_names(self) -> list[str]:
         names = ["model.embed_tokens.weight", "model.norm.weight"]

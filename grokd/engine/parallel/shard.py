@@ -138,6 +138,14 @@ class TensorParallel:
         return self.group.all_gather(local, dim=-1)[..., :vocab_size]
 
 
+def vocab_rows(table: torch.Tensor, input_ids: torch.Tensor, rows: range) -> torch.Tensor:
+    """``table``'s rows for ``input_ids`` where ``table`` holds vocabulary rows ``rows`` of the
+    whole embedding: ids outside them look up zeros, so the sum over the ranks is the real row."""
+    local = input_ids - rows.start
+    inside = (local >= 0) & (local < len(rows))
+    return table[local.clamp(0, len(rows) - 1)] * inside[:, None].to(table.dtype)
+
+
 def scale_rows(k: int, groups: int, rows: range, what: str) -> slice:
     """The scale rows of input rows ``rows`` of an int8 weight with ``k`` rows in ``groups`` blocks."""
     block = k // groups
