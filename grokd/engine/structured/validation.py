@@ -26,6 +26,10 @@ from grokd.engine.structured.specs import (
 )
 
 MAX_TOOLS = 128
+# Bounds on a schema before anything recursive (the meta-schema check, grammar building) sees it:
+# JSON containers nested at most this deep, at most this many containers and values in all.
+MAX_SCHEMA_DEPTH = 64
+MAX_SCHEMA_NODES = 20_000
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_CHOICE_STRINGS: dict[str, Literal["none", "auto", "required"]] = {
     "none": "none", "auto": "auto", "required": "required"}
@@ -36,6 +40,24 @@ def _path(field: str, parts: Any) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
     return out
+
+
+def _check_size(schema: Any, field: str) -> None:
+    """``ValueError`` for a schema nested deeper than ``MAX_SCHEMA_DEPTH`` or larger than
+    ``MAX_SCHEMA_NODES`` (walked iteratively, so no depth can exhaust the stack here)."""
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise ValueError(f"{field}: too large (more than {MAX_SCHEMA_NODES} values)")
+        if isinstance(value, dict | list):
+            if depth > MAX_SCHEMA_DEPTH:
+                raise ValueError(f"{field}: nested too deeply (more than {MAX_SCHEMA_DEPTH} levels of "
+                                 "JSON objects and arrays)")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((c, depth + 1) for c in children)
 
 
 def _meta_check(schema: dict[str, Any], field: str) -> None:
@@ -59,6 +81,7 @@ def validate_json_schema(schema: Any, field: str) -> None:
         raise ValueError(f"{field}: boolean schemas are not supported; use an object schema")
     if not isinstance(schema, dict):
         raise ValueError(f"{field}: must be a JSON object (a JSON Schema)")
+    _check_size(schema, field)
     _meta_check(schema, field)
     try:
         err = _compile_error(json_schema_grammar(schema))

@@ -3,11 +3,13 @@ bodies, model resolution."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from grokd.server.errors import APIError, model_not_found, overloaded
+from grokd.server.unicode_check import lone_surrogate_path
 
 if TYPE_CHECKING:
     from grokd.server.registry import ModelRegistry, ServedModel
@@ -40,7 +42,9 @@ def _not_ready(state: ServerState) -> APIError:
 
 
 async def require_json(request: Request) -> None:
-    """415 for a body that is not declared as JSON (FastAPI would otherwise call it a 422)."""
+    """415 for a body that is not declared as JSON (FastAPI would otherwise call it a 422); 400
+    for a JSON body with a string that is not Unicode text (``server.unicode_check``). Malformed
+    JSON is left to FastAPI's own validation error."""
     ctype = request.headers.get("content-type", "")
     main = ctype.split(";", 1)[0].strip().lower()
     if main != "application/json" and not main.endswith("+json"):
@@ -49,6 +53,17 @@ async def require_json(request: Request) -> None:
             f"Unsupported Content-Type {ctype or '(none)'!r}: send the body as application/json.",
             code="unsupported_media_type",
         )
+    raw = await request.body()
+    if b"\\u" not in raw:  # a lone surrogate can only be spelled as an escape
+        return
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    path = lone_surrogate_path(body)
+    if path is not None:
+        raise APIError(400, f"{path}: contains a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+                       "pair), which is not valid Unicode text", param=path, code="invalid_value")
 
 
 def resolve_model(request: Request, name: str) -> ServedModel:
