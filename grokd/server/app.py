@@ -33,10 +33,12 @@ from grokd.server.state import EngineLoader, ServerState
 
 log = logging.getLogger("grokd.server")
 
-# Health/metrics routes are public; the rest need a key.
+# Health/metrics routes are public; the rest need a key (when keys are configured).
 PUBLIC_ROUTERS = (health.router,)
+# Every path served without a key: the health routers' and FastAPI's own OpenAPI document.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 V1_ROUTERS = (chat.router, completions.router, models.router, tokenize.router, api_key.router)
-# Files, batches and deferred completions; they answer 503 while the app has no JobsService.
+# Files, batches and deferred completions; they answer 501 while the app has no JobsService.
 JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
 # Paths served even while the engine is loading or the server is draining.
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})

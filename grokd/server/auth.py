@@ -4,7 +4,8 @@ Keys are kept only as sha256 digests and compared with ``hmac.compare_digest`` a
 stored digest (no early exit), so neither memory dumps nor timing reveal a key. A key file
 holds one key per line: ``KEY`` or ``sha256:HEX`` followed by optional ``name=...``,
 ``models=a,b``, ``endpoints=/v1/chat/completions,/v1/models``, ``blocked=true``, ``rpm=N``,
-``tpm=N``. With no keys configured the server is
+``tpm=N``, ``admin=true`` (sees every key's files, batches and stored results:
+``server.jobs.tenancy``). With no keys configured the server is
 open and every caller is the anonymous key.
 """
 
@@ -38,6 +39,7 @@ class ApiKey:
     blocked: bool = False
     rpm: int = 0
     tpm: int = 0
+    admin: bool = False
     created: float = field(default_factory=time.time)
 
     def allows_model(self, model_id: str) -> bool:
@@ -78,6 +80,7 @@ def parse_key_line(line: str, default_rpm: int = 0, default_tpm: int = 0) -> Api
         models=kv["models"].split(",") if "models" in kv else None,
         endpoints=kv["endpoints"].split(",") if "endpoints" in kv else None,
         blocked=kv.get("blocked", "false").lower() in ("1", "true", "yes"),
+        admin=kv.get("admin", "false").lower() in ("1", "true", "yes"),
         rpm=int(kv.get("rpm", default_rpm)),
         tpm=int(kv.get("tpm", default_tpm)),
     )

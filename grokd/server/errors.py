@@ -64,6 +64,12 @@ def invalid_request(message: str, param: str | None = None, code: str | None = "
     return APIError(400, message, param=param, code=code)
 
 
+def not_configured(message: str, code: str) -> APIError:
+    """501 for a feature this server was started without (a configuration, not a passing state):
+    ``x-should-retry: false``, since openai-python otherwise retries every status >= 500."""
+    return APIError(501, message, type="server_error", code=code, headers={"x-should-retry": "false"})
+
+
 def not_supported(param: str, what: str | None = None) -> APIError:
     """A field we parse but do not implement yet: reject rather than silently ignore it."""
     return invalid_request(f"{what or param} is not supported yet", param=param, code="unsupported_parameter")

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from grokd.server.errors import APIError
 from grokd.server.jobs.config import INTERACTIVE_PRIORITY, Execute, JobsConfig
 from grokd.server.jobs.retry import execute_patiently
-from grokd.server.jobs.store import JobStore
+from grokd.server.jobs.store import ANONYMOUS_OWNER, JobStore
 
 CHAT_URL = "/v1/chat/completions"
 PURGE_INTERVAL_S = 600.0
@@ -55,14 +55,14 @@ class DeferredService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._purger = None
 
-    def submit(self, body: dict) -> str:
+    def submit(self, body: dict, owner: str = ANONYMOUS_OWNER) -> str:
         """Store a chat body (``deferred``/``stream`` stripped) and start it; returns the request id.
 
         Must be called from the event loop (the chat route does, when ``body["deferred"]``).
         """
         body = {k: v for k, v in body.items() if k not in ("deferred", "stream", "stream_options")}
         request_id = str(uuid.uuid4())
-        self.store.add_deferred(request_id, body, self.clock(), self.config.deferred_retention_s)
+        self.store.add_deferred(request_id, body, self.clock(), self.config.deferred_retention_s, owner)
         self._spawn(request_id, body)
         return request_id
 
@@ -83,9 +83,10 @@ class DeferredService:
             with contextlib.suppress(Exception):
                 self.store.purge_deferred(self.clock())
 
-    def fetch(self, request_id: str) -> Response:
-        """202 while pending, the stored answer exactly once, then 404."""
-        state, status, body = self.store.take_deferred(request_id, self.clock())
+    def fetch(self, request_id: str, owner: str | None = None) -> Response:
+        """202 while pending, the stored answer exactly once, then 404 (at once for a key other
+        than ``owner``'s; ``None``: any key)."""
+        state, status, body = self.store.take_deferred(request_id, self.clock(), owner)
         if state == "pending":
             return Response(status_code=202)
         if state == "missing":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from grokd.server.errors import APIError
+from grokd.server.errors import not_configured
 from grokd.server.jobs.service import JobsService
 from grokd.server.routes.deps import get_state
 
@@ -15,8 +15,7 @@ from grokd.server.routes.deps import get_state
 def get_jobs(request: Request) -> JobsService:
     jobs = get_state(request).jobs
     if jobs is None:
-        raise APIError(503, "Files, batches and deferred completions need --state-dir", type="server_error",
-                       code="jobs_disabled")
+        raise not_configured("Files, batches and deferred completions need --state-dir", "jobs_disabled")
     return jobs
 
 

@@ -13,6 +13,8 @@ from starlette.datastructures import UploadFile
 from grokd.server.errors import APIError, invalid_request
 from grokd.server.jobs.deps import JobsDep
 from grokd.server.jobs.objects import file_object, list_page
+from grokd.server.jobs.service import JobsService
+from grokd.server.jobs.tenancy import Tenant, TenantDep
 from grokd.server.jobs.validation import looks_like_jsonl
 
 UPLOAD_PURPOSES = ("batch",)
@@ -47,7 +49,7 @@ router = APIRouter()
 
 
 @router.post("/v1/files")
-async def upload_file(request: Request, jobs: JobsDep) -> dict:
+async def upload_file(request: Request, jobs: JobsDep, tenant: TenantDep) -> dict:
     store, max_upload_bytes = jobs.store, jobs.config.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
@@ -68,7 +70,8 @@ async def upload_file(request: Request, jobs: JobsDep) -> dict:
             problem = await asyncio.to_thread(lambda: looks_like_jsonl(tmp.read_bytes()))
             if problem:
                 raise invalid_request(f"Invalid batch input: {problem}", param="file", code="invalid_file")
-            row = await asyncio.to_thread(store.adopt_file, tmp, upload.filename or "upload.jsonl", purpose)
+            row = await asyncio.to_thread(store.adopt_file, tmp, upload.filename or "upload.jsonl", purpose,
+                                          tenant.owner)
         finally:
             tmp.unlink(missing_ok=True)
     finally:
@@ -79,38 +82,43 @@ async def upload_file(request: Request, jobs: JobsDep) -> dict:
 @router.get("/v1/files")
 def list_files(
     jobs: JobsDep,
+    tenant: TenantDep,
     purpose: str | None = None,
     limit: int = Query(10000, ge=1, le=10000),
     after: str | None = None,
     order: str = Query("desc", pattern="^(asc|desc)$"),
 ) -> dict:
     store = jobs.store
-    rows = store.list_files(purpose=purpose, limit=limit + 1, after=after, order=order)
+    rows = store.list_files(purpose=purpose, limit=limit + 1, after=after, order=order, owner=tenant.scope)
     return list_page(rows, limit, file_object)
 
 
-@router.get("/v1/files/{file_id}")
-def retrieve_file(file_id: str, jobs: JobsDep) -> dict:
-    store = jobs.store
-    row = store.get_file(file_id)
-    if row is None:
+def owned_file(jobs: JobsService, tenant: Tenant, file_id: str) -> dict:
+    """The file's row if ``tenant`` may see it; 404 for a missing file and for another key's alike."""
+    row = jobs.store.get_file(file_id)
+    if row is None or not tenant.sees(row["owner"]):
         raise file_not_found(file_id)
-    return file_object(row)
+    return row
+
+
+@router.get("/v1/files/{file_id}")
+def retrieve_file(file_id: str, jobs: JobsDep, tenant: TenantDep) -> dict:
+    return file_object(owned_file(jobs, tenant, file_id))
 
 
 @router.delete("/v1/files/{file_id}")
-def delete_file(file_id: str, jobs: JobsDep) -> dict:
-    store = jobs.store
-    if not store.delete_file(file_id):
+def delete_file(file_id: str, jobs: JobsDep, tenant: TenantDep) -> dict:
+    owned_file(jobs, tenant, file_id)
+    if not jobs.store.delete_file(file_id):
         raise file_not_found(file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
 @router.get("/v1/files/{file_id}/content")
-def file_content(file_id: str, jobs: JobsDep) -> FileResponse:
+def file_content(file_id: str, jobs: JobsDep, tenant: TenantDep) -> FileResponse:
     store = jobs.store
-    row = store.get_file(file_id)
-    if row is None or not store.file_path(file_id).exists():
+    row = owned_file(jobs, tenant, file_id)
+    if not store.file_path(file_id).exists():
         raise file_not_found(file_id)
     return FileResponse(store.file_path(file_id), media_type="application/octet-stream",
                         filename=row["filename"])

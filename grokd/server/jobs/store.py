@@ -19,6 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The owner of objects made without API keys (an open server, the offline batch CLI) and of rows
+# stored before objects had owners: the anonymous key's id (``server.auth.ANONYMOUS``).
+ANONYMOUS_OWNER = "anonymous"
+
 # Append-only: each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -76,6 +80,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             delivered INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX deferred_status ON deferred (status)",
+    ),
+    (  # v2: every stored object belongs to the API key that made it (``server.jobs.tenancy``)
+        f"ALTER TABLE files ADD COLUMN owner TEXT NOT NULL DEFAULT '{ANONYMOUS_OWNER}'",
+        f"ALTER TABLE batches ADD COLUMN owner TEXT NOT NULL DEFAULT '{ANONYMOUS_OWNER}'",
+        f"ALTER TABLE deferred ADD COLUMN owner TEXT NOT NULL DEFAULT '{ANONYMOUS_OWNER}'",
     ),
 )
 
@@ -200,24 +209,25 @@ class JobStore:
     def temp_upload_path(self) -> Path:
         return self.files_dir / f".upload-{uuid.uuid4().hex}.tmp"
 
-    def add_file(self, filename: str, purpose: str, chunks: Iterable[bytes]) -> dict[str, Any]:
+    def add_file(self, filename: str, purpose: str, chunks: Iterable[bytes],
+                 owner: str = ANONYMOUS_OWNER) -> dict[str, Any]:
         """Store content atomically, then its row; a crash in between leaves only an orphan."""
         file_id = new_id("file-")
         size = write_atomic(self.file_path(file_id), chunks)
-        return self._insert_file(file_id, filename, purpose, size)
+        return self._insert_file(file_id, filename, purpose, size, owner)
 
-    def adopt_file(self, tmp: Path, filename: str, purpose: str) -> dict[str, Any]:
+    def adopt_file(self, tmp: Path, filename: str, purpose: str, owner: str = ANONYMOUS_OWNER) -> dict[str, Any]:
         """Move an already fsynced upload temp file into place and record it."""
         file_id = new_id("file-")
         os.replace(tmp, self.file_path(file_id))
         _fsync_dir(self.files_dir)
-        return self._insert_file(file_id, filename, purpose, self.file_path(file_id).stat().st_size)
+        return self._insert_file(file_id, filename, purpose, self.file_path(file_id).stat().st_size, owner)
 
-    def _insert_file(self, file_id: str, filename: str, purpose: str, size: int) -> dict[str, Any]:
+    def _insert_file(self, file_id: str, filename: str, purpose: str, size: int, owner: str) -> dict[str, Any]:
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, created_at) VALUES (?, ?, ?, ?, ?)",
-                (file_id, filename, purpose, size, int(time.time())),
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                (file_id, filename, purpose, size, int(time.time()), owner),
             )
         return self.get_file(file_id)  # type: ignore[return-value]
 
@@ -225,10 +235,15 @@ class JobStore:
         return self._one("SELECT * FROM files WHERE id = ?", (file_id,))
 
     def list_files(
-        self, purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"
+        self, purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc",
+        owner: str | None = None,
     ) -> list[dict[str, Any]]:
+        """``owner``: only that key's files (``None``: everyone's)."""
         direction = "ASC" if order == "asc" else "DESC"
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if purpose:
             where.append("purpose = ?")
             args.append(purpose)
@@ -260,13 +275,14 @@ class JobStore:
         metadata: dict | None,
         batch_id: str | None = None,
         now: float | None = None,
+        owner: str = ANONYMOUS_OWNER,
     ) -> dict[str, Any]:
         now_i = int(time.time() if now is None else now)
         batch_id = batch_id or new_id("batch_")
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO batches (id, input_file_id, endpoint, completion_window, status, metadata,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, 'validating', ?, ?, ?)",
+                " created_at, expires_at, owner) VALUES (?, ?, ?, ?, 'validating', ?, ?, ?, ?)",
                 (
                     batch_id,
                     input_file_id,
@@ -275,6 +291,7 @@ class JobStore:
                     json.dumps(metadata) if metadata is not None else None,
                     now_i,
                     now_i + int(window_s),
+                    owner,
                 ),
             )
         return self.get_batch(batch_id)  # type: ignore[return-value]
@@ -282,15 +299,15 @@ class JobStore:
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM batches WHERE id = ?", (batch_id,))
 
-    def list_batches(self, limit: int = 20, after: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; ``after`` is the id of the last batch of the previous page."""
+    def list_batches(self, limit: int = 20, after: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``after`` is the id of the last batch of the previous page; ``owner``:
+        only that key's batches (``None``: everyone's)."""
+        where, args = ["(? IS NULL OR owner = ?)"], [owner, owner]
         if after and self.get_batch(after) is not None:
-            return self._all(
-                "SELECT * FROM batches WHERE rowid < (SELECT rowid FROM batches WHERE id = ?)"
-                " ORDER BY rowid DESC LIMIT ?",
-                (after, limit),
-            )
-        return self._all("SELECT * FROM batches ORDER BY rowid DESC LIMIT ?", (limit,))
+            where.append("rowid < (SELECT rowid FROM batches WHERE id = ?)")
+            args.append(after)
+        return self._all(f"SELECT * FROM batches WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?",
+                         (*args, limit))
 
     def batches_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(statuses))
@@ -366,10 +383,11 @@ class JobStore:
                 written[key] = (file_id, spec[0], spec[1], size)
         stamp = {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[status]
         with self._tx() as conn:
-            for file_id, filename, purpose, size in written.values():
+            for file_id, filename, purpose, size in written.values():  # the batch's owner owns its results
                 conn.execute(
-                    "INSERT INTO files (id, filename, purpose, bytes, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (file_id, filename, purpose, size, now_i),
+                    "INSERT INTO files (id, filename, purpose, bytes, created_at, owner)"
+                    " SELECT ?, ?, ?, ?, ?, owner FROM batches WHERE id = ?",
+                    (file_id, filename, purpose, size, now_i, batch_id),
                 )
             conn.execute(
                 f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?"
@@ -452,11 +470,12 @@ class JobStore:
 
     # -- deferred completions ---------------------------------------------------------------
 
-    def add_deferred(self, request_id: str, body: dict, now: float, retention_s: float) -> None:
+    def add_deferred(self, request_id: str, body: dict, now: float, retention_s: float,
+                     owner: str = ANONYMOUS_OWNER) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO deferred (request_id, body, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                (request_id, json.dumps(body), int(now), int(now + retention_s)),
+                "INSERT INTO deferred (request_id, body, created_at, expires_at, owner) VALUES (?, ?, ?, ?, ?)",
+                (request_id, json.dumps(body), int(now), int(now + retention_s), owner),
             )
 
     def pending_deferred(self) -> list[dict[str, Any]]:
@@ -476,11 +495,13 @@ class JobStore:
                 > 0
             )
 
-    def take_deferred(self, request_id: str, now: float) -> tuple[str, int | None, dict | None]:
-        """``("pending", None, None)``, ``("ready", status, body)`` exactly once, else ``("missing", ...)``."""
+    def take_deferred(self, request_id: str, now: float, owner: str | None = None
+                      ) -> tuple[str, int | None, dict | None]:
+        """``("pending", None, None)``, ``("ready", status, body)`` exactly once, else ``("missing", ...)``;
+        another ``owner``'s request is missing (``None``: anyone's)."""
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM deferred WHERE request_id = ?", (request_id,)).fetchone()
-            if row is None or row["delivered"] or row["expires_at"] <= now:
+            if row is None or row["delivered"] or row["expires_at"] <= now or owner not in (None, row["owner"]):
                 return "missing", None, None
             if row["status"] == "pending":
                 return "pending", None, None

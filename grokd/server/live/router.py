@@ -16,6 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 
+from grokd.server.errors import not_configured
+
 from .local import IngestError, IngestRecord, parse_jsonl, parse_list
 from .service import LiveContextService
 
@@ -48,12 +50,8 @@ def build_router(
     @router.post("/v1/live/documents")
     async def ingest_documents(request: Request) -> JSONResponse:
         if service.local is None:
-            return _error(
-                503,
-                "the local live index is disabled: start grokd with --state-dir",
-                "live_local_disabled",
-                None,
-            )
+            return not_configured("the local live index is disabled: start grokd with --state-dir",
+                                  "live_local_disabled").response()
         raw = await _read_capped(request, max_body_bytes)
         if raw is None:
             return _error(413, f"body exceeds {max_body_bytes} bytes", "body_too_large")

@@ -16,6 +16,7 @@ from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from grokd.engine.tokenizer import Tokenizer
 from grokd.server.auth import ApiKey
 from grokd.server.errors import APIError, invalid_request, not_supported
+from grokd.server.jobs.tenancy import current_tenant
 from grokd.server.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -54,7 +55,7 @@ def defer(request: Request, req: ChatCompletionRequest) -> JSONResponse:
     if req.stream:
         raise invalid_request("deferred: cannot be combined with stream", param="deferred")
     body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
-    return JSONResponse({"request_id": jobs.deferred.submit(body)})
+    return JSONResponse({"request_id": jobs.deferred.submit(body, current_tenant(request).owner)})
 
 
 def template_messages(req: ChatCompletionRequest, model: ServedModel) -> list[dict[str, Any]]:

@@ -83,7 +83,8 @@ def test_disabled_without_state_dir() -> None:
     app = FastAPI()
     app.include_router(build_router(LiveContextService(LiveConfig())))
     r = TestClient(app).post("/v1/live/documents", json=[DOC])
-    assert r.status_code == 503 and r.json()["error"]["code"] == "live_local_disabled"
+    assert r.status_code == 501 and r.json()["error"]["code"] == "live_local_disabled"
+    assert r.headers["x-should-retry"] == "false"  # a configuration: clients must not retry it
 
 
 def test_auth_dependency_is_applied(tmp_path) -> None:
