@@ -46,7 +46,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 PLAIN_STOP_STRINGS = ["\n\nHuman:", "\n\nSystem:", "\n\nTool ("]
 
-PLAIN_TEMPLATE = """\
+_TRANSCRIPT_TURNS = """\
 {%- set ns = namespace(parts=[]) -%}
 {%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | list -%}
 {%- set head = system | join('\n\n') -%}
@@ -80,9 +80,18 @@ PLAIN_TEMPLATE = """\
 {%- else -%}
 {{ raise_exception('unsupported role ' ~ m.role) }}
 {%- endif -%}
-{%- endfor -%}
+{%- endfor -%}"""
+
+PLAIN_TEMPLATE = _TRANSCRIPT_TURNS + """
 {%- if add_generation_prompt -%}{%- set ns.parts = ns.parts + ['Assistant:'] -%}{%- endif -%}
 {{ ns.parts | join('\n\n') }}"""
+
+# Grok-2's chat format: every turn closed by ``<|separator|>`` and a blank line, the generation
+# prompt ``Assistant:`` (the same turns and tool text as the plain format; the reply ends at the
+# separator, which the tokenizer lists among its end tokens)
+GROK2_TEMPLATE = _TRANSCRIPT_TURNS + """
+{%- for p in ns.parts -%}{{ p ~ '<|separator|>\n\n' }}{%- endfor -%}
+{%- if add_generation_prompt -%}Assistant:{%- endif -%}"""
 
 
 class ChatTemplateError(TemplateError):
