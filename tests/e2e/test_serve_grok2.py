@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -154,3 +155,21 @@ def test_grokd_chat_cli_answers(grok2_tiny_dir: Path, grok2_tiny_reference: dict
         input=message["content"] + "\n/exit\n", capture_output=True, text=True, cwd=REPO, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert tokenizer.decode(case["greedy"]).strip() in proc.stdout
+
+
+def test_tp2_serve_reproduces_reference(grok2_tiny_dir: Path, grok2_tiny_reference: dict) -> None:
+    """``--tensor-parallel-size 2`` (gloo, the second rank spawned by the server, each reading its
+    slices of the rank files): the same logprobs and greedy tokens, requests batched together."""
+    srv = start_process(["--model", str(grok2_tiny_dir), "--dtype", "float32", "--device", "cpu",
+                         "--served-model-name", MODEL, "--tensor-parallel-size", "2"], timeout=240)
+    try:
+        cases = grok2_tiny_reference["fp32"]["single"] + grok2_tiny_reference["fp32"]["chat"]
+        bodies = [{"prompt": c["prompt"], "max_tokens": len(c["greedy"]), "temperature": 0, "echo": True,
+                   "logprobs": 5, "return_tokens_as_token_ids": True, "ignore_eos": True} for c in cases]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            results = list(pool.map(lambda b: post(srv, "/v1/completions", b), bodies))
+        for case, r in zip(cases, results, strict=True):
+            assert r.status_code == 200, r.text
+            check_echo(r.json()["choices"][0]["logprobs"], case)
+    finally:
+        srv.stop()
