@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -38,6 +39,38 @@ from grokd.weights.safetensors_reader import (
 )
 
 FILE_RE = re.compile(r"^pytorch_model-(\d+)-TP-(common|\d{3})\.safetensors$")
+
+# Grok-2 as released (xai-org/grok-2 config.json), the fields grokd reads
+GROK2_RELEASE_CONFIG: dict[str, Any] = {
+    "architectures": ["Grok1ForCausalLM"],
+    "model_type": "git",
+    "vocab_size": 131072,
+    "hidden_size": 8192,
+    "intermediate_size": 32768,
+    "moe_intermediate_size": 16384,
+    "residual_moe": True,
+    "num_hidden_layers": 64,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "rms_norm_eps": 1e-05,
+    "embedding_multiplier_scale": 90.50966799187809,
+    "output_multiplier_scale": 0.5,
+    "attn_logit_softcapping": 30.0,
+    "router_logit_softcapping": 30.0,
+    "final_logit_softcapping": 50.0,
+    "attn_temperature_len": 1024,
+    "rope_theta": 208533496,
+    "rope_type": "original",
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+    "bos_token_id": None,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
 
 
 def is_tp_release(root: Path) -> bool:
