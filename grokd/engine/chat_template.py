@@ -31,6 +31,15 @@ model sees its own format in the history. The tools section appears only when to
 (and without a system message it stands alone). With ``add_generation_prompt`` the text ends in ``"Assistant:"`` and the model continues
 after it. A base model does not stop by itself at the end of its turn, so callers should stop on
 :data:`PLAIN_STOP_STRINGS` (the next turn's header).
+
+Grok-2 (:data:`GROK2_TEMPLATE`, what ``engine.tiktoken_tokenizer`` hands the engine) has the same
+turns, tools text and tool-call format, but closes every turn with ``<|separator|>`` and a blank
+line instead of separating them by one::
+
+    System: <system text><|separator|>\n\nHuman: <user text><|separator|>\n\nAssistant:
+
+Its replies end at ``<|separator|>`` (or ``<|eos|>``), which the tokenizer lists as end tokens, so
+no stop strings are needed.
 """
 
 from __future__ import annotations
