@@ -21,6 +21,7 @@ from grokd.engine.config import ParallelConfig
 from grokd.engine.models.grok2 import Grok2ForCausalLM
 from grokd.engine.parallel.group import DistGroup
 from grokd.engine.parallel.shard import TensorParallel
+from grokd.kernels import cpu_build
 from grokd.weights import load
 from grokd.weights.lazy import ReadLog
 from grokd.weights.tp_release import read_tp_release
@@ -51,6 +52,7 @@ def _rank(world: DistGroup, path: Path, prompts: list[list[int]], steps: int) ->
 def runs(grok2_tiny_dir, grok2_tiny_reference, tmp_path_factory):
     cases = grok2_tiny_reference["fp32"]["single"] + grok2_tiny_reference["fp32"]["chat"]
     fn = partial(_rank, path=grok2_tiny_dir, prompts=[c["prompt"] for c in cases], steps=len(cases[0]["greedy"]))
+    cpu_build.available()  # build the C kernels once here: the forked ranks inherit them instead of each building
     return cases, run_ranks(4, fn, tmp_path_factory.mktemp("grok2-tp"))
 
 
