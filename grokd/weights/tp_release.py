@@ -216,10 +216,10 @@ class SplitArray:
                 local[self.dim] = slice(lo - offset, hi - offset)
                 pieces.append(part.read(tuple(local)))
             offset += n
-        if not pieces:
-            sizes = [len(range(*s.indices(d))) if isinstance(s, slice) else 1 for s, d in zip(full, self._shape,
-                                                                                           strict=True)]
-            return torch.empty(sizes)
+        if not pieces:  # an empty slice: an empty read of the first part keeps the dtype
+            local = list(full)
+            local[self.dim] = slice(0, 0)
+            return self.parts[0].read(tuple(local))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=self.dim)
 
 

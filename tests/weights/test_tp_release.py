@@ -73,3 +73,11 @@ def test_inconsistent_part_is_named(grok2_tiny_dir: Path, tmp_path: Path) -> Non
     save_file(tensors, str(path))
     with pytest.raises(CheckpointError, match=r"TP-002\.safetensors: .*w1\.weight part has shape \(8, 100\)"):
         load(root)
+
+
+def test_tokenizer_flag_takes_a_tok_json(grok2_tiny_dir: Path) -> None:
+    from grokd.weights.load import tokenizer_source
+
+    for given in (grok2_tiny_dir, grok2_tiny_dir / "tokenizer.tok.json"):
+        src = tokenizer_source(given)
+        assert (src.kind, src.path) == ("tiktoken", grok2_tiny_dir / "tokenizer.tok.json")
