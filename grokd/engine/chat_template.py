@@ -31,6 +31,15 @@ model sees its own format in the history. The tools section appears only when to
 (and without a system message it stands alone). With ``add_generation_prompt`` the text ends in ``"Assistant:"`` and the model continues
 after it. A base model does not stop by itself at the end of its turn, so callers should stop on
 :data:`PLAIN_STOP_STRINGS` (the next turn's header).
+
+Grok-2 (:data:`GROK2_TEMPLATE`, what ``engine.tiktoken_tokenizer`` hands the engine) has the same
+turns, tools text and tool-call format, but closes every turn with ``<|separator|>`` and a blank
+line instead of separating them by one::
+
+    System: <system text><|separator|>\n\nHuman: <user text><|separator|>\n\nAssistant:
+
+Its replies end at ``<|separator|>`` (or ``<|eos|>``), which the tokenizer lists as end tokens, so
+no stop strings are needed.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 PLAIN_STOP_STRINGS = ["\n\nHuman:", "\n\nSystem:", "\n\nTool ("]
 
-PLAIN_TEMPLATE = """\
+_TRANSCRIPT_TURNS = """\
 {%- set ns = namespace(parts=[]) -%}
 {%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | list -%}
 {%- set head = system | join('\n\n') -%}
@@ -80,9 +89,18 @@ PLAIN_TEMPLATE = """\
 {%- else -%}
 {{ raise_exception('unsupported role ' ~ m.role) }}
 {%- endif -%}
-{%- endfor -%}
+{%- endfor -%}"""
+
+PLAIN_TEMPLATE = _TRANSCRIPT_TURNS + """
 {%- if add_generation_prompt -%}{%- set ns.parts = ns.parts + ['Assistant:'] -%}{%- endif -%}
 {{ ns.parts | join('\n\n') }}"""
+
+# Grok-2's chat format: every turn closed by ``<|separator|>`` and a blank line, the generation
+# prompt ``Assistant:`` (the same turns and tool text as the plain format; the reply ends at the
+# separator, which the tokenizer lists among its end tokens)
+GROK2_TEMPLATE = _TRANSCRIPT_TURNS + """
+{%- for p in ns.parts -%}{{ p ~ '<|separator|>\n\n' }}{%- endfor -%}
+{%- if add_generation_prompt -%}Assistant:{%- endif -%}"""
 
 
 class ChatTemplateError(TemplateError):

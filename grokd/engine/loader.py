@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 
 MODEL_REGISTRY = {
     "grok-1": "grokd.engine.models.grok1:Grok1ForCausalLM",
+    "grok-2": "grokd.engine.models.grok2:Grok2ForCausalLM",
     "llama": "grokd.engine.models.llama:LlamaForCausalLM",
 }
 TOKENIZER_REGISTRY = {
     "sentencepiece": "grokd.engine.sp_tokenizer:SentencePieceTokenizer",
     "hf": "grokd.engine.hf_tokenizer:HFTokenizer",
     "gguf": "grokd.engine.hf_tokenizer:HFTokenizer",
+    "tiktoken": "grokd.engine.tiktoken_tokenizer:TiktokenTokenizer",
 }
 
 
@@ -45,7 +47,7 @@ def load_tokenizer(ckpt: Any) -> Tokenizer | None:
     return resolve(TOKENIZER_REGISTRY[src.kind]).from_source(src)
 
 
-TENSOR_PARALLEL_ARCHITECTURES = ("grok-1", "llama")
+TENSOR_PARALLEL_ARCHITECTURES = ("grok-1", "grok-2", "llama")
 
 
 def load_model_and_tokenizer(cfg: ModelLoadConfig, tp: TensorParallel | None = None

@@ -1,4 +1,4 @@
-"""GPU memory plan for Grok-1 under tensor (and expert) parallelism: bytes per GPU, no GPU needed.
+"""GPU memory plan for Grok-1 and Grok-2 under tensor (and expert) parallelism: bytes per GPU, no GPU needed.
 
 Every rank holds the same shapes, so the plan is one GPU's bill, computed parameter by parameter
 the way the tensor-parallel Grok-1 model shards (the max over ranks, where a scale row is shared):
@@ -11,7 +11,13 @@ the way the tensor-parallel Grok-1 model shards (the max over ranks, where a sca
 * the tied embedding vocabulary-parallel (``ceil(V / TP)`` rows per rank) in the checkpoint's dtype,
   as the single-device model keeps it (float32 in the release), plus the output head's copy of the
   same rows in the activation dtype when that dtype differs;
-* router and RMSNorm scales replicated, in float32.
+* router and RMSNorm scales replicated, in float32;
+* Grok-2 only: the residual MoE's dense MLP split on its intermediate dimension like the experts
+  (it is not an expert: expert parallelism still splits it), and its untied ``lm_head``, whose
+  rows are vocabulary-parallel like the embedding's and held in the activation dtype.
+
+``fp8`` plans one byte per linear weight (what an e4m3 release of Grok-2 holds, per-tensor scales
+negligible): grokd itself serves int8 at the same byte count, so the two plans agree on the weights.
 
 int8 weights cost one byte per parameter plus their bf16 scales ``[G, N]`` per projection, ``G``
 scale rows over the input dimension: the release's rule (GROK1.md §3.1) is ``G = 8`` for the
@@ -43,9 +49,9 @@ GiB = 1 << 30
 # 0.5-1.5 GiB per GPU with NCCL); a plan made without a GPU reserves the upper end.
 RUNTIME_RESERVE_BYTES = GiB
 
-WEIGHTS_DTYPES = ("auto", "int8", "bfloat16", "float32")
+WEIGHTS_DTYPES = ("auto", "int8", "fp8", "bfloat16", "float32")
 KV_CACHE_DTYPES = ("auto", "bfloat16", "int8")
-_ELEMENT_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+_ELEMENT_BYTES = {"fp8": 1, "bfloat16": 2, "float16": 2, "float32": 4}
 SCALE_BYTES = 2  # int8 weights carry bf16 scales
 FP32_BYTES = 4
 RELEASE_SCALE_GROUPS = 8  # o-projection and expert down projection in the release (GROK1.md §3.1)
@@ -78,17 +84,26 @@ class ModelShape:
     int8_stored: bool = True
     embedding_dtype: str = "float32"
     linear_dtype: str = "bfloat16"  # dtype of the linear weights of a checkpoint not stored in int8
+    dense_intermediate_size: int = 0  # Grok-2's residual dense MLP (0: none, Grok-1)
+    tied_embeddings: bool = True  # Grok-1 ties the output head to the embeddings; Grok-2 does not
 
     @classmethod
     def from_config(cls, name: str, cfg: dict[str, Any], *, int8_stored: bool, embedding_dtype: str,
                     linear_dtype: str = "bfloat16") -> ModelShape:
-        """From an HF-style Grok-1 config (the keys ``weights.release.GROK1_RELEASE_CONFIG`` uses)."""
+        """From an HF-style Grok-1 config (the keys ``weights.release.GROK1_RELEASE_CONFIG`` uses) or
+        Grok-2's (``residual_moe``: experts of ``moe_intermediate_size`` beside a dense MLP of
+        ``intermediate_size``, untied embeddings; ``weights.tp_release.GROK2_RELEASE_CONFIG``)."""
         heads = int(cfg["num_attention_heads"])
+        residual = bool(cfg.get("residual_moe"))
+        if residual and "moe_intermediate_size" not in cfg:
+            raise PlanError("config: residual_moe without moe_intermediate_size")
         return cls(
             name=name,
             vocab_size=int(cfg["vocab_size"]),
             hidden_size=int(cfg["hidden_size"]),
-            intermediate_size=int(cfg["intermediate_size"]),
+            intermediate_size=int(cfg["moe_intermediate_size" if residual else "intermediate_size"]),
+            dense_intermediate_size=int(cfg["intermediate_size"]) if residual else 0,
+            tied_embeddings=not residual and bool(cfg.get("tie_word_embeddings", True)),
             num_layers=int(cfg["num_hidden_layers"]),
             num_q_heads=heads,
             num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
@@ -125,12 +140,13 @@ class WeightBytes:
 
     attention: int
     experts: int
-    embedding: int  # embedding rows plus the output head's copy when it is a separate tensor
+    embedding: int  # embedding rows plus the output head's rows (its copy, or Grok-2's own lm_head)
     replicated: int  # router and RMSNorm scales (float32 on every rank)
+    dense: int = 0  # Grok-2's dense MLP beside the experts
 
     @property
     def total(self) -> int:
-        return self.attention + self.experts + self.embedding + self.replicated
+        return self.attention + self.experts + self.embedding + self.replicated + self.dense
 
 
 @dataclass(frozen=True)
@@ -234,13 +250,21 @@ def rank_weight_bytes(model: ModelShape, tp: int, expert_parallel: bool, weights
     expert = (2 * _linear_bytes(d, f, weights_dtype, 1, n_cols=f_cols)
               + _linear_bytes(f, d, weights_dtype, row_groups, k_range=f_rows))
 
+    dense = 0
+    if model.dense_intermediate_size:
+        fd = model.dense_intermediate_size
+        _check_divides("the dense intermediate size", fd, tp)
+        d_rows = (rank * fd // tp, (rank + 1) * fd // tp)
+        dense = (2 * _linear_bytes(d, fd, weights_dtype, 1, n_cols=fd // tp)
+                 + _linear_bytes(fd, d, weights_dtype, row_groups, k_range=d_rows))
+
     vocab_rows = math.ceil(model.vocab_size / tp)
     embedding = vocab_rows * d * _ELEMENT_BYTES[model.embedding_dtype]
-    if model.embedding_dtype != activation_dtype:
-        embedding += vocab_rows * d * _ELEMENT_BYTES[activation_dtype]  # the output head's own copy
+    if not model.tied_embeddings or model.embedding_dtype != activation_dtype:
+        embedding += vocab_rows * d * _ELEMENT_BYTES[activation_dtype]  # the output head's rows
     replicated = layers * (e * d + 4 * d) * FP32_BYTES + d * FP32_BYTES  # router, 4 norms; final norm
     return WeightBytes(attention=layers * attention, experts=layers * local * expert, embedding=embedding,
-                       replicated=replicated)
+                       replicated=replicated, dense=layers * dense)
 
 
 def kv_bytes_per_token(model: ModelShape, tp: int, kv_cache_dtype: str) -> int:
@@ -260,6 +284,7 @@ def activation_bytes(model: ModelShape, req: PlanRequest) -> int:
     * MoE: the routed token copies with their gathered input, gate, up, product and output,
       ``C·(2·D + 3·I_rank)·a``, where TP gives ``C = T·top_k`` copies of ``I / TP`` columns and EP
       at worst ``C = T·min(top_k, experts_per_rank)`` copies (every token to this rank) of all ``I``;
+      Grok-2's dense MLP adds its gate, up and product, ``3·T·I_dense / TP·a``;
     * logits: ``max_num_seqs`` rows of the rank's vocabulary slice and of the gathered vocabulary,
       float32.
     """
@@ -273,7 +298,7 @@ def activation_bytes(model: ModelShape, req: PlanRequest) -> int:
         copies, f_rank = t * model.experts_per_token, model.intermediate_size // tp
     hidden = 4 * t * d * a
     attention = t * (2 * q_rank + 2 * kv_rank) * hd * a
-    moe = copies * (2 * d + 3 * f_rank) * a
+    moe = copies * (2 * d + 3 * f_rank) * a + t * 3 * (model.dense_intermediate_size // tp) * a
     logits = req.max_num_seqs * (math.ceil(model.vocab_size / tp) + model.vocab_size) * FP32_BYTES
     return hidden + max(attention, moe) + logits
 

@@ -15,6 +15,8 @@ to bf16 than an fp8 cast does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from grokd.kernels.arith import ceil_div
@@ -79,12 +81,26 @@ def sequence_kv(
     return kv[0], kv[1]
 
 
+def length_temperature(positions: torch.Tensor, temperature_len: int) -> torch.Tensor:
+    """Grok-2's length temperature: float32 ``log2(p) / log2(temperature_len)`` for each 0-based
+    query position ``p`` beyond ``temperature_len``, else 1 (``temperature_len`` 0: all 1). The
+    scores of a query are multiplied by it after the soft cap, before the mask and softmax, so
+    queries far into a long context attend more sharply. Computed as ``log2(p) * (1 / log2(L))``,
+    the order SGLang's kernels use."""
+    if temperature_len <= 0:
+        return torch.ones(positions.shape, dtype=torch.float32, device=positions.device)
+    p = positions.to(torch.float32)
+    inv = 1.0 / math.log2(temperature_len)
+    return torch.where(positions > temperature_len, torch.log2(p.clamp(min=1.0)) * inv, torch.ones_like(p))
+
+
 def paged_attention(
     q: torch.Tensor,
     kv_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float,
     softcap: float | None = None,
+    temperature_len: int = 0,
 ) -> torch.Tensor:
     """Causal attention of ``q [num_tokens, q_heads, head_dim]`` over each sequence's cached context.
 
@@ -93,6 +109,9 @@ def paged_attention(
     soft-capped as ``softcap * tanh(s / softcap)`` (Grok-1's order), masked and softmaxed; the
     probabilities are cast to the value dtype before the weighted sum, as in the Grok-1 reference.
     Query heads map to KV heads in contiguous groups (head ``h`` uses KV head ``h // group``).
+    ``temperature_len`` > 0 (Grok-2) multiplies each query's capped scores by its
+    ``length_temperature`` before the mask, by the query's 0-based position in its sequence (a
+    chunk or a prefix-cached extension continues from the context already cached).
     """
     num_tokens, q_heads, head_dim = q.shape
     block_size, kv_heads = kv_cache.shape[3], kv_cache.shape[2]
@@ -107,6 +126,8 @@ def paged_attention(
         if softcap is not None:
             scores = softcap * torch.tanh(scores / softcap)
         q_pos = torch.arange(s_len - q_len, s_len, device=q.device)
+        if temperature_len > 0:
+            scores = scores * length_temperature(q_pos, temperature_len)[:, None]
         k_pos = torch.arange(s_len, device=q.device)
         mask = k_pos[None, :] <= q_pos[:, None]
         scores = scores.masked_fill(~mask, float("-inf"))

@@ -20,7 +20,7 @@ class Shape(ctypes.Structure):
     _fields_: ClassVar[_Fields] = [(name, _i64) for name in (
         "rows", "q_heads", "kv_heads", "block_size", "head_dim", "num_blocks",
         "q_row_stride", "q_head_stride", "table_stride", "len_stride")] + [
-        ("scale", _f32), ("softcap", _f32), ("bf16", _i32)]
+        ("scale", _f32), ("softcap", _f32), ("bf16", _i32), ("temperature_len", _i32)]
 
 
 class LayerWeights(ctypes.Structure):

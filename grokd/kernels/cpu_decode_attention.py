@@ -11,7 +11,9 @@ The numerics are the reference's (``kernels.attention.paged_attention``, its twi
 
 - q·k is accumulated in float32 and, in bf16 mode, rounded to bf16, which is what a bf16 matmul
   returns;
-- the scores are then scaled, soft-capped and softmaxed in float32;
+- the scores are then scaled, soft-capped, multiplied by the row's length temperature (Grok-2:
+  ``kernels.attention.length_temperature`` of the query's position ``seq_len - 1``) and softmaxed
+  in float32;
 - the probabilities are rounded to bf16 before the weighted sum, which accumulates in float32.
 
 With bf16 q and a bf16 pool on a CPU with AVX512-BF16, q·k and the weighted sum multiply bf16 pairs
@@ -73,7 +75,8 @@ def supports(q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows) -> bool:
 
 
 def decode_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows, scale: float, softcap: float | None
+    q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows, scale: float, softcap: float | None,
+    temperature_len: int = 0,
 ) -> torch.Tensor:
     """``batched_decode_attention``'s contract: ``q [rows, q_heads, head_dim]`` against each row's
     context in ``kv_cache [2, blocks, kv_heads, block_size, width]`` (``width`` is ``head_dim``, or
@@ -85,7 +88,7 @@ def decode_attention(
     shape = c_abi.Shape(
         q.shape[0], q.shape[1], kv_cache.shape[2], kv_cache.shape[3], kv_head_dim(kv_cache), kv_cache.shape[1],
         q.stride(0), q.stride(1), tables.stride(0), lens.stride(0),
-        float(scale), float(softcap or 0.0), q.dtype == torch.bfloat16,
+        float(scale), float(softcap or 0.0), q.dtype == torch.bfloat16, int(temperature_len),
     )
     status = getattr(library.lib, _FUNCTIONS[q.dtype, kv_cache.dtype])(
         q.data_ptr(), kv_cache.data_ptr(), tables.data_ptr(), lens.data_ptr(), shape, out.data_ptr(),
@@ -97,9 +100,12 @@ def decode_attention(
 
 
 def decode_attention_or_batched(
-    q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows, scale: float, softcap: float | None
+    q: torch.Tensor, kv_cache: torch.Tensor, rows: DecodeRows, scale: float, softcap: float | None,
+    temperature_len: int = 0,
 ) -> torch.Tensor:
-    """This kernel when ``supports`` says so, else the batched PyTorch path."""
+    """This kernel when ``supports`` says so, else the batched PyTorch path. A length temperature
+    (Grok-2) is applied by the C kernel too: each row's multiplier of its position
+    ``seq_len - 1``, after the cap."""
     if supports(q, kv_cache, rows):
-        return decode_attention(q, kv_cache, rows, scale, softcap)
-    return batched_decode_attention(q, kv_cache, rows, scale, softcap)
+        return decode_attention(q, kv_cache, rows, scale, softcap, temperature_len)
+    return batched_decode_attention(q, kv_cache, rows, scale, softcap, temperature_len)

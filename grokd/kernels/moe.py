@@ -38,9 +38,13 @@ class ExpertWeights:
         return GroupedInt8Weight(self.weight[e], self.scales[e]).linear(x)
 
 
-def route(x: torch.Tensor, router_weight: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gates ``[T, k]`` (fp32, not renormalised) and expert ids ``[T, k]``; ``router_weight [E, D]``."""
+def route(x: torch.Tensor, router_weight: torch.Tensor, top_k: int,
+          softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gates ``[T, k]`` (fp32, not renormalised) and expert ids ``[T, k]``; ``router_weight [E, D]``.
+    ``softcap`` (Grok-2: 30) caps the fp32 logits as ``softcap * tanh(l / softcap)`` first."""
     logits = x.float() @ router_weight.float().t()
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
     probs = torch.softmax(logits, dim=-1)
     # stable descending sort keeps the lower index first among equal probabilities
     gates, idx = torch.sort(probs, dim=-1, descending=True, stable=True)
@@ -57,6 +61,7 @@ def moe_forward(
     activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     first_expert: int = 0,
     out_dtype: torch.dtype | None = None,
+    router_softcap: float | None = None,
 ) -> torch.Tensor:
     """MoE output for ``x [T, D]`` in ``x``'s dtype, computing only the experts tokens chose.
 
@@ -64,9 +69,10 @@ def moe_forward(
     first_expert + E_local - 1`` only (the router still scores all of them, and tokens routed
     elsewhere contribute nothing here), or a slice of every expert's intermediate dimension (the
     down projection then yields a partial sum). ``out_dtype=torch.float32`` returns the gated sum
-    unrounded, for the cross-rank sum to round once."""
+    unrounded, for the cross-rank sum to round once. ``activation`` defaults to Grok-1's tanh
+    GELU; ``router_softcap`` is ``route``'s."""
     act = activation or (lambda t: F.gelu(t, approximate="tanh"))
-    gates, idx = route(x, router_weight, top_k)
+    gates, idx = route(x, router_weight, top_k, router_softcap)
     held = range(first_expert, first_expert + w_gate.weight.shape[0])
     gates = gates.to(x.dtype)
     flat_idx = idx.reshape(-1)

@@ -1,9 +1,10 @@
-"""``grokd plan``: how a Grok-1 model fits on N GPUs: weights, free KV cache, tokens and contexts per GPU.
+"""``grokd plan``: how a Grok-1 or Grok-2 model fits on N GPUs: weights, free KV cache, tokens and contexts per GPU.
 
 The model comes from a checkpoint's config, read as the loaders read it (``weights.load``: the
 release's ``ckpt-0/`` with its ``config.json`` or the built-in Grok-1 config, a safetensors
 directory's ``config.json`` and tensor headers, a GGUF file's metadata), or the built-in name
-``grok-1`` (the xai-org/grok-1 release's architecture, nothing downloaded). Exits 1 when the model
+``grok-1`` or ``grok-2`` (the xai-org releases' architectures, nothing downloaded; Grok-2's release
+layout, ``pytorch_model-NNNNN-TP-*.safetensors``, is read from its config and headers). Exits 1 when the model
 does not fit, 2 for a model or layout that cannot be planned.
 """
 
@@ -28,6 +29,7 @@ from grokd.engine.plan import (
 )
 
 BUILTIN = "grok-1"
+BUILTIN_GROK2 = "grok-2"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
@@ -65,14 +67,18 @@ def _safetensors_shape(root: Path, name: str, config: dict) -> ModelShape:
 
 
 def model_shape(model: str) -> ModelShape:
-    """The plan's view of ``model``: the built-in ``grok-1`` or a checkpoint path."""
+    """The plan's view of ``model``: the built-in ``grok-1`` or ``grok-2``, or a checkpoint path."""
     from grokd.weights.checkpoint import CheckpointError
     from grokd.weights.load import detect_format
     from grokd.weights.release import GROK1_RELEASE_CONFIG, read_release
+    from grokd.weights.tp_release import GROK2_RELEASE_CONFIG
 
     if model == BUILTIN and not Path(model).exists():
         return ModelShape.from_config("grok-1 (built-in: the xai-org/grok-1 release)", GROK1_RELEASE_CONFIG,
                                       int8_stored=True, embedding_dtype="float32")
+    if model == BUILTIN_GROK2 and not Path(model).exists():
+        return ModelShape.from_config("grok-2 (built-in: the xai-org/grok-2 release)", GROK2_RELEASE_CONFIG,
+                                      int8_stored=False, embedding_dtype="bfloat16")
     path = Path(model)
     try:
         fmt = detect_format(path)
@@ -80,6 +86,14 @@ def model_shape(model: str) -> ModelShape:
             ckpt = read_release(path)  # checks that every tensor file the config implies is there
             return ModelShape.from_config(f"{ckpt.path} (release ckpt-0)", ckpt.config, int8_stored=True,
                                           embedding_dtype="float32")
+        if fmt == "tp-release":
+            from grokd.weights.tp_release import read_tp_release
+
+            ckpt = read_tp_release(path)  # headers only: checks the rank files are complete
+            if ckpt.architecture != "grok-2":
+                raise PlanError(f"{path}: architecture {ckpt.architecture!r} in the Grok-2 release layout")
+            return ModelShape.from_config(f"{ckpt.path} (Grok-2 release)", ckpt.config, int8_stored=False,
+                                          embedding_dtype="bfloat16")
         if fmt == "safetensors":
             from grokd.weights.safetensors_reader import architecture_of
 
@@ -129,13 +143,15 @@ def render(p: MemoryPlan) -> str:
         f"model          {m.name}",
         f"               {m.num_layers} layers, hidden {m.hidden_size}, {m.num_q_heads} q / {m.num_kv_heads} kv heads "
         f"× {m.head_dim}, {m.num_experts} experts top-{m.experts_per_token} × {m.intermediate_size}, "
-        f"vocab {m.vocab_size}",
+        + (f"dense MLP × {m.dense_intermediate_size}, " if m.dense_intermediate_size else "")
+        + f"vocab {m.vocab_size}",
         f"layout         TP={r.tensor_parallel_size}: {p.q_heads_per_rank} q / {p.kv_heads_per_rank} kv heads "
         f"per GPU, {mode}",
         f"dtypes         weights {p.weights_dtype}, KV cache {p.kv_cache_dtype}, activations {r.activation_dtype}",
         f"per GPU        {_size(r.gpu_memory_bytes)} × {r.gpu_memory_utilization:g} = "
         f"{_size(p.budget_bytes)} budget",
         f"  weights      {_gib(w.total)}  (experts {_size(w.experts)}, attention {_size(w.attention)}, "
+        + (f"dense MLP {_size(w.dense)}, " if w.dense else "") +
         f"embedding+head {_size(w.embedding)}, router+norms {_size(w.replicated)}; "
         f"{_size(p.weights_all_ranks)} on all GPUs)",
         f"  activations  {_gib(p.activation_bytes)}  ({r.max_num_batched_tokens} tokens per step, "
@@ -154,7 +170,8 @@ def render(p: MemoryPlan) -> str:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help="per-GPU memory plan: weights, KV cache, contexts that fit",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help=f"checkpoint path, or {BUILTIN!r} for the release's architecture")
+    p.add_argument("--model", required=True,
+                   help=f"checkpoint path, or {BUILTIN!r} / {BUILTIN_GROK2!r} for a release's architecture")
     p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1, help="GPUs (default 1)")
     p.add_argument("--gpu-memory", type=parse_size, required=True,
                    help="memory of one GPU, e.g. 80GiB (GiB = 2^30, GB = 10^9)")

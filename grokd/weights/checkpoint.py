@@ -40,7 +40,7 @@ class TokenizerSource:
 class Checkpoint:
     """A model on disk, opened but not yet materialised.
 
-    ``architecture`` selects the model class (``grok-1``, ``llama``). ``config`` uses Hugging Face
+    ``architecture`` selects the model class (``grok-1``, ``grok-2``, ``llama``). ``config`` uses Hugging Face
     key names. ``tensors()`` streams ``(name, tensor_or_quantized)`` one at a time in the HF
     port's naming (hpcai-tech names for Grok-1, ``model.layers.N.self_attn.q_proj.weight`` for
     Llama), torch ``[out, in]`` layout for plain tensors; release int8 weights come as
@@ -55,7 +55,7 @@ class Checkpoint:
     """
 
     path: Path
-    format: str  # release | safetensors | gguf
+    format: str  # release | tp-release (Grok-2's) | safetensors | gguf
     architecture: str
     config: dict[str, Any]
     tensors: Callable[[], Iterator[tuple[str, torch.Tensor | QuantizedWeight]]]

@@ -11,17 +11,23 @@ def tokenizer_source(path: str | Path) -> TokenizerSource:
     """A tokenizer given explicitly: a ``tokenizer.model``/``tokenizer.json`` file or a directory."""
     p = Path(path)
     if p.is_dir():
-        for name, kind in (("tokenizer.model", "sentencepiece"), ("tokenizer.json", "hf")):
+        for name, kind in (("tokenizer.model", "sentencepiece"), ("tokenizer.json", "hf"),
+                           ("tokenizer.tok.json", "tiktoken")):
             if (p / name).is_file():
                 return TokenizerSource(kind=kind, path=p / name)
-        raise CheckpointError(f"{p}: no tokenizer.model or tokenizer.json")
+        raise CheckpointError(f"{p}: no tokenizer.model, tokenizer.json or tokenizer.tok.json")
     if not p.is_file():
         raise CheckpointError(f"{p}: tokenizer file not found")
+    if p.name.endswith(".tok.json"):
+        return TokenizerSource(kind="tiktoken", path=p)
     return TokenizerSource(kind="hf" if p.suffix == ".json" else "sentencepiece", path=p)
 
 
 def detect_format(path: Path) -> str:
-    """``release`` | ``safetensors`` | ``gguf`` for ``path``, or a CheckpointError saying why not."""
+    """``release`` | ``tp-release`` | ``safetensors`` | ``gguf`` for ``path``, or a CheckpointError
+    saying why not (``tp-release``: Grok-2's ``pytorch_model-NNNNN-TP-*.safetensors`` files)."""
+    from grokd.weights.tp_release import is_tp_release
+
     if path.is_file():
         if path.suffix == ".gguf":
             return "gguf"
@@ -32,6 +38,8 @@ def detect_format(path: Path) -> str:
         raise CheckpointError(f"{path}: no such file or directory")
     if (path / "ckpt-0").is_dir() or path.name == "ckpt-0":
         return "release"
+    if is_tp_release(path):
+        return "tp-release"
     if any(path.glob("*.safetensors")):
         return "safetensors"
     ggufs = sorted(path.glob("*.gguf"))
@@ -48,6 +56,10 @@ def load(path: str | Path, tokenizer: str | Path | None = None) -> Checkpoint:
         from grokd.weights.release import read_release
 
         ckpt = read_release(p)
+    elif fmt == "tp-release":
+        from grokd.weights.tp_release import read_tp_release
+
+        ckpt = read_tp_release(p)
     elif fmt == "safetensors":
         from grokd.weights.safetensors_reader import read_safetensors
 

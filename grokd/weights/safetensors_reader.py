@@ -28,9 +28,12 @@ SCALES_SUFFIX = ".scales"
 
 
 def architecture_of(config: dict[str, Any]) -> str:
-    """Model family from ``model_type`` / ``architectures`` (``grok-1``, ``llama``, ...)."""
+    """Model family from ``model_type`` / ``architectures`` (``grok-1``, ``grok-2``, ``llama``, ...)."""
     archs = [str(a) for a in config.get("architectures") or []]
     model_type = str(config.get("model_type", "")).lower()
+    if config.get("residual_moe") and (model_type in ("git", "grok-2", "grok2", "grok")
+                                       or any(a.startswith("Grok") for a in archs)):
+        return "grok-2"  # the Grok-2 release says Grok1ForCausalLM; its residual MoE tells them apart
     if model_type in ("grok-1", "grok1", "grok") or any(a.startswith("Grok1") for a in archs):
         return "grok-1"
     if model_type == "llama" or any(a.startswith("Llama") for a in archs):
@@ -137,6 +140,8 @@ def tokenizer_in(root: Path) -> TokenizerSource | None:
         return TokenizerSource(kind="sentencepiece", path=root / "tokenizer.model")
     if (root / "tokenizer.json").is_file():
         return TokenizerSource(kind="hf", path=root / "tokenizer.json")
+    if (root / "tokenizer.tok.json").is_file():
+        return TokenizerSource(kind="tiktoken", path=root / "tokenizer.tok.json")
     return None
 
 

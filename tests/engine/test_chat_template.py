@@ -132,3 +132,37 @@ def test_plain_template_simple_and_without_generation_prompt() -> None:
     assert "\n\nHuman:" in PLAIN_STOP_STRINGS
     with pytest.raises(ValueError, match="unsupported role"):
         render_chat([{"role": "wizard", "content": "x"}], template=None)
+
+
+def test_grok2_template_renders_the_reference_texts(grok2_tiny_reference) -> None:
+    from grokd.engine.chat_template import GROK2_TEMPLATE
+
+    for case in grok2_tiny_reference["fp32"]["chat"]:
+        assert render_chat(case["messages"], template=GROK2_TEMPLATE) == case["text"]
+    no_prompt = render_chat([{"role": "user", "content": "Hi"}], template=GROK2_TEMPLATE, add_generation_prompt=False)
+    assert no_prompt == "Human: Hi<|separator|>\n\n"
+
+
+def test_grok2_template_tools_calls_and_results() -> None:
+    """Tools are listed in the system turn; earlier calls are written in the grok1 tool-call format
+    (a JSON object after ``Assistant:``) and results as ``Tool (name/id):`` turns, each turn closed
+    by the separator."""
+    from grokd.engine.chat_template import GROK2_TEMPLATE
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now.",
+                                               "parameters": {"type": "object"}}}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "name": "get_weather", "tool_call_id": "c1", "content": "18C"},
+    ]
+    text = render_chat(messages, template=GROK2_TEMPLATE, tools=tools)
+    assert text == (
+        "System: Be brief.\n\nTools you can call (reply with a JSON object {\"name\": ..., \"arguments\": {...}}):\n"
+        "- get_weather: Weather now. Parameters (JSON schema): {\"type\": \"object\"}<|separator|>\n\n"
+        "Human: Paris?<|separator|>\n\n"
+        "Assistant: {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}<|separator|>\n\n"
+        "Tool (get_weather/c1): 18C<|separator|>\n\n"
+        "Assistant:")

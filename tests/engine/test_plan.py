@@ -170,3 +170,46 @@ def test_one_gpu_plan_is_what_the_model_holds(grok1_tiny_dir, grok1_tiny_hf_dir,
     p = plan(shape, PlanRequest(tensor_parallel_size=1, gpu_memory_bytes=GiB, weights_dtype=weights_dtype))
     assert p.weights_dtype == resolved
     assert p.weights.total == _model_bytes(model)
+
+
+# Grok-2 by hand: 64 layers of hidden 8192; attention q/o 8192 x 8192, k/v 8192 x 1024 (8 KV heads
+# of 128); 8 experts x 3 x 8192 x 16384; the dense MLP 3 x 8192 x 32768; embedding and untied head
+# 131072 x 8192 each; router 8 x 8192 and four norms per layer plus the final norm in float32.
+G2_ATTENTION = 64 * (2 * 8192 * 8192 + 2 * 8192 * 1024)
+G2_EXPERTS = 64 * 8 * 3 * 8192 * 16384
+G2_DENSE = 64 * 3 * 8192 * 32768
+G2_VOCAB = 2 * 131072 * 8192
+G2_REPLICATED = (64 * (8 * 8192 + 4 * 8192) + 8192) * 4
+
+
+def test_grok2_bf16_is_about_502_gib_and_63_per_gpu_at_tp8() -> None:
+    shape = model_shape("grok-2")
+    assert (shape.intermediate_size, shape.dense_intermediate_size, shape.tied_embeddings) == (16384, 32768, False)
+    one = plan(shape, PlanRequest(tensor_parallel_size=1, gpu_memory_bytes=1024 * GiB, weights_dtype="bfloat16"))
+    assert one.weights.total == 2 * (G2_ATTENTION + G2_EXPERTS + G2_DENSE + G2_VOCAB) + G2_REPLICATED
+    assert round(one.weights.total / GiB) == 502
+    p = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="bfloat16"))
+    w = p.weights
+    assert (w.attention, w.experts, w.dense) == (2 * G2_ATTENTION // 8, 2 * G2_EXPERTS // 8, 2 * G2_DENSE // 8)
+    assert w.embedding == 2 * G2_VOCAB // 8 and w.replicated == G2_REPLICATED
+    assert round(w.total / GiB) == 63 and p.fits
+    assert p.kv_bytes_per_token == 64 * 2 * 1 * 128 * 2
+
+
+def test_grok2_fp8_is_about_half() -> None:
+    shape = model_shape("grok-2")
+    bf16 = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="bfloat16"))
+    fp8 = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="fp8"))
+    linear = (G2_ATTENTION + G2_EXPERTS + G2_DENSE) // 8
+    assert fp8.weights.total == bf16.weights.total - linear  # one byte per linear weight instead of two
+    assert 0.49 < fp8.weights_all_ranks / bf16.weights_all_ranks < 0.52
+
+
+def test_grok2_one_gpu_plan_is_what_the_model_holds(grok2_tiny_dir) -> None:
+    from grokd.engine.models.grok2 import Grok2ForCausalLM
+
+    model = Grok2ForCausalLM.from_checkpoint(load(grok2_tiny_dir), dtype=torch.bfloat16)
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
+    held += model.lm_head.numel() * model.lm_head.element_size()
+    p = plan(model_shape(str(grok2_tiny_dir)), PlanRequest(tensor_parallel_size=1, gpu_memory_bytes=GiB))
+    assert p.weights_dtype == "bfloat16" and p.weights.total == held

@@ -208,7 +208,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """This rank's query heads and the KV heads they read; o-proj over those heads, summed across ranks."""
+    """This rank's query heads and the KV heads they read; o-proj over those heads, summed across ranks.
+    ``temperature_len`` is the kernels' length temperature (0 here; Grok-2 sets it)."""
+
+    temperature_len = 0
 
     def __init__(self, cfg: Grok1Config, kernels: Kernels, shard: ModelShard, tp: TensorParallel) -> None:
         super().__init__()
@@ -230,7 +233,8 @@ class Attention(nn.Module):
         k = apply_rope(self.k_proj(x).view(t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
         self.kernels.write_kv(kv_cache, k, v, meta)
-        o = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=self.softcap)
+        o = self.kernels.attention(q, kv_cache, meta, scale=self.scale, softcap=self.softcap,
+                                   temperature_len=self.temperature_len)
         return self.tp.reduce(self.o_proj(o.reshape(t, self.num_heads * self.head_dim)), x.dtype)
 
 
@@ -291,6 +295,8 @@ class Grok1ForCausalLM(nn.Module):
     same inputs, ``num_kv_heads`` is this rank's (what its KV pool holds), and ``compute_logits``
     returns the full ``[n, V]`` logits on every rank."""
 
+    ARCHITECTURE = "grok-1"  # the ``Checkpoint.architecture`` this class loads
+
     def __init__(self, cfg: Grok1Config, dtype: torch.dtype = torch.bfloat16, weights_dtype: str = "auto",
                  kernels: Kernels | None = None, tp: TensorParallel | None = None) -> None:
         super().__init__()
@@ -316,19 +322,27 @@ class Grok1ForCausalLM(nn.Module):
         # the tied embeddings in the activation dtype (the same tensor when that is the stored dtype)
         self.register_buffer("lm_head", None, persistent=False)
         # registered as a ModuleList (parameters, .to()); read through the typed list
-        self.decoder_layers = [DecoderLayer(cfg, self.kernels, self.shard, tp) for _ in range(cfg.num_hidden_layers)]
+        self.decoder_layers = [self.make_layer(cfg) for _ in range(cfg.num_hidden_layers)]
         self.layers = nn.ModuleList(self.decoder_layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def make_layer(self, cfg: Grok1Config) -> DecoderLayer:
+        """One decoder layer of this rank's shard (a subclass builds its own kind)."""
+        return DecoderLayer(cfg, self.kernels, self.shard, self.tp)
+
+    @classmethod
+    def config_from(cls, cfg: dict[str, Any]) -> Grok1Config:
+        return Grok1Config.from_dict(cfg)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.bfloat16, weights_dtype: str = "auto",
                         device: torch.device | str = "cpu", tp: TensorParallel | None = None) -> Grok1ForCausalLM:
         """Build from a checkpoint, streaming its tensors straight into place on ``device``. A rank
         of a sharded model reads only its own slices (``Checkpoint.lazy_tensors``)."""
-        if ckpt.architecture != "grok-1":
-            raise CheckpointError(f"{ckpt.path}: architecture {ckpt.architecture!r} is not grok-1")
+        if ckpt.architecture != cls.ARCHITECTURE:
+            raise CheckpointError(f"{ckpt.path}: architecture {ckpt.architecture!r} is not {cls.ARCHITECTURE}")
         device = torch.device(device)
-        model = cls(Grok1Config.from_dict(ckpt.config), dtype, weights_dtype, select_kernels(device), tp)
+        model = cls(cls.config_from(ckpt.config), dtype, weights_dtype, select_kernels(device), tp)
         model.to(device)
         if model.tp.world_size == 1:
             model.load_weights(ckpt.tensors(), device)
@@ -356,6 +370,10 @@ class Grok1ForCausalLM(nn.Module):
         if missing:
             raise CheckpointError(f"checkpoint is missing tensors: {', '.join(missing[:5])}"
                                   + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        self.finish_output_head()
+
+    def finish_output_head(self) -> None:
+        """Tie the output head to the embeddings, in the activation dtype."""
         assert self.embed_tokens is not None  # _missing names it otherwise
         self.lm_head = self.embed_tokens.data.to(self.dtype)
 

@@ -8,7 +8,7 @@
 #define SHAPE_FIELDS(X)                                                                                \
     X(Shape, rows) X(Shape, q_heads) X(Shape, kv_heads) X(Shape, block_size) X(Shape, head_dim)        \
     X(Shape, num_blocks) X(Shape, q_row_stride) X(Shape, q_head_stride) X(Shape, table_stride)         \
-    X(Shape, len_stride) X(Shape, scale) X(Shape, softcap) X(Shape, bf16)
+    X(Shape, len_stride) X(Shape, scale) X(Shape, softcap) X(Shape, bf16) X(Shape, temperature_len)
 #define LAYER_WEIGHTS_FIELDS(X)                                                                        \
     X(LayerWeights, norm1) X(LayerWeights, norm2) X(LayerWeights, qkv) X(LayerWeights, o)             \
     X(LayerWeights, gate_up) X(LayerWeights, down) X(LayerWeights, qkv_scales) X(LayerWeights, o_scales) \

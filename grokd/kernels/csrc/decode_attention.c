@@ -50,7 +50,7 @@
 /* softmax one (row, query head)'s scores in place; in bf16 mode the probabilities are rounded to
    bf16, as the reference's bf16 matmul takes them */
 static void softmax_row(float *x, int64_t len, const Shape *s) {
-    const float inv = 1.0f / exp_scores(x, len, scale_scores(x, len, s));
+    const float inv = 1.0f / exp_scores(x, len, scale_scores(x, len, s, row_temperature(s, len)));
     const int bf16 = s->bf16;
 #pragma omp simd
     for (int64_t t = 0; t < len; t++) x[t] = bf16 ? round_bf16(x[t] * inv) : x[t] * inv;
@@ -111,7 +111,7 @@ static inline __attribute__((always_inline)) int decode_attention(Elem qt, Elem 
                 const int64_t len = seq_lens[b * s.len_stride];
                 const int64_t h = (i - item_start[b]) % s.kv_heads, c = (i - item_start[b]) / s.kv_heads;
                 const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
-                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1};
+                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, row_temperature(&s, len)};
                 k->one_pass(&it, partial + i * part);
             }
 #pragma omp for schedule(static)
@@ -145,7 +145,7 @@ static inline __attribute__((always_inline)) int decode_attention(Elem qt, Elem 
                 const int64_t len = seq_lens[b * s.len_stride], per = chunks_of(len, chunk);
                 const int64_t h = (i - item_start[b]) / per, c = (i - item_start[b]) % per;
                 const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
-                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1};
+                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, row_temperature(&s, len)};
                 k->scores(&it, scores + score_start[b] + h * group * len + c * chunk, len, prefetch_values);
             }
 #pragma omp for schedule(static)
@@ -160,7 +160,7 @@ static inline __attribute__((always_inline)) int decode_attention(Elem qt, Elem 
                 const int64_t len = seq_lens[b * s.len_stride], per = chunks_of(len, chunk);
                 const int64_t h = (i - item_start[b]) / per, c = (i - item_start[b]) % per;
                 const int64_t t1 = (c + 1) * chunk < len ? (c + 1) * chunk : len;
-                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1};
+                const Item it = {q, pool, tables + b * s.table_stride, &s, b, h, c * chunk, t1, row_temperature(&s, len)};
                 k->values(&it, scores + score_start[b] + h * group * len + c * chunk, len, partial + i * part);
             }
 #pragma omp for schedule(static)

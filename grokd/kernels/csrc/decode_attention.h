@@ -268,6 +268,7 @@ typedef struct {
     const int64_t *table; /* row b's block table */
     const Shape *s;
     int64_t b, h, t0, t1;
+    float temperature; /* row b's length temperature (1: none), applied after the cap */
 } Item;
 
 /* q . k for the item's `group` query heads: scores[g * stride + t - t0], asking for the same tokens'
@@ -306,9 +307,19 @@ static inline const char *key_block(const BlockStream *keys, const Item *it, int
 
 /* ---- the softmax's pieces (the four-phase walk's and the one-pass kernel's) ---------------------- */
 
+/* the length temperature of a row whose context holds len tokens (its query at position len - 1):
+   log2(p) / log2(temperature_len) beyond temperature_len, else 1 (kernels.attention.length_temperature) */
+static inline float row_temperature(const Shape *s, int64_t len) {
+    const int64_t p = len - 1;
+    if (s->temperature_len <= 0 || p <= s->temperature_len) return 1.0f;
+    const float inv = (float)(1.0 / log2((double)s->temperature_len));
+    return log2f((float)p) * inv;
+}
+
 /* scale one (row, query head)'s scores in place, after rounding them to bf16 in bf16 mode (as the
-   reference's bf16 matmul rounds q.k), and soft-cap them; returns their maximum */
-static inline float scale_scores(float *x, int64_t len, const Shape *s) {
+   reference's bf16 matmul rounds q.k), soft-cap them and multiply them by the row's length
+   temperature; returns their maximum */
+static inline float scale_scores(float *x, int64_t len, const Shape *s, float temperature) {
     const float scale = s->scale, cap = s->softcap;
     const int bf16 = s->bf16;
     float top = -INFINITY;
@@ -323,6 +334,15 @@ static inline float scale_scores(float *x, int64_t len, const Shape *s) {
 #pragma omp simd reduction(max : top)
         for (int64_t t = 0; t < len; t++) {
             const float v = cap * tanhf(x[t] / cap);
+            x[t] = v;
+            top = v > top ? v : top;
+        }
+    }
+    if (temperature != 1.0f) {
+        top = -INFINITY;
+#pragma omp simd reduction(max : top)
+        for (int64_t t = 0; t < len; t++) {
+            const float v = x[t] * temperature;
             x[t] = v;
             top = v > top ? v : top;
         }

@@ -541,7 +541,7 @@ void attn_one_pass_bf16_i8_vnni(const Item *it, float *part) {
     attn_scores_bf16_i8_avx512(it, x, n, 1);
     float *top = part + group * dim, *total = top + group;
     for (int64_t g = 0; g < group; g++) {
-        top[g] = scale_scores(x + g * n, n, s);
+        top[g] = scale_scores(x + g * n, n, s, it->temperature);
         total[g] = exp_scores(x + g * n, n, top[g]);
     }
     attn_values_i8_vnni(it, x, n, part);

@@ -8,12 +8,14 @@
 
 #include <stdint.h>
 
-/* one decode-attention call's sizes, strides in elements */
+/* one decode-attention call's sizes, strides in elements; temperature_len > 0: Grok-2's length
+   temperature (a row's capped scores times log2(p) / log2(temperature_len), p = its seq_len - 1,
+   when p > temperature_len) */
 typedef struct {
     int64_t rows, q_heads, kv_heads, block_size, head_dim, num_blocks;
     int64_t q_row_stride, q_head_stride, table_stride, len_stride;
     float scale, softcap;
-    int32_t bf16;
+    int32_t bf16, temperature_len;
 } Shape;
 
 /* one decoder layer's weights for grokd_decoder_layer_bf16 */
