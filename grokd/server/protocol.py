@@ -164,25 +164,21 @@ class SearchParameters(_Lenient):
     return_citations: bool = True
 
 
-class _SamplingRequest(BaseModel):
-    """Fields chat and completions share: OpenAI sampling knobs plus the engine's extras."""
+class _SamplerFields(BaseModel):
+    """Sampling knobs every generating endpoint accepts (chat, completions, responses): OpenAI's
+    plus the engine's extras. Unknown fields stay in ``model_extra`` for registered samplers."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: str
-    max_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    stop: str | list[str] | None = None
     seed: int | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
     user: str | None = None
-    best_of: int | None = Field(default=None, ge=1)
     # engine extras
     top_k: int | None = None
     min_p: float | None = None
@@ -195,6 +191,19 @@ class _SamplingRequest(BaseModel):
     bad_words: list[str] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
+
+    def extra_fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class _SamplingRequest(_SamplerFields):
+    """Fields chat and completions share on top of the sampling knobs."""
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    n: int = Field(default=1, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream_options: StreamOptions | None = None
+    best_of: int | None = Field(default=None, ge=1)
 
     @field_validator("stop")
     @classmethod
@@ -212,9 +221,6 @@ class _SamplingRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    def extra_fields(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class ChatCompletionRequest(_SamplingRequest):
