@@ -266,7 +266,19 @@ class TokenizeTextRequest(BaseModel):
 
 
 class PromptTokensDetails(BaseModel):
+    """xAI's breakdown: ``text_tokens`` is every prompt token (text-only models), the rest 0."""
+
+    text_tokens: int | None = None  # filled with prompt_tokens by Usage
+    audio_tokens: int = 0
+    image_tokens: int = 0
     cached_tokens: int = 0
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+    audio_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
 
 class _DropNone(BaseModel):
@@ -288,8 +300,16 @@ class Usage(_DropNone):
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
     num_sources_used: int | None = None
     _omit_if_none = ("num_sources_used",)
+
+    @model_validator(mode="after")
+    def _text_tokens(self) -> Usage:
+        details = self.prompt_tokens_details
+        if details is not None and details.text_tokens is None:
+            details.text_tokens = self.prompt_tokens
+        return self
 
 
 class TopLogprob(BaseModel):
@@ -390,6 +410,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    aliases: list[str] = Field(default_factory=list)
+    context_length: int | None = None
 
 
 class ModelList(BaseModel):
