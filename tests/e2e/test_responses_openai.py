@@ -16,8 +16,10 @@ from pydantic import BaseModel
 
 from grokd.engine.chat_template import render_chat
 from grokd.server.config import ServerConfig
+from grokd.server.live import LiveConfig
 from grokd.server.state import ServerState
 from tests.server.serving import LiveServer, serve_state, wait_ready
+from tests.server.stub_http import StubServer, serve_stub
 
 KEY = "sk-resp-key-00000000"
 OTHER = "sk-resp-other-000000"
@@ -25,6 +27,10 @@ SLOW = "sk-resp-slow-0000000"
 QUESTION = "What is the capital of France? Answer in one sentence."
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+COMET = {"url": "https://astro.example/comet-tonight", "title": "Comet Zorvex visible tonight",
+         "content": "Comet Zorvex is visible tonight after 21:00 in the western sky.", "score": 3.0}
 
 
 def _config(state_dir: Path) -> ServerConfig:
@@ -38,6 +44,15 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def searx() -> StubServer:
+    """A SearXNG stand-in on 127.0.0.1: what the ``web_search`` tool searches."""
+    with serve_stub() as stub:
+        stub.routes["/search"] = lambda r: (200, {"content-type": "application/json"},
+                                            json.dumps({"query": r.query.get("q"), "results": [COMET]}).encode())
+        yield stub
+
+
+@pytest.fixture(scope="module")
 def engine(smollm2_gguf, state_dir: Path):
     from grokd.engine.async_engine import AsyncEngine
 
@@ -47,15 +62,17 @@ def engine(smollm2_gguf, state_dir: Path):
     eng.shutdown()
 
 
-def _serve(engine, state_dir: Path) -> LiveServer:
-    live = serve_state(ServerState.build(_config(state_dir), engine, manage_engine=False))
+def _serve(engine, state_dir: Path, searx: StubServer) -> LiveServer:
+    state = ServerState.build(_config(state_dir), engine, manage_engine=False)
+    state.live_config = LiveConfig(state_dir=state_dir, searxng_url=searx.base, allowed_hosts=(searx.hostport,))
+    live = serve_state(state)
     wait_ready(live.url, 120)
     return live
 
 
 @pytest.fixture(scope="module")
-def server(engine, state_dir: Path) -> LiveServer:
-    live = _serve(engine, state_dir)
+def server(engine, state_dir: Path, searx: StubServer) -> LiveServer:
+    live = _serve(engine, state_dir, searx)
     yield live
     live.stop()
 
@@ -234,7 +251,40 @@ def test_models_list_aliases_and_context_length(server: LiveServer) -> None:
     assert card["context_length"] == 1024 and f"{card['id']}-latest" in card["aliases"]
 
 
-def test_three_turns_and_a_restart(client: OpenAI, server: LiveServer, engine, state_dir: Path, model: str) -> None:
+def test_web_search_tool_on_live_search(client: OpenAI, searx: StubServer, model: str) -> None:
+    question = "Is comet Zorvex visible tonight?"
+    plain = client.responses.create(model=model, input=question, max_output_tokens=2)
+    r = client.responses.create(model=model, input=question, tools=[{"type": "web_search"}], max_output_tokens=2)
+    search, message = r.output
+    assert search.type == "web_search_call" and search.status == "completed"
+    assert message.type == "message"
+    (citation,) = message.content[0].annotations
+    assert citation.type == "url_citation" and citation.url == COMET["url"] and citation.title == COMET["title"]
+    assert r.usage.num_sources_used == 1 and r.usage.num_server_side_tools_used == 1  # type: ignore[attr-defined]
+    assert r.usage.input_tokens > plain.usage.input_tokens + 10  # the search result went into the prompt
+    assert searx.hits("/search") >= 1
+    with client.responses.stream(model=model, input=question, tools=[{"type": "web_search"}],
+                                 max_output_tokens=2) as stream:
+        events = list(stream)
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["web_search_call", "message"]
+    last = events[-1].response  # response.completed or response.incomplete: the whole response
+    assert [o.type for o in last.output] == ["web_search_call", "message"]
+    assert last.output[1].content[0].annotations[0].url == COMET["url"]
+
+
+def test_reasoning_settings_and_items_are_accepted(client: OpenAI, model: str) -> None:
+    r = client.responses.create(
+        model=model, max_output_tokens=2, reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"], service_tier="auto", user="u-1", parallel_tool_calls=False,
+        input=[{"type": "reasoning", "id": "rs_1", "summary": []},
+               {"role": "developer", "content": "Be brief."},
+               {"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}])
+    assert r.reasoning.effort == "low" and r.parallel_tool_calls is False and r.user == "u-1"
+
+
+def test_three_turns_and_a_restart(client: OpenAI, server: LiveServer, engine, state_dir: Path, searx: StubServer,
+                                   model: str) -> None:
     """previous_response_id over three turns; the third after the server restarted on the same state dir."""
     first = client.responses.create(model=model, instructions="Be brief.", input="My name is Ada.",
                                     max_output_tokens=8, temperature=0)
@@ -246,7 +296,7 @@ def test_three_turns_and_a_restart(client: OpenAI, server: LiveServer, engine, s
     assert second.usage.input_tokens == _prompt_tokens(server, model, seen)
     assert second.usage.input_tokens_details.cached_tokens > 0  # the first turn's prompt, from the prefix cache
     server.stop()
-    again = _serve(engine, state_dir)
+    again = _serve(engine, state_dir, searx)
     try:
         client2 = OpenAI(base_url=again.base_url, api_key=KEY, max_retries=0)
         assert client2.responses.retrieve(second.id).output_text == second.output_text

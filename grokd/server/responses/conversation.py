@@ -98,7 +98,7 @@ def function_tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]] | None, 
                     definition[field] = value
             tools.append({"type": "function", "function": definition})
         elif tool.type in SEARCH_TOOLS:
-            sources.append({"type": SEARCH_TOOLS[tool.type]})
+            sources.append(_search_source(tool.type, tool.model_extra or {}))
         else:
             raise not_supported(f"tools[{i}].type", f"the `{tool.type}` tool")
     live = None
@@ -108,6 +108,27 @@ def function_tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]] | None, 
         except ValueError as exc:
             raise invalid_request(str(exc), param="tools") from None
     return tools or None, live
+
+
+def _search_source(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A live-search source for a server-side tool: xAI's ``allowed_domains`` /
+    ``excluded_domains`` (OpenAI's ``filters.allowed_domains``) and ``allowed_x_handles`` /
+    ``excluded_x_handles`` become the source's own filters."""
+    source: dict[str, Any] = {"type": SEARCH_TOOLS[kind]}
+    if source["type"] == "web":
+        filters = options.get("filters")
+        allowed = options.get("allowed_domains") or (filters.get("allowed_domains")
+                                                      if isinstance(filters, dict) else None)
+        if allowed:
+            source["allowed_websites"] = allowed
+        if options.get("excluded_domains"):
+            source["excluded_websites"] = options["excluded_domains"]
+    else:
+        if options.get("allowed_x_handles"):
+            source["included_x_handles"] = options["allowed_x_handles"]
+        if options.get("excluded_x_handles"):
+            source["excluded_x_handles"] = options["excluded_x_handles"]
+    return source
 
 
 def tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:

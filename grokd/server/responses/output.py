@@ -59,14 +59,16 @@ def citation_annotations(plan: GenerationPlan, text: str) -> list[URLCitation]:
 
 
 def search_items(plan: GenerationPlan) -> list[SearchCallItem]:
-    """The server-side searches behind the answer (before the message, as xAI orders them)."""
+    """The server-side searches behind the answer (before the message, as xAI orders them):
+    one ``x_search_call`` when X posts were found, one ``web_search_call`` for everything else
+    (or when nothing was found)."""
     live = plan.live
     if live is None or not live.searched:
         return []
-    kinds = {d.source for d in live.documents}
-    kind: Any = "x_search_call" if kinds == {"x"} else "web_search_call"
-    return [SearchCallItem(id=new_id("ws_"), type=kind, status="failed" if live.degraded else "completed",
-                           action=SearchAction(query=live.query))]
+    kinds: set[Any] = {"x_search_call" if d.source == "x" else "web_search_call" for d in live.documents}
+    status: Any = "failed" if live.degraded else "completed"
+    return [SearchCallItem(id=new_id("ws_"), type=kind, status=status, action=SearchAction(query=live.query))
+            for kind in sorted(kinds or {"web_search_call"})]
 
 
 def function_call_item(call: ToolCallOutput, status: Any = "completed") -> FunctionCallItem:
