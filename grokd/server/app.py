@@ -28,7 +28,8 @@ from grokd.server.jobs.files import too_large as file_too_large
 from grokd.server.jobs.service import JobsService
 from grokd.server.live import LiveConfig, LiveContextService, build_router
 from grokd.server.registry import engine_version
-from grokd.server.routes import api_key, chat, completions, health, models, tokenize
+from grokd.server.responses.store import ResponseStore
+from grokd.server.routes import api_key, chat, completions, health, models, responses, tokenize
 from grokd.server.state import EngineLoader, ServerState
 
 log = logging.getLogger("grokd.server")
@@ -37,7 +38,7 @@ log = logging.getLogger("grokd.server")
 PUBLIC_ROUTERS = (health.router,)
 # Every path served without a key: the health routers' and FastAPI's own OpenAPI document.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
-V1_ROUTERS = (chat.router, completions.router, models.router, tokenize.router, api_key.router)
+V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, tokenize.router, api_key.router)
 # Files, batches and deferred completions; they answer 501 while the app has no JobsService.
 JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
 # Paths served even while the engine is loading or the server is draining.
@@ -220,6 +221,8 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
         state.jobs = _jobs(app, state)
     if state.live is None:
         state.live = _live(state)
+    if state.responses is None:
+        state.responses = ResponseStore(state.state_dir, state.config.responses_retention_s)
     install_error_handlers(app)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)

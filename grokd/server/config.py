@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
-from pydantic import BeforeValidator, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -142,6 +142,7 @@ class ServerConfig(BaseSettings):
     batch_idle_max_in_flight: int = 16  # ... and once the server has been idle for a moment
     max_upload_bytes: Size = 50 * 1024 * 1024  # /v1/files upload limit (the general body limit does not apply)
     deferred_retention_s: float = 24 * 3600.0  # how long deferred completion results are kept
+    responses_retention_s: float = Field(30 * 24 * 3600.0, gt=0)  # how long stored /v1/responses are kept
 
     @classmethod
     def settings_customise_sources(

@@ -164,25 +164,21 @@ class SearchParameters(_Lenient):
     return_citations: bool = True
 
 
-class _SamplingRequest(BaseModel):
-    """Fields chat and completions share: OpenAI sampling knobs plus the engine's extras."""
+class _SamplerFields(BaseModel):
+    """Sampling knobs every generating endpoint accepts (chat, completions, responses): OpenAI's
+    plus the engine's extras. Unknown fields stay in ``model_extra`` for registered samplers."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: str
-    max_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    stop: str | list[str] | None = None
     seed: int | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
     user: str | None = None
-    best_of: int | None = Field(default=None, ge=1)
     # engine extras
     top_k: int | None = None
     min_p: float | None = None
@@ -195,6 +191,19 @@ class _SamplingRequest(BaseModel):
     bad_words: list[str] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
+
+    def extra_fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class _SamplingRequest(_SamplerFields):
+    """Fields chat and completions share on top of the sampling knobs."""
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    n: int = Field(default=1, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream_options: StreamOptions | None = None
+    best_of: int | None = Field(default=None, ge=1)
 
     @field_validator("stop")
     @classmethod
@@ -212,9 +221,6 @@ class _SamplingRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    def extra_fields(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -260,7 +266,19 @@ class TokenizeTextRequest(BaseModel):
 
 
 class PromptTokensDetails(BaseModel):
+    """xAI's breakdown: ``text_tokens`` is every prompt token (text-only models), the rest 0."""
+
+    text_tokens: int | None = None  # filled with prompt_tokens by Usage
+    audio_tokens: int = 0
+    image_tokens: int = 0
     cached_tokens: int = 0
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+    audio_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
 
 class _DropNone(BaseModel):
@@ -282,8 +300,16 @@ class Usage(_DropNone):
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails = Field(default_factory=CompletionTokensDetails)
     num_sources_used: int | None = None
     _omit_if_none = ("num_sources_used",)
+
+    @model_validator(mode="after")
+    def _text_tokens(self) -> Usage:
+        details = self.prompt_tokens_details
+        if details is not None and details.text_tokens is None:
+            details.text_tokens = self.prompt_tokens
+        return self
 
 
 class TopLogprob(BaseModel):
@@ -384,6 +410,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    aliases: list[str] = Field(default_factory=list)
+    context_length: int | None = None
 
 
 class ModelList(BaseModel):

@@ -113,6 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     j.add_argument("--max-upload-bytes", type=_size, help="/v1/files upload limit (default 50M)")
     j.add_argument("--deferred-retention-s", type=float,
                    help="seconds deferred completion results are kept (default 86400)")
+    j.add_argument("--responses-retention-s", type=float,
+                   help="seconds stored /v1/responses are kept for previous_response_id (default 2592000, 30 days)")
     p.add_argument("--config", help="TOML config file (CLI > GROKD_* env > file > defaults)")
     add_live_arguments(p)
 

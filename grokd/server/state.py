@@ -26,6 +26,7 @@ from grokd.server.jobs.service import JobsService
 from grokd.server.live import LiveConfig, LiveContextService
 from grokd.server.metrics import ServerMetrics
 from grokd.server.registry import ModelRegistry, default_served_name
+from grokd.server.responses.store import ResponseStore
 from grokd.weights.default_model import DEFAULT_MODEL_NAME
 
 log = logging.getLogger("grokd.server")
@@ -77,7 +78,7 @@ class ServerState:
 
     ``engine`` and ``registry`` are None while the model loads in the background (``loader``):
     the server already answers /health, and 503 "not ready yet" everywhere else.
-    ``jobs`` and ``live`` are built by ``create_app`` unless given (``jobs`` stays None when the
+    ``jobs``, ``live`` and ``responses`` (stored /v1/responses) are built by ``create_app`` unless given (``jobs`` stays None when the
     app is built without them); ``live_config`` configures ``live`` (default: the environment).
     ``state_dir`` is ``--state-dir``, or a throw-away directory (said loudly) so the features
     still work.
@@ -96,6 +97,7 @@ class ServerState:
     jobs: JobsService | None = None
     live: LiveContextService | None = None
     live_config: LiveConfig | None = None
+    responses: ResponseStore | None = None
     state_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:

@@ -75,25 +75,37 @@ async def merge(calls: list[EngineCall]) -> AsyncIterator[tuple[int, RequestOutp
             t.cancel()
 
 
+def _default_failure(exc: StreamFailure) -> bytes:
+    return error_event(exc.message, exc.type, exc.code)
+
+
 def sse_response(
     calls: list[EngineCall],
     render: Renderer,
     request_id: str,
     headers: dict[str, str] | None = None,
+    *,
+    done: bytes | None = DONE,
+    on_failure: Callable[[StreamFailure], bytes] = _default_failure,
 ) -> StreamingResponse:
-    """Stream ``render``'s events for ``calls`` and guarantee cleanup however the stream ends."""
+    """Stream ``render``'s events for ``calls`` and guarantee cleanup however the stream ends.
+
+    ``done`` ends a stream that finished (OpenAI's ``data: [DONE]``; None for protocols without
+    one); ``on_failure`` encodes the in-band error after a failure (an unexpected exception
+    arrives as an ``internal_error`` StreamFailure)."""
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async for event in render(merge(calls)):
                 yield event
-            yield DONE
+            if done is not None:
+                yield done
         except StreamFailure as exc:
-            yield error_event(exc.message, exc.type, exc.code)
+            yield on_failure(exc)
         except Exception as exc:
             log.exception("stream %s failed", request_id)
-            yield error_event(f"Internal error while streaming (request id {request_id}): {exc}",
-                              "server_error", "internal_error")
+            yield on_failure(StreamFailure(f"Internal error while streaming (request id {request_id}): {exc}",
+                                           "server_error", "internal_error"))
         finally:
             for call in calls:
                 await call.close()

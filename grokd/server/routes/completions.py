@@ -125,7 +125,7 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
         for i, (text, ids) in enumerate(prompts):
             max_tokens = gen.resolve_max_tokens(1 if score_only else req.max_tokens, len(ids),
                                                 model.max_model_len, param="prompt", what="prompt")
-            params = gen.build_params(req, max_tokens=max_tokens, logprobs=k,
+            params = gen.build_params(gen.request_settings(req), max_tokens=max_tokens, logprobs=k,
                                       prompt_logprobs=k if (req.echo and k is not None) else None)
             log.info("completion %s-%d model=%s prompt_tokens=%d max_tokens=%d n=%d%s", rid, i, model.id,
                      len(ids), max_tokens, req.n, f" prompt={text!r}" if state.config.log_prompts else "")

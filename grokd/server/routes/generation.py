@@ -1,6 +1,7 @@
-"""What chat and completions share: request → SamplingParams, the context-window check,
-starting an engine request (errors mapped before anything is sent), collecting a whole
-result while watching for a disconnected client, and token text/bytes for logprobs.
+"""The engine-call layer every generating endpoint shares (the generation service and
+completions sit on it): sampling settings → SamplingParams, the context-window check, starting
+an engine request (errors mapped before anything is sent), collecting a whole result while
+watching for a disconnected client, and token text/bytes for logprobs.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ from grokd.server.errors import (
     from_value_error,
     not_supported,
 )
+from grokd.server.generation.types import SamplingSettings
 from grokd.server.metrics import TokenTimer
-from grokd.server.protocol import ENGINE_FIELDS, IGNORED_FIELDS, UNSUPPORTED_FIELDS, _SamplingRequest
+from grokd.server.protocol import (
+    ENGINE_FIELDS,
+    IGNORED_FIELDS,
+    UNSUPPORTED_FIELDS,
+    _SamplerFields,
+    _SamplingRequest,
+)
 from grokd.server.routes.deps import get_engine, get_state
 
 if TYPE_CHECKING:
@@ -47,46 +55,66 @@ def reject_unsupported(req: _SamplingRequest) -> None:
                        code="invalid_value")
 
 
-def sampler_extras(req: _SamplingRequest) -> dict[str, Any]:
+def sampler_extras(req: _SamplerFields, ignored: frozenset[str] = IGNORED_FIELDS) -> dict[str, Any]:
     """Unknown body fields are parameters of registered samplers (the engine ignores the rest)."""
     return {
         k: v for k, v in req.extra_fields().items()
-        if k not in UNSUPPORTED_FIELDS and k not in IGNORED_FIELDS
+        if k not in UNSUPPORTED_FIELDS and k not in ignored
     }
 
 
+def settings_of(req: _SamplerFields, *, n: int = 1, stop: list[str] | None = None,
+                ignored: frozenset[str] = IGNORED_FIELDS) -> SamplingSettings:
+    """The sampling knobs of any generating request body."""
+    return SamplingSettings(
+        n=n,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
+        logit_bias=req.logit_bias,
+        stop=list(stop or []),
+        seed=req.seed,
+        engine_fields={name: getattr(req, name) for name in ENGINE_FIELDS if getattr(req, name, None) is not None},
+        sampler_extras=sampler_extras(req, ignored),
+    )
+
+
+def request_settings(req: _SamplingRequest) -> SamplingSettings:
+    """Chat's and completions' knobs (``n`` and ``stop`` included)."""
+    return settings_of(req, n=req.n, stop=req.stop_list())
+
+
 def build_params(
-    req: _SamplingRequest,
+    settings: SamplingSettings,
     *,
     max_tokens: int,
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
 ) -> SamplingParams:
     bias: dict[int, float] = {}
-    for k, v in (req.logit_bias or {}).items():
+    for k, v in (settings.logit_bias or {}).items():
         try:
             bias[int(k)] = float(v)
         except ValueError:
             raise APIError(400, f"logit_bias: keys must be token ids, got {k!r}", param="logit_bias",
                            code="invalid_value") from None
     params = SamplingParams(
-        n=req.n,
+        n=settings.n,
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        presence_penalty=req.presence_penalty or 0.0,
+        temperature=1.0 if settings.temperature is None else settings.temperature,
+        top_p=1.0 if settings.top_p is None else settings.top_p,
+        frequency_penalty=settings.frequency_penalty or 0.0,
+        presence_penalty=settings.presence_penalty or 0.0,
         logit_bias=bias,
-        stop=req.stop_list(),
-        seed=req.seed,
+        stop=list(settings.stop),
+        seed=settings.seed,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
-        extra=sampler_extras(req),
+        extra=dict(settings.sampler_extras),
     )
-    for name in ENGINE_FIELDS:
-        value = getattr(req, name, None)
-        if value is not None:
-            setattr(params, name, list(value) if isinstance(value, list) else value)
+    for name, value in settings.engine_fields.items():
+        setattr(params, name, list(value) if isinstance(value, list) else value)
     try:
         params.validate()
     except ValueError as exc:

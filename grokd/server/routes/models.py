@@ -12,7 +12,8 @@ router = APIRouter()
 
 
 def _card(m: ServedModel) -> ModelCard:
-    return ModelCard(id=m.id, created=m.created, owned_by=m.owned_by)
+    return ModelCard(id=m.id, created=m.created, owned_by=m.owned_by, aliases=m.aliases,
+                     context_length=m.max_model_len)
 
 
 def _language_model(m: ServedModel) -> LanguageModel:

@@ -1,5 +1,5 @@
-"""Chat's bridge to live context (server.live): resolve ``search_parameters`` / the
-``live_search`` tool, search, and hand back a result to inject into the prompt; its failures
+"""The generation service's bridge to live context (server.live): resolve ``search_parameters`` /
+the ``live_search`` tool, search, and hand back a result to inject into the prompt; its failures
 map to the API's error envelope (400 for bad parameters, 502/504 for a failed source in ``on``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi import Request
 from grokd.engine.tokenizer import Tokenizer
 from grokd.server.errors import APIError, from_value_error, not_supported
 from grokd.server.live import LiveContextError, LiveResult, SearchParameters, resolve
-from grokd.server.protocol import ChatCompletionRequest, Tool
+from grokd.server.protocol import Tool
 from grokd.server.routes.deps import get_state
 
 # Completion tokens reserved when the request sets no max_tokens, so context never eats the reply.
@@ -20,10 +20,11 @@ DEFAULT_RESERVE = 512
 DEBUG_HEADER = "x-grokd-debug"
 
 
-def resolve_request(req: ChatCompletionRequest) -> tuple[SearchParameters | None, list[Tool] | None]:
+def resolve_request(search_parameters: Any, tools: list[Tool] | None,
+                    ) -> tuple[SearchParameters | None, list[Tool] | None]:
     """(live-search settings or None, the function tools left for the model)."""
     try:
-        return resolve(req.search_parameters, req.tools)
+        return resolve(search_parameters, tools)
     except ValueError as exc:
         raise from_value_error(exc, default_param="search_parameters") from None
 

@@ -1,7 +1,7 @@
-"""Chat's bridge to structured outputs (engine.structured): ``response_format`` and ``tools`` /
-``tool_choice`` become a grammar spec in ``SamplingParams.structured``; a constrained reply is
-turned back into OpenAI ``tool_calls``. Invalid definitions answer 400 naming the field, never
-silently unconstrained output.
+"""The generation service's bridge to structured outputs (engine.structured): a response format
+and ``tools`` / ``tool_choice`` become a grammar spec in ``SamplingParams.structured``; a
+constrained reply is turned back into tool calls. Invalid definitions answer 400 naming the
+field, never silently unconstrained output.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from grokd.engine.structured.specs import StructuredSpec, ToolCallFormat, ToolCa
 from grokd.engine.structured.tool_calls import ToolCallStreamer, parse_tool_output
 from grokd.engine.structured.validation import spec_from_request
 from grokd.server.errors import from_value_error
-from grokd.server.protocol import ChatCompletionRequest, Tool
+from grokd.server.protocol import ResponseFormat
 
 
 @dataclass
@@ -24,24 +24,21 @@ class StructuredPlan:
     tool_format: ToolCallFormat | None  # when the reply may hold tool calls
 
 
-def _wants(req: ChatCompletionRequest, tools: list[Tool] | None) -> bool:
-    rf = req.response_format is not None and req.response_format.type != "text"
-    return rf or bool(tools and req.tool_choice != "none")
-
-
-def plan(req: ChatCompletionRequest, tools: list[Tool] | None,
+def plan(response_format: ResponseFormat | None, tools: list[dict[str, Any]] | None,
+         tool_choice: str | dict[str, Any] | None, parallel_tool_calls: bool | None,
          model_info: ModelInfo) -> StructuredPlan | None:
     """The spec for this request (None: unconstrained); invalid definitions are a 400 naming the field."""
-    if not _wants(req, tools):
+    wants_format = response_format is not None and response_format.type != "text"
+    if not wants_format and not (tools and tool_choice != "none"):
         return None
     fmt = tool_call_format_for(model_info.architecture)
     try:
         spec = spec_from_request(
-            response_format=req.response_format.model_dump(by_alias=True, exclude_none=True)
-            if req.response_format is not None else None,
-            tools=[t.model_dump(by_alias=True, exclude_none=True) for t in tools] if tools else None,
-            tool_choice=req.tool_choice,
-            parallel_tool_calls=req.parallel_tool_calls,
+            response_format=response_format.model_dump(by_alias=True, exclude_none=True)
+            if response_format is not None else None,
+            tools=tools or None,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             tool_format=fmt,
         )
     except ValueError as exc:
@@ -51,11 +48,11 @@ def plan(req: ChatCompletionRequest, tools: list[Tool] | None,
     return StructuredPlan(spec, fmt if isinstance(spec, ToolCallSpec) else None)
 
 
-def prepare_messages(messages: list[dict[str, Any]], tools: list[Tool] | None, model_info: ModelInfo,
+def prepare_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, model_info: ModelInfo,
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(messages, tools for the template). A template that cannot render tools gets them, and
     earlier calls and results, spelled out as text in the format the grammar enforces."""
-    tool_dicts = [t.model_dump(by_alias=True, exclude_none=True) for t in tools] if tools else None
+    tool_dicts = tools or None
     history = any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
     if not tool_dicts and not history:
         return messages, None
