@@ -289,6 +289,7 @@ class LlamaForCausalLM(nn.Module):
         dtype: torch.dtype = torch.float32,
         weights_dtype: str = "auto",
         device: torch.device | str = "cpu",
+        kernel_backend: str = "auto",
     ) -> LlamaForCausalLM:
         """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``.
 
@@ -302,7 +303,7 @@ class LlamaForCausalLM(nn.Module):
             wdtype = DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
-        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device))
+        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device, kernel_backend))
         model.load_weights(ckpt.tensors(), weights_dtype=wdtype)
         model = model.to(device).eval()
         model.pack_weights(int8=weights_dtype == "int8")

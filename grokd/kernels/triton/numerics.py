@@ -29,7 +29,9 @@ def round_bf16(x):
 
 @triton.jit
 def tanh(x):
-    """``tanh(x) = 2 sigmoid(2x) - 1``: within about 1e-7 of ``torch.tanh`` in float32."""
+    """``tanh(x) = 2 sigmoid(2x) - 1``: within about 1e-7 of ``torch.tanh`` in float32. ``x`` is
+    clamped to +-10 first (``tanh(10)`` is 1 in float32), so that ``exp`` never overflows."""
+    x = tl.minimum(tl.maximum(x, -10.0), 10.0)
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
