@@ -135,11 +135,13 @@ def _weight_args(w: ExpertWeights, act: torch.dtype) -> tuple[torch.Tensor, torc
     return q, s, (q.stride(0), q.stride(1), q.stride(2), s.stride(0), s.stride(1), k // groups), True, False
 
 
-def _blocks(num_tokens: int, num_experts: int, top_k: int) -> tuple[int, int, int]:
+def _blocks(num_tokens: int, num_experts: int, top_k: int, width: int) -> tuple[int, int, int]:
     """``(BLOCK_M, BLOCK_N, BLOCK_K)``: rows per block sized to the tokens an expert gets on
-    average (decode: the 16-row minimum ``tl.dot`` takes); small tiles when interpreted."""
+    average (decode: the 16-row minimum ``tl.dot`` takes); wide tiles when interpreted
+    (``runtime.interpreted_tile`` of the widest dimension)."""
     if runtime.INTERPRETED:
-        return 16, 32, 32
+        tile = runtime.interpreted_tile(width)
+        return 16, tile, tile
     per_expert = num_tokens * top_k // max(1, num_experts)
     return (16 if per_expert <= 16 else 32 if per_expert <= 32 else 64), 64, 128
 
@@ -171,7 +173,7 @@ def fused_moe(
     gates, idx = _moe.route(x, router_weight, top_k)
     x = x.contiguous()
     runtime.check_tensors(x, w_gate.weight, w_up.weight, w_down.weight)
-    bm, bn, bk = _blocks(num_tokens, num_experts, top_k)
+    bm, bn, bk = _blocks(num_tokens, num_experts, top_k, max(hidden, inter))
     sched = moe_align.schedule(idx, num_experts, first_expert, bm)
     rows = sched.sorted_slots.shape[0]
     act_bf16 = x.dtype == torch.bfloat16

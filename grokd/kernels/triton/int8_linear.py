@@ -55,11 +55,11 @@ def _int8_matmul(x_ptr, w_ptr, s_ptr, out_ptr, M, K, N,
              acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-def _blocks(m: int) -> tuple[int, int, int]:
-    """``(BLOCK_M, BLOCK_N, BLOCK_K)``: small tiles when interpreted (each program is numpy work),
-    decode-sized rows on the GPU otherwise."""
+def _blocks(m: int, k: int, n: int) -> tuple[int, int, int]:
+    """``(BLOCK_M, BLOCK_N, BLOCK_K)``: decode-sized rows on the GPU; wide tiles when interpreted
+    (``runtime.interpreted_tile``)."""
     if runtime.INTERPRETED:
-        return 16, 32, 32
+        return 16, runtime.interpreted_tile(n), runtime.interpreted_tile(k)
     return (16 if m <= 16 else 32 if m <= 32 else 64), 128, 64
 
 
@@ -72,7 +72,7 @@ def _launch(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, k: int, n: int, s
     if m == 0:
         return out.view(*lead, n)
     runtime.check_tensors(x2, w, s)
-    bm, bn, bk = _blocks(m)
+    bm, bn, bk = _blocks(m, k, n)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     _int8_matmul[grid](x2, w, s, out, m, k, n, x2.stride(0), stride_wk, stride_wn, stride_sg, group_size,
                        out.stride(0), GROUPED=not scale_after, SCALE_AFTER=scale_after, ACT_BF16=x.dtype == torch.bfloat16,

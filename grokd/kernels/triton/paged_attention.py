@@ -163,7 +163,7 @@ def paged_attention(
     # rows per program: query tokens times the group's heads, at least 16 (tl.dot's minimum)
     rows = 16 if max_q == 1 else (32 if runtime.INTERPRETED else 64)
     block_q = max(1, rows // group_pad)
-    block_n = 16 if runtime.INTERPRETED else 64
+    block_n = runtime.interpreted_tile(span) if runtime.INTERPRETED else 64
     splits = num_splits or default_splits(meta.num_seqs, kv_heads, span, max_q == 1)
     keys_per_split = ceil_div(ceil_div(span, splits), block_n) * block_n
     q = q.contiguous()

@@ -42,3 +42,13 @@ def low_precision_dot(dtype: torch.dtype) -> bool:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+INTERPRETED_TILE = 128  # the widest tile dimension an interpreted kernel takes
+
+
+def interpreted_tile(n: int) -> int:
+    """An interpreted kernel's tile along a dimension of ``n``: as wide as it (a power of two, 16
+    to ``INTERPRETED_TILE``). The interpreter's cost is per operation and program, hardly per
+    element (each is one numpy call over the tile), so few wide tiles run far faster than a GPU's."""
+    return max(16, min(INTERPRETED_TILE, next_pow2(n)))

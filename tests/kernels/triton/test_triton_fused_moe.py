@@ -14,7 +14,7 @@ from grokd.kernels.triton import moe_align
 from grokd.kernels.triton.fused_moe import fused_moe
 from tests.kernels.triton.compare import assert_relative_close
 
-E, TOP_K, D, F = 8, 2, 32, 48
+E, TOP_K, D, F = 8, 2, 32, 160  # F past one interpreted tile: two N tiles, two K steps
 
 
 def _experts(groups: int, device: str, f: int = F, seed: int = 0) -> list[ExpertWeights]:
@@ -44,7 +44,7 @@ def test_int8_full_width_matches_twin(device, groups, tokens):
 @pytest.mark.parametrize("groups", [1, 8])
 def test_tensor_parallel_slice_matches_twin(device, groups):
     """One rank of four: a quarter of every expert's intermediate dimension (gate/up columns, down
-    rows, and their scale rows: 8 groups over 48 rows are 2 over the rank's 12), float32 partial sums."""
+    rows, and their scale rows: 8 groups over 160 rows are 2 over the rank's 40), float32 partial sums."""
     w = _experts(groups, device)
     cols = slice(F // 4, F // 2)
     shard_groups = max(1, groups // 4)
