@@ -47,7 +47,7 @@ from grokd.kernels.triton.numerics import dot, gelu_tanh, load_weight_tile, roun
 def _gate_up(x_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, slots_ptr, block_expert_ptr,
              K, N, num_slots, top_k, stride_xm,
              stride_we, stride_wk, stride_wn, stride_se, stride_sg, group_size, stride_hm,
-             QUANT: tl.constexpr, ROUND_W: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
+             QUANT: tl.constexpr, ROUND_W: tl.constexpr, SCALE_ROW: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -69,11 +69,11 @@ def _gate_up(x_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, slots_ptr, block_expe
             k_offs = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + token[:, None] * stride_xm + k_offs[None, :],
                         mask=valid[:, None] & (k_offs[None, :] < K), other=0).to(tl.float32)
-            g_tile = load_weight_tile(wg, sg, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
-                                      QUANT, ROUND_W)
+            g_tile = load_weight_tile(wg, sg, k0, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
+                                      QUANT, ROUND_W, SCALE_ROW)
             acc_g = dot(x, g_tile, acc_g, LOW_DOT)
-            u_tile = load_weight_tile(wu, su, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
-                                      QUANT, ROUND_W)
+            u_tile = load_weight_tile(wu, su, k0, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
+                                      QUANT, ROUND_W, SCALE_ROW)
             acc_u = dot(x, u_tile, acc_u, LOW_DOT)
         if ACT_BF16:
             acc_g = round_bf16(acc_g)
@@ -92,7 +92,7 @@ def _gate_up(x_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, slots_ptr, block_expe
 def _down(h_ptr, w_ptr, s_ptr, gate_ptr, out_ptr, slots_ptr, block_expert_ptr,
           K, N, num_slots, stride_hm,
           stride_we, stride_wk, stride_wn, stride_se, stride_sg, group_size, stride_om,
-          QUANT: tl.constexpr, ROUND_W: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
+          QUANT: tl.constexpr, ROUND_W: tl.constexpr, SCALE_ROW: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -110,8 +110,8 @@ def _down(h_ptr, w_ptr, s_ptr, gate_ptr, out_ptr, slots_ptr, block_expert_ptr,
             k_offs = k0 + tl.arange(0, BLOCK_K)
             h = tl.load(h_ptr + rows[:, None].to(tl.int64) * stride_hm + k_offs[None, :],
                         mask=valid[:, None] & (k_offs[None, :] < K), other=0).to(tl.float32)
-            w_tile = load_weight_tile(w, s, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
-                                      QUANT, ROUND_W)
+            w_tile = load_weight_tile(w, s, k0, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
+                                      QUANT, ROUND_W, SCALE_ROW)
             acc = dot(h, w_tile, acc, LOW_DOT)
         if ACT_BF16:
             acc = round_bf16(acc)
@@ -187,7 +187,7 @@ def fused_moe(
     _gate_up[(sched.num_blocks, triton.cdiv(inter, bn))](
         x, g_vals, u_vals, g_scales, u_scales, h, sched.sorted_slots, sched.block_expert,
         hidden, inter, sched.num_slots, top_k, x.stride(0), *g_str, h.stride(0),
-        QUANT=quant, ROUND_W=round_w, ACT_BF16=act_bf16, LOW_DOT=low, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        QUANT=quant, ROUND_W=round_w, SCALE_ROW=g_str[-1] % bk == 0, ACT_BF16=act_bf16, LOW_DOT=low, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
 
     d_vals, d_scales, d_str, d_quant, d_round = _weight_args(w_down, x.dtype)
     gate = gates.to(x.dtype).float().reshape(-1).contiguous()  # the twin casts the gates first
@@ -195,6 +195,6 @@ def fused_moe(
     _down[(sched.num_blocks, triton.cdiv(out_features, bn))](
         h, d_vals, d_scales, gate, slots_out, sched.sorted_slots, sched.block_expert,
         inter, out_features, sched.num_slots, h.stride(0), *d_str, slots_out.stride(0),
-        QUANT=d_quant, ROUND_W=d_round, ACT_BF16=act_bf16, LOW_DOT=low, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        QUANT=d_quant, ROUND_W=d_round, SCALE_ROW=d_str[-1] % bk == 0, ACT_BF16=act_bf16, LOW_DOT=low, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
     out = slots_out.view(num_tokens, top_k, out_features).sum(dim=1)
     return out.to(out_dtype or x.dtype)

@@ -27,7 +27,7 @@ from grokd.kernels.triton.numerics import dot, load_weight_tile, round_bf16
 @triton.jit
 def _int8_matmul(x_ptr, w_ptr, s_ptr, out_ptr, M, K, N,
                  stride_xm, stride_wk, stride_wn, stride_sg, group_size, stride_om,
-                 GROUPED: tl.constexpr, SCALE_AFTER: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
+                 GROUPED: tl.constexpr, SCALE_ROW: tl.constexpr, SCALE_AFTER: tl.constexpr, ACT_BF16: tl.constexpr, LOW_DOT: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """``out[M, N] = x[M, K] @ W``: grouped scales inside the tile (``SCALE_AFTER`` false), or
     one scale per output column applied to the rounded product (``SCALE_AFTER``)."""
@@ -40,8 +40,8 @@ def _int8_matmul(x_ptr, w_ptr, s_ptr, out_ptr, M, K, N,
         k_offs = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + m_offs[:, None].to(tl.int64) * stride_xm + k_offs[None, :],
                     mask=(m_offs[:, None] < M) & (k_offs[None, :] < K), other=0).to(tl.float32)
-        w = load_weight_tile(w_ptr, s_ptr, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
-                             QUANT=GROUPED, ROUND_W=False)
+        w = load_weight_tile(w_ptr, s_ptr, k0, k_offs, n_offs, K, N, stride_wk, stride_wn, stride_sg, group_size,
+                             QUANT=GROUPED, ROUND_W=False, SCALE_ROW=SCALE_ROW)
         acc = dot(x, w, acc, LOW_DOT)
     if ACT_BF16:
         acc = round_bf16(acc)
@@ -75,7 +75,8 @@ def _launch(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, k: int, n: int, s
     bm, bn, bk = _blocks(m, k, n)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     _int8_matmul[grid](x2, w, s, out, m, k, n, x2.stride(0), stride_wk, stride_wn, stride_sg, group_size,
-                       out.stride(0), GROUPED=not scale_after, SCALE_AFTER=scale_after, ACT_BF16=x.dtype == torch.bfloat16,
+                       out.stride(0), GROUPED=not scale_after,
+                       SCALE_ROW=group_size % bk == 0, SCALE_AFTER=scale_after, ACT_BF16=x.dtype == torch.bfloat16,
                        LOW_DOT=runtime.low_precision_dot(x.dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
     return out.view(*lead, n)
 
@@ -135,7 +136,7 @@ def _dequant_tiles(w_ptr, s_ptr, out_ptr, K, N, stride_wk, stride_sg, group_size
                    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
     k_offs = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     n_offs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    w = load_weight_tile(w_ptr, s_ptr, k_offs, n_offs, K, N, stride_wk, 1, stride_sg, group_size,
-                         QUANT=True, ROUND_W=False)
+    w = load_weight_tile(w_ptr, s_ptr, 0, k_offs, n_offs, K, N, stride_wk, 1, stride_sg, group_size,
+                         QUANT=True, ROUND_W=False, SCALE_ROW=False)
     tl.store(out_ptr + k_offs[:, None] * N + n_offs[None, :], w,
              mask=(k_offs[:, None] < K) & (n_offs[None, :] < N))

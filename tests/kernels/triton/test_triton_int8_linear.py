@@ -21,7 +21,7 @@ def _weight(k: int, n: int, groups: int, device: str, seed: int = 0) -> GroupedI
 
 
 # 344 = the golden fixture's expert width: 8 groups of 43 rows, not a multiple of any tile
-@pytest.mark.parametrize(("k", "n", "groups"), [(64, 48, 1), (344, 40, 8), (48, 344, 8)])
+@pytest.mark.parametrize(("k", "n", "groups"), [(64, 48, 1), (344, 40, 8), (48, 344, 8), (256, 40, 2)])
 def test_dequantised_tiles_are_bit_equal(device, k, n, groups):
     w = _weight(k, n, groups, device)
     assert torch.equal(int8_linear.dequantize(w).cpu(), w.dequantize().float().cpu())
@@ -38,6 +38,15 @@ def test_grouped_int8_matches_twin(device, groups, rows):
     assert got.dtype == torch.bfloat16
     # float32 sums in another order, then one bf16 rounding each: an ulp of bf16 at most
     assert_relative_close(got, want, 8e-3)
+
+
+def test_one_scale_row_per_tile(device):
+    """Groups of 128 rows (a multiple of the tile): one scale row per tile, broadcast."""
+    for groups in (1, 2):
+        w = _weight(256, 40, groups, device, seed=groups)
+        x = torch.randn(3, 256).to(device)
+        assert_relative_close(int8_linear.linear(x, w), w.linear(x))
+        assert torch.equal(int8_linear.linear(x.bfloat16(), w), w.linear(x.bfloat16()))
 
 
 def test_leading_dims_and_plain_weights(device):
