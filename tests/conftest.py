@@ -20,6 +20,8 @@ GROK2_TINY = DATA_DIR / "grok2-tiny"
 # (``grokd.kernels.cpu_tier``), so one machine proves the paths of every CPU below it.
 CPU_TIER_TESTS = ("kernels/", "engine/models/", "engine/test_engine_grok1.py", "engine/test_kv_cache_int8.py",
                   "engine/test_engine_grok2.py")
+# the Triton kernels run in Triton's interpreter (numpy) on the CPU, the same on every tier
+NOT_CPU_TIER_TESTS = ("kernels/triton/",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests_dir = Path(__file__).resolve().parent
     for item in items:
         relative = item.path.resolve().relative_to(tests_dir).as_posix()
-        if relative.startswith(CPU_TIER_TESTS):
+        if relative.startswith(CPU_TIER_TESTS) and not relative.startswith(NOT_CPU_TIER_TESTS):
             item.add_marker(pytest.mark.cpu_tier)
     if not cpu_tier.active().has_c_kernels:  # aarch64, or a process capped at the generic tier
         absent = [item for item in items if "c_kernels" in item.keywords]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from grokd.kernels import cpu_tier
+from grokd.kernels.backends import check_kernel_backend
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class ModelLoadConfig:
     ``weights_dtype`` how linear weights are
     stored (``auto`` keeps what the checkpoint has, e.g. int8 for the Grok-1 release).
     ``enforce_eager`` turns off CUDA-graph replay of decode steps (``engine.decode_graphs``).
+    ``kernel_backend``: ``auto``, ``torch`` or ``triton`` (``kernels.dispatch.resolve_backend``;
+    ``auto`` is Triton on CUDA where it imports), checked here.
     """
 
     model: str | None = None
@@ -56,9 +59,11 @@ class ModelLoadConfig:
     device: str = "cpu"
     max_model_len: int | None = None
     enforce_eager: bool = False
+    kernel_backend: str = "auto"  # auto | torch | triton
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        check_kernel_backend(self.kernel_backend)
         self.dtype = resolve_dtype(self.dtype, self.device)
 
     @classmethod

@@ -74,6 +74,7 @@ def load_model_and_tokenizer(cfg: ModelLoadConfig, tp: TensorParallel | None = N
                              f"rank only (tensor parallel: {', '.join(TENSOR_PARALLEL_ARCHITECTURES)})")
         sharded["tp"] = tp
     model = model_cls.from_checkpoint(
-        ckpt, dtype=torch_dtype(cfg.dtype), weights_dtype=cfg.weights_dtype, device=cfg.device, **sharded
+        ckpt, dtype=torch_dtype(cfg.dtype), weights_dtype=cfg.weights_dtype, device=cfg.device,
+        kernel_backend=cfg.kernel_backend, **sharded
     )
     return model, load_tokenizer(ckpt), ckpt

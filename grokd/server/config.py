@@ -37,6 +37,7 @@ from grokd.engine.config import (
     ParallelConfig,
     SchedulerConfig,
     check_device,
+    check_kernel_backend,
     default_token_budget,
 )
 from grokd.server.jobs import JobsConfig
@@ -107,6 +108,7 @@ class ServerConfig(BaseSettings):
     device: str = "cpu"
     max_model_len: int | None = None
     enforce_eager: Flag = False
+    kernel_backend: str = "auto"  # kernels.dispatch.resolve_backend: auto | torch | triton
     seed: int = 0
     # tensor / expert parallelism (engine.parallel): ranks spawned by grokd serve, or torchrun's
     tensor_parallel_size: int = 1
@@ -161,6 +163,11 @@ class ServerConfig(BaseSettings):
     @classmethod
     def _known_device(cls, device: str) -> str:
         return check_device(device)  # fail at start-up, before the server listens
+
+    @field_validator("kernel_backend")
+    @classmethod
+    def _known_kernel_backend(cls, backend: str) -> str:
+        return check_kernel_backend(backend)
 
     @field_validator("kv_cache_dtype")
     @classmethod

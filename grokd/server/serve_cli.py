@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--max-model-len", type=int)
     m.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA-graph replay of decode steps (CUDA only; for debugging)")
+    m.add_argument("--kernel-backend", choices=["auto", "torch", "triton"],
+                   help="GPU kernels: triton (grokd's Triton kernels), torch (PyTorch ops) or auto (default: "
+                        "triton on CUDA where it imports); triton on the CPU needs TRITON_INTERPRET=1")
     m.add_argument("--seed", type=int)
     t = p.add_argument_group("tensor parallelism (Grok-1 and the Llama family)")
     t.add_argument("--tensor-parallel-size", "--tp", type=int, dest="tensor_parallel_size",

@@ -17,10 +17,11 @@ from grokd.engine.sampling_params import SamplingParams
 pytestmark = pytest.mark.gpu
 
 
-def cuda_engine(model_dir, dtype: str, weights_dtype: str, num_blocks: int = 256) -> LLMEngine:
+def cuda_engine(model_dir, dtype: str, weights_dtype: str, num_blocks: int = 256,
+                kernel_backend: str = "auto") -> LLMEngine:
     ckpt = weights.load(model_dir)
     model = Grok1ForCausalLM.from_checkpoint(ckpt, dtype=getattr(torch, dtype), weights_dtype=weights_dtype,
-                                             device="cuda")
+                                             device="cuda", kernel_backend=kernel_backend)
     cfg = EngineConfig(
         model=ModelLoadConfig(model=str(model_dir), dtype=dtype, weights_dtype=weights_dtype, device="cuda"),
         cache=CacheConfig(block_size=4, num_blocks=num_blocks),
@@ -29,8 +30,13 @@ def cuda_engine(model_dir, dtype: str, weights_dtype: str, num_blocks: int = 256
     return LLMEngine(cfg, model, None, checkpoint=ckpt)
 
 
-def test_fp32_greedy_tokens_and_logprobs_match_reference_on_cuda(grok1_tiny_dir, grok1_tiny_reference):
-    eng = cuda_engine(grok1_tiny_dir, "float32", "float32")
+@pytest.mark.parametrize(("kernel_backend", "weights_dtype"),
+                         [("torch", "float32"), ("triton", "float32"), ("triton", "auto")])
+def test_fp32_greedy_tokens_and_logprobs_match_reference_on_cuda(grok1_tiny_dir, grok1_tiny_reference,
+                                                                  kernel_backend, weights_dtype):
+    """Through the PyTorch kernels (eager) and the Triton ones (decode from CUDA graphs), on the
+    dequantised weights and on the release's int8."""
+    eng = cuda_engine(grok1_tiny_dir, "float32", weights_dtype, kernel_backend=kernel_backend)
     assert eng.runner.kv_caches[0].is_cuda and next(eng.runner.model.parameters()).is_cuda
     cases = grok1_tiny_reference["fp32"]["single"]
     params = SamplingParams(temperature=0.0, max_tokens=8, logprobs=5, prompt_logprobs=3)
@@ -50,6 +56,8 @@ def test_fp32_greedy_tokens_and_logprobs_match_reference_on_cuda(grok1_tiny_dir,
             for p in range(1, len(case["prompt"])):
                 lp = out.prompt_logprobs[p]
                 assert lp.logprob == pytest.approx(ref_lp[p - 1, case["prompt"][p]].item(), abs=2e-3)
+    if kernel_backend == "triton":
+        assert eng.runner.graphs is not None and eng.runner.graphs.num_graphs >= 1
     assert_idle(eng)
 
 
@@ -127,9 +135,11 @@ def test_cuda_graph_decode_matches_eager(tmp_path, kv_cache_dtype):
         assert [x.logprob for x in a.logprobs] == pytest.approx([x.logprob for x in b.logprobs], abs=1e-3)
 
 
-def test_moe_model_stays_eager_on_cuda(grok1_tiny_dir):
-    """Grok-1's MoE reads expert counts on the host, so it must never be captured."""
-    assert cuda_engine(grok1_tiny_dir, "float32", "float32").runner.graphs is None
+def test_moe_model_on_torch_kernels_stays_eager_on_cuda(grok1_tiny_dir):
+    """The PyTorch MoE reads expert counts on the host, so it must never be captured; the Triton one
+    (the default on CUDA) sorts tokens on the device and is."""
+    assert cuda_engine(grok1_tiny_dir, "float32", "float32", kernel_backend="torch").runner.graphs is None
+    assert cuda_engine(grok1_tiny_dir, "float32", "float32").runner.graphs is not None
 
 
 def test_dense_llama_on_cuda_matches_cpu(tmp_path):

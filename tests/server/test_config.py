@@ -79,6 +79,7 @@ def test_a_named_config_file_must_exist(tmp_path) -> None:
     ({"GROKD_TP_REDUCE_DTYPE": "fp8"}, "tp_reduce_dtype: expected one of float32, bfloat16, got 'fp8'"),
     ({"GROKD_TP_TIMEOUT_S": "0"}, "tp_timeout_s: expected > 0 seconds, got 0.0"),
     ({"GROKD_TP_STARTUP_TIMEOUT_S": "-1"}, "tp_startup_timeout_s: expected > 0 seconds, got -1.0"),
+    ({"GROKD_KERNEL_BACKEND": "cuda"}, "kernel_backend: expected one of auto, torch, triton, got 'cuda'"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(env, message) -> None:
     with pytest.raises(ValueError) as exc:
@@ -93,6 +94,11 @@ def test_parallel_settings_reach_the_engine_config() -> None:
     assert (par.tensor_parallel_size, par.enable_expert_parallel, par.reduce_dtype, par.timeout_s,
             par.startup_timeout_s) == (8, True, "bfloat16", 60.0, 600.0)
     assert ServerConfig().engine_config().parallel.tensor_parallel_size == 1
+
+
+def test_kernel_backend_reaches_the_engine_config() -> None:
+    assert load_config({"kernel_backend": "triton"}).engine_config().model.kernel_backend == "triton"
+    assert ServerConfig().engine_config().model.kernel_backend == "auto"
 
 
 def test_every_bad_value_is_reported() -> None:

@@ -326,6 +326,13 @@ class Grok1ForCausalLM(nn.Module):
         self.layers = nn.ModuleList(self.decoder_layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
+    @property
+    def supports_cuda_graphs(self) -> bool:
+        """Decode steps can be captured (``engine.decode_graphs``) when no kernel reads device values
+        on the host: the Triton MoE sorts tokens by expert on the device, the PyTorch one counts
+        them on the host (``Kernels.sync_free``)."""
+        return self.kernels.sync_free
+
     def make_layer(self, cfg: Grok1Config) -> DecoderLayer:
         """One decoder layer of this rank's shard (a subclass builds its own kind)."""
         return DecoderLayer(cfg, self.kernels, self.shard, self.tp)
@@ -336,13 +343,15 @@ class Grok1ForCausalLM(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, dtype: torch.dtype = torch.bfloat16, weights_dtype: str = "auto",
-                        device: torch.device | str = "cpu", tp: TensorParallel | None = None) -> Grok1ForCausalLM:
-        """Build from a checkpoint, streaming its tensors straight into place on ``device``. A rank
-        of a sharded model reads only its own slices (``Checkpoint.lazy_tensors``)."""
+                        device: torch.device | str = "cpu", tp: TensorParallel | None = None,
+                        kernel_backend: str = "auto") -> Grok1ForCausalLM:
+        """Build from a checkpoint, streaming its tensors straight into place on ``device``, with the
+        kernels ``kernel_backend`` names (``kernels.dispatch.select_kernels``). A rank of a sharded
+        model reads only its own slices (``Checkpoint.lazy_tensors``)."""
         if ckpt.architecture != cls.ARCHITECTURE:
             raise CheckpointError(f"{ckpt.path}: architecture {ckpt.architecture!r} is not {cls.ARCHITECTURE}")
         device = torch.device(device)
-        model = cls(cls.config_from(ckpt.config), dtype, weights_dtype, select_kernels(device), tp)
+        model = cls(cls.config_from(ckpt.config), dtype, weights_dtype, select_kernels(device, kernel_backend), tp)
         model.to(device)
         if model.tp.world_size == 1:
             model.load_weights(ckpt.tensors(), device)

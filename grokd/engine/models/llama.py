@@ -316,6 +316,7 @@ class LlamaForCausalLM(nn.Module):
         weights_dtype: str = "auto",
         device: torch.device | str = "cpu",
         tp: TensorParallel | None = None,
+        kernel_backend: str = "auto",
     ) -> LlamaForCausalLM:
         """Build on ``meta``-free CPU memory, load ``ckpt.tensors()``, move to ``device``. A rank of
         a sharded model reads only its slices where the format allows it (``lazy_tensors``:
@@ -331,7 +332,7 @@ class LlamaForCausalLM(nn.Module):
             wdtype = DTYPES[weights_dtype]
         else:
             raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
-        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device), tp=tp)
+        model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device, kernel_backend), tp=tp)
         lazy = model.tp.world_size > 1 and ckpt.lazy_tensors is not None
         model.load_weights(ckpt.lazy_tensors() if lazy and ckpt.lazy_tensors else ckpt.tensors(), weights_dtype=wdtype)
         model = model.to(device).eval()
