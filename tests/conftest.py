@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU, grokd's Triton kernels run in Triton's interpreter, which ``triton.jit`` picks when
+# a kernel module is imported: set before any test module is (tests/kernels/triton/conftest.py).
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 GROK1_TINY = DATA_DIR / "grok1-tiny"
