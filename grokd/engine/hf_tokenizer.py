@@ -21,6 +21,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from grokd.engine.tokenizer import token_text
 from grokd.weights.checkpoint import TokenizerSource
 
 log = logging.getLogger(__name__)
@@ -269,11 +270,7 @@ class HFTokenizer:
 
     def token_str(self, token_id: int) -> str:
         """The token's text, or ``bytes:\\xNN...`` when it is not valid UTF-8 on its own (OpenAI's form)."""
-        raw = self._bytes[token_id]
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+        return token_text(self._bytes[token_id])
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special

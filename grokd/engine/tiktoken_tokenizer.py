@@ -22,6 +22,7 @@ from typing import Any
 
 import tiktoken
 
+from grokd.engine.tokenizer import token_text
 from grokd.weights.checkpoint import TokenizerSource
 
 TOKENIZER_FILE = "tokenizer.tok.json"
@@ -112,11 +113,7 @@ class TiktokenTokenizer:
 
     def token_str(self, token_id: int) -> str:
         """The token's text, or ``bytes:\\xNN...`` when it is not valid UTF-8 on its own (OpenAI's form)."""
-        raw = self._bytes[token_id]
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+        return token_text(self._bytes[token_id])
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special

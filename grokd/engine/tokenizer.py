@@ -33,3 +33,12 @@ class Tokenizer(Protocol):
         ...
 
     def is_special(self, token_id: int) -> bool: ...
+
+
+def token_text(raw: bytes) -> str:
+    """A token's bytes as text, or ``bytes:\\xNN...`` when they are not valid UTF-8 on their own
+    (OpenAI's form for such tokens in logprobs)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
