@@ -55,7 +55,7 @@ class ModelLoadConfig:
     model: str | None = None
     tokenizer: str | None = None
     dtype: str = "auto"  # auto | bfloat16 | float32 | float16
-    weights_dtype: str = "auto"  # auto | int8 | bfloat16 | float32
+    weights_dtype: str = "auto"  # auto | int8 | fp8 (Grok models, lossy) | bfloat16 | float32
     device: str = "cpu"
     max_model_len: int | None = None
     enforce_eager: bool = False

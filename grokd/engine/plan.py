@@ -16,8 +16,8 @@ the way the tensor-parallel Grok-1 model shards (the max over ranks, where a sca
   (it is not an expert: expert parallelism still splits it), and its untied ``lm_head``, whose
   rows are vocabulary-parallel like the embedding's and held in the activation dtype.
 
-``fp8`` plans one byte per linear weight (what an e4m3 release of Grok-2 holds, per-tensor scales
-negligible): grokd itself serves int8 at the same byte count, so the two plans agree on the weights.
+``fp8`` (``--weights-dtype fp8``: e4m3 values in the grouped layout, ``kernels.quant``) plans what
+int8 does: one byte per linear weight plus the same bf16 scale rows.
 
 int8 weights cost one byte per parameter plus their bf16 scales ``[G, N]`` per projection, ``G``
 scale rows over the input dimension: the release's rule (GROK1.md §3.1) is ``G = 8`` for the
@@ -201,12 +201,12 @@ def _groups_touched(rows: int, groups: int, start: int, stop: int) -> int:
 def _linear_bytes(k: int, n: int, wdtype: str, groups: int, k_range: tuple[int, int] | None = None,
                   n_cols: int | None = None) -> int:
     """Bytes of one ``[K, N]`` projection shard: the input rows in ``k_range`` (all when None) and
-    ``n_cols`` output columns (all when None). int8: one byte each plus the bf16 scale rows of the
-    groups the rows fall in, over the held columns."""
+    ``n_cols`` output columns (all when None). int8 and fp8: one byte each plus the bf16 scale rows
+    of the groups the rows fall in, over the held columns."""
     start, stop = k_range or (0, k)
     cols = n if n_cols is None else n_cols
     rows = stop - start
-    if wdtype != "int8":
+    if wdtype not in ("int8", "fp8"):
         return rows * cols * _ELEMENT_BYTES[wdtype]
     if k % groups:
         raise PlanError(f"input dimension {k} is not a multiple of its {groups} scale groups")
@@ -224,7 +224,7 @@ def resolve_weights_dtype(model: ModelShape, weights_dtype: str) -> str:
 
 def rank_weight_bytes(model: ModelShape, tp: int, expert_parallel: bool, weights_dtype: str,
                       activation_dtype: str = "bfloat16", rank: int = 0) -> WeightBytes:
-    """The weights rank ``rank`` of ``tp`` holds (``weights_dtype`` resolved: int8|bfloat16|float32)."""
+    """The weights rank ``rank`` of ``tp`` holds (``weights_dtype`` resolved: int8|fp8|bfloat16|float32)."""
     d, hd, f, e, layers = (model.hidden_size, model.head_dim, model.intermediate_size, model.num_experts,
                            model.num_layers)
     _check_divides("the query heads", model.num_q_heads, tp)

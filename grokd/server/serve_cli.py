@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--tokenizer", help="tokenizer path when the checkpoint has none")
     m.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"],
                    help="activation dtype (default auto: bfloat16 on CUDA and on CPUs with AVX2 and up, else float32)")
-    m.add_argument("--weights-dtype", choices=["auto", "int8", "bfloat16", "float32"])
+    m.add_argument("--weights-dtype", choices=["auto", "int8", "fp8", "bfloat16", "float32"],
+                   help="how linear weights are held; fp8 (e4m3, Grok models) is lossy, see RESULTS.md")
     m.add_argument("--device")
     m.add_argument("--max-model-len", type=int)
     m.add_argument("--enforce-eager", action="store_true", default=None,

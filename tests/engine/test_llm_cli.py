@@ -67,3 +67,24 @@ def test_cli_generate_json(grok1_tiny_dir, grok1_tiny_reference, capsys, tiny_mo
     assert body["outputs"][0]["token_ids"] == case["greedy"]
     assert body["outputs"][0]["finish_reason"] == "length"
     assert len(body["outputs"][0]["logprobs"][0]["top"]) == 2
+
+
+def test_cli_generate_fp8_weights(grok1_tiny_dir, grok1_tiny_reference, capsys, one_thread):
+    """``--weights-dtype fp8`` end to end: the engine's first token is the fp8 model's own argmax
+    and its logprob that model's (not the reference's: fp8 is lossy)."""
+    import torch
+    from grok1_steps import prefill_all
+
+    from grokd.engine.models.grok1 import Grok1ForCausalLM
+    from grokd.server.cli import main
+    from grokd.weights import load
+
+    case = grok1_tiny_reference["fp32"]["single"][0]
+    argv = ["generate", "--model", str(grok1_tiny_dir), "--prompt-ids", ",".join(map(str, case["prompt"])),
+            "--max-tokens", "2", "--dtype", "float32", "--weights-dtype", "fp8", "--json", "--logprobs", "1"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)["outputs"][0]
+    model = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir), dtype=torch.float32, weights_dtype="fp8")
+    last = prefill_all(model, [case["prompt"]], torch.float32)[0][-1].double().log_softmax(-1)
+    assert out["token_ids"][0] == int(last.argmax())
+    assert abs(out["logprobs"][0]["logprob"] - last.max().item()) < 1e-3

@@ -200,8 +200,11 @@ def test_grok2_fp8_is_about_half() -> None:
     shape = model_shape("grok-2")
     bf16 = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="bfloat16"))
     fp8 = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="fp8"))
+    int8 = plan(shape, PlanRequest(tensor_parallel_size=8, gpu_memory_bytes=H100, weights_dtype="int8"))
     linear = (G2_ATTENTION + G2_EXPERTS + G2_DENSE) // 8
-    assert fp8.weights.total == bf16.weights.total - linear  # one byte per linear weight instead of two
+    # one byte per linear weight instead of two, plus int8's bf16 scale rows (the same layout)
+    assert fp8.weights.total == int8.weights.total
+    assert 0 < fp8.weights.total - (bf16.weights.total - linear) < 0.001 * fp8.weights.total
     assert 0.49 < fp8.weights_all_ranks / bf16.weights_all_ranks < 0.52
 
 

@@ -6,7 +6,8 @@ fp32 router with top-2 gates not renormalised, tanh-GELU gated experts, tied emb
 embedding/output multipliers rounded to the activation dtype as the JAX reference does.
 
 Linear weights are held either as plain ``[out, in]`` tensors or, for int8 checkpoints, as int8
-``[in, out]`` plus bf16 scales (dequantised inside the matmul to ``bf16(int8 * scale)``).
+``[in, out]`` plus bf16 scales (dequantised inside the matmul to ``bf16(int8 * scale)``); with
+``weights_dtype="fp8"`` as float8 e4m3 in that same layout (lossy, ``kernels.quant``).
 
 Sharded over ``TensorParallel`` ranks (``engine.parallel.shard``), each rank builds the layers at
 its own sizes: its query and KV heads, its slice of every expert's intermediate dimension or its
@@ -30,11 +31,12 @@ from torch import nn
 from grokd.engine.parallel.shard import ModelShard, TensorParallel, head_rows, slice_weight, vocab_rows
 from grokd.kernels.dispatch import Kernels, select_kernels
 from grokd.kernels.dtypes import DTYPES
+from grokd.kernels.quant import quantize_grouped_fp8
 from grokd.kernels.types import AttentionMetadata, ExpertWeights, GroupedInt8Weight
 from grokd.weights.checkpoint import Checkpoint, CheckpointError, QuantizedWeight
 from grokd.weights.lazy import LazyQuantized, LazyTensor
 
-WEIGHTS_DTYPES = ("auto", "int8", "bfloat16", "float32")
+WEIGHTS_DTYPES = ("auto", "int8", "fp8", "bfloat16", "float32")
 
 
 @dataclass
@@ -76,15 +78,24 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 def _to_storage(
     value: torch.Tensor | QuantizedWeight, weights_dtype: str, device: torch.device, kernels: Kernels
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(weight, scales)`` as stored: int8 ``[in, out]`` + scales, or plain ``[out, in]``."""
+    """``(weight, scales)`` as stored: int8 (or fp8 e4m3) ``[in, out]`` + scales, or plain
+    ``[out, in]``. fp8 re-quantises the release's effective int8 weight with its own scale groups,
+    a dense weight with one group (``quant.quantize_grouped_fp8``)."""
     if isinstance(value, QuantizedWeight):
         if weights_dtype in ("auto", "int8"):
             return value.weight.to(device), value.scales.to(device, torch.bfloat16)
+        if weights_dtype == "fp8":
+            effective = GroupedInt8Weight(value.weight, value.scales.to(torch.bfloat16)).dequantize()
+            f8 = quantize_grouped_fp8(effective, groups=value.scales.shape[-2])
+            return f8.qweight.to(device), f8.scales.to(device)
         w = GroupedInt8Weight(value.weight, value.scales).dequantize().transpose(-1, -2)
         return w.to(device, DTYPES[weights_dtype]).contiguous(), None
     if weights_dtype == "int8":
         q = kernels.quantize_grouped_int8(value.transpose(-1, -2))
         return q.qweight.to(device), q.scales.to(device)
+    if weights_dtype == "fp8":
+        f8 = quantize_grouped_fp8(value.transpose(-1, -2))
+        return f8.qweight.to(device), f8.scales.to(device)
     dtype = value.dtype if weights_dtype == "auto" else DTYPES[weights_dtype]
     return value.to(device, dtype), None
 

@@ -331,7 +331,8 @@ class LlamaForCausalLM(nn.Module):
         elif weights_dtype in DTYPES:
             wdtype = DTYPES[weights_dtype]
         else:
-            raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama")
+            raise ValueError(f"unsupported weights_dtype {weights_dtype!r} for llama (auto, int8, "
+                             f"{', '.join(DTYPES)}; fp8 is for the Grok models)")
         model = cls(ckpt.config, dtype=dtype, kernels=select_kernels(device, kernel_backend), tp=tp)
         lazy = model.tp.world_size > 1 and ckpt.lazy_tensors is not None
         model.load_weights(ckpt.lazy_tensors() if lazy and ckpt.lazy_tensors else ckpt.tensors(), weights_dtype=wdtype)

@@ -152,7 +152,8 @@ def _blocks(num_tokens: int, num_experts: int, top_k: int, width: int) -> tuple[
 
 def supports(x: torch.Tensor, *weights: ExpertWeights) -> bool:
     return x.dtype in runtime.ACTIVATION_DTYPES and all(
-        w.weight.dim() == 3 and (w.scales is None or w.scales.dim() == 3) for w in weights)
+        w.weight.dim() == 3 and (w.scales is None or w.scales.dim() == 3) and runtime.loads_weights(w.weight)
+        for w in weights)
 
 
 def fused_moe(

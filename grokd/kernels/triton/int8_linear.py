@@ -1,4 +1,5 @@
-"""Weight-only int8 GEMM for the Grok release's grouped layout (``quant.GroupedInt8Weight``), and
+"""Weight-only int8 GEMM for the Grok release's grouped layout (``quant.GroupedInt8Weight``, also
+holding fp8 e4m3 values under ``--weights-dtype fp8``), and
 the per-output-channel int8 form of dense models (``linear.Int8Weight``).
 
 The PyTorch twins (``GroupedInt8Weight.linear``, ``Int8Weight.linear``) turn the whole weight into
@@ -112,7 +113,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor | _linear.PackedWeight) -> torc
     tensor (cuBLAS is hard to beat there) and anything else through the PyTorch op."""
     if supports(x) and weight.__class__ is GroupedInt8Weight:
         assert isinstance(weight, GroupedInt8Weight)
-        if weight.qweight.dim() == 2:
+        if weight.qweight.dim() == 2 and runtime.loads_weights(weight.qweight):
             return grouped_int8_linear(x, weight)
     if supports(x) and isinstance(weight, _linear.Int8Weight) and weight.dtype in runtime.ACTIVATION_DTYPES:
         return per_channel_int8_linear(x, weight)

@@ -53,14 +53,16 @@ def load_weight_tile(w_ptr, s_ptr, k0, k_offs, n_offs, K, N, stride_k, stride_n,
                      QUANT: tl.constexpr, ROUND_W: tl.constexpr, SCALE_ROW: tl.constexpr):
     """The ``[BK, BN]`` tile of an effective weight ``W[k, n]`` (``x @ W`` order) as float32, zero
     outside ``K x N``. The strides place any layout: the Grok release's int8 ``[K, N]`` or a torch
-    ``[N, K]`` tensor. ``QUANT``: int8 values and bf16 scales ``[G, N]`` (row ``k`` uses scale row
+    ``[N, K]`` tensor. ``QUANT``: int8 (or fp8 e4m3) values and bf16 scales ``[G, N]`` (row ``k`` uses scale row
     ``k // group_size``) make ``bf16(bf16(q) * scale)``, bit-equal to ``quant.GroupedInt8Weight
     .dequantize`` (the float32 product of an int8 and a bf16 is exact; one rounding follows).
     ``ROUND_W``: a plain weight in another dtype is rounded to bf16, as ``.to(bfloat16)`` does.
     ``SCALE_ROW``: the tile's rows ``k0 ..`` lie in one scale group (the group size is a multiple
     of the tile's), so one scale row is loaded and broadcast instead of a scale per element."""
     mask = (k_offs[:, None] < K) & (n_offs[None, :] < N)
-    w = tl.load(w_ptr + k_offs[:, None] * stride_k + n_offs[None, :] * stride_n, mask=mask, other=0).to(tl.float32)
+    # no ``other=``: the interpreter cannot cast a fill value to fp8; the masked lanes are zeroed after
+    w = tl.load(w_ptr + k_offs[:, None] * stride_k + n_offs[None, :] * stride_n, mask=mask)
+    w = tl.where(mask, w.to(tl.float32), 0.0)
     if QUANT:
         if SCALE_ROW:
             s = tl.load(s_ptr + (k0 // group_size) * stride_sg + n_offs, mask=n_offs < N, other=0)[None, :]

@@ -33,6 +33,14 @@ def check_tensors(*tensors: torch.Tensor) -> None:
                                f"but a tensor is on {t.device}: {hint}")
 
 
+def loads_weights(weight: torch.Tensor) -> bool:
+    """Whether the kernels can read ``weight``'s values: fp8 e4m3 (``--weights-dtype fp8``) needs
+    an sm_89 or later GPU (Ada, Hopper) to convert, or the interpreter; any other dtype, always."""
+    if weight.dtype != torch.float8_e4m3fn or INTERPRETED:
+        return True
+    return weight.device.type == "cuda" and torch.cuda.get_device_capability(weight.device) >= (8, 9)
+
+
 def low_precision_dot(dtype: torch.dtype) -> bool:
     """Whether a product over ``dtype`` operands feeds ``tl.dot`` bf16 tiles (tensor cores, float32
     accumulation). Interpreted, never: Triton's interpreter returns garbage for a bf16 ``tl.dot``

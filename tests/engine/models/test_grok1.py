@@ -109,3 +109,25 @@ def _cfg(ckpt):
     from grokd.engine.models.grok1 import Grok1Config
 
     return Grok1Config.from_dict(ckpt.config)
+
+
+def test_fp8_weights_requantise_the_release_int8(grok1_tiny_dir, grok1_tiny_reference):
+    """``weights_dtype="fp8"``: every int8 projection held as e4m3 in the same layout and byte
+    count, each the e4m3 quantisation of the release's effective weight with its own scale
+    groups. Lossy: on this random tiny model the logits move by whole units (RESULTS.md)."""
+    from grokd.kernels.quant import FP8, GroupedInt8Weight, quantize_grouped_fp8
+
+    int8 = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir), dtype=torch.float32, weights_dtype="auto")
+    fp8 = Grok1ForCausalLM.from_checkpoint(load(grok1_tiny_dir), dtype=torch.float32, weights_dtype="fp8")
+    assert sum(p.numel() * p.element_size() for p in fp8.parameters()) == sum(
+        p.numel() * p.element_size() for p in int8.parameters())
+    for kind in ("gate", "up", "down"):
+        src, got = int8.layers[0].moe_block.experts.weights(kind), fp8.layers[0].moe_block.experts.weights(kind)
+        assert got.weight.dtype == FP8 and got.scales is not None and src.scales is not None
+        want = quantize_grouped_fp8(GroupedInt8Weight(src.weight, src.scales).dequantize(), src.scales.shape[1])
+        assert torch.equal(got.weight.view(torch.uint8), want.qweight.view(torch.uint8))
+        assert torch.equal(got.scales, want.scales)
+    assert fp8.layers[0].attn.q_proj.weight.dtype == FP8
+    prompts = [r["prompt"] for r in grok1_tiny_reference["fp32"]["single"]]
+    for logits, r in zip(prefill_all(fp8, prompts, torch.float32), grok1_tiny_reference["fp32"]["single"], strict=True):
+        assert torch.isfinite(logits).all() and logits.shape == torch.tensor(r["logits"]).shape

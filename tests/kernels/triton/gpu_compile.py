@@ -1,4 +1,4 @@
-"""Compiles each Triton kernel of grokd, bf16 variants, for an sm_90 GPU (H100/H200) down to a
+"""Compiles each Triton kernel of grokd, bf16 variants (the weight GEMMs over int8 and fp8), for an sm_90 GPU (H100/H200) down to a
 cubin, on a machine without one: Triton's front end and NVIDIA back end need no device. Run as a
 script in a process without ``TRITON_INTERPRET`` (``triton.jit`` would otherwise interpret);
 prints one line per kernel and exits non-zero if any fails."""
@@ -62,6 +62,9 @@ CASES = [
      {"GROUP": 6, "GROUP_PAD": 8, "BLOCK_Q": 2, "BLOCK_N": 64, "HEAD_DIM": 128, "PAGE": 16, "KV_INT8": True,
       "HAS_CAP": True, "HAS_TEMP": False, **BF16}),
 ]
+# --weights-dtype fp8: the same weight GEMMs over e4m3 values (sm_89 and later convert them)
+CASES += [(fn, {k: "*fp8e4nv" if v == "*i8" else v for k, v in signature.items()}, constexprs)
+          for fn, signature, constexprs in CASES[:3]]
 
 
 def main() -> int:
@@ -70,7 +73,8 @@ def main() -> int:
         try:
             compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
                                       target=GPUTarget("cuda", 90, 32))
-            print(f"{fn.__name__}: {'cubin' if 'cubin' in compiled.asm else sorted(compiled.asm)}")
+            name = fn.__name__ + (" (fp8 weights)" if "*fp8e4nv" in signature.values() else "")
+            print(f"{name}: {'cubin' if 'cubin' in compiled.asm else sorted(compiled.asm)}")
         except Exception as e:  # report every kernel, not just the first failure
             failed += 1
             print(f"{fn.__name__}: FAILED {type(e).__name__}: {e}")

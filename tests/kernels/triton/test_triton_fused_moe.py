@@ -149,3 +149,18 @@ def test_no_host_reads(device):
     with mode:  # the twin counts each expert's tokens on the host
         moe_forward(x, router, *w, top_k=TOP_K)
     assert "tolist" in mode.seen
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_fp8_experts_match_twin(device, groups):
+    """``--weights-dtype fp8``: e4m3 values in the grouped layout, dequantised per tile as int8 is."""
+    from grokd.kernels.quant import FP8, GroupedInt8Weight, quantize_grouped_fp8
+
+    fp8 = []
+    for w in _experts(groups, device):
+        q = quantize_grouped_fp8(GroupedInt8Weight(w.weight.cpu(), w.scales.cpu()).dequantize(), groups)
+        fp8.append(ExpertWeights(q.qweight.to(device), q.scales.to(device)))
+    assert fp8[0].weight.dtype == FP8
+    for tokens in (1, 17):
+        x, router = _inputs(tokens, device)
+        assert_relative_close(fused_moe(x, router, *fp8, top_k=TOP_K), moe_forward(x, router, *fp8, top_k=TOP_K))

@@ -63,3 +63,17 @@ def test_per_channel_int8_matches_twin(device):
     x = torch.randn(3, 48).to(device)
     want = F.linear(x, w.qweight.float()) * w.scales  # the twin's GPU path
     assert_relative_close(int8_linear.linear(x, w), want)
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_fp8_values_in_the_grouped_layout(device, groups):
+    """e4m3 values (``--weights-dtype fp8``) through the same kernel: tiles bit-equal, GEMM as the twin."""
+    from grokd.kernels.quant import FP8, quantize_grouped_fp8
+
+    dense = torch.randn(344, 40, generator=torch.Generator().manual_seed(groups)) * 0.05
+    q = quantize_grouped_fp8(dense, groups)
+    w = GroupedInt8Weight(q.qweight.to(device), q.scales.to(device))
+    assert w.qweight.dtype == FP8
+    assert torch.equal(int8_linear.dequantize(w).cpu(), w.dequantize().float().cpu())
+    x = torch.randn(5, 344, generator=torch.Generator().manual_seed(7)).to(device)
+    assert_relative_close(int8_linear.linear(x, w), w.linear(x))
