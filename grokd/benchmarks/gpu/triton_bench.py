@@ -91,17 +91,35 @@ def _int8_experts(e: int, k: int, n: int, groups: int, gen: torch.Generator) -> 
     return ExpertWeights(q, s)
 
 
+def _as_fp8(w: Any) -> Any:
+    """The same experts as ``--weights-dtype fp8`` holds them: e4m3 of the effective weight."""
+    from grokd.kernels.moe import ExpertWeights
+    from grokd.kernels.quant import GroupedInt8Weight, quantize_grouped_fp8
+
+    q = quantize_grouped_fp8(GroupedInt8Weight(w.weight, w.scales).dequantize(), w.scales.shape[1])
+    return ExpertWeights(q.qweight, q.scales)
+
+
 def bench_moe(copy_gbps: float) -> list[dict[str, Any]]:
     """TP=8 shard of Grok-1's MoE: each rank holds 4096 of every expert's 32768 intermediate rows
-    (the release's down projection has 8 scale groups over 32768 rows: one per shard)."""
-    from grokd.kernels.moe import moe_forward
-    from grokd.kernels.triton.fused_moe import fused_moe
-
+    (the release's down projection has 8 scale groups over 32768 rows: one per shard); the
+    release's int8, then the same experts in fp8 e4m3 (``--weights-dtype fp8``)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
-    e, d, f, top_k = 8, 6144, 4096, 2
+    e, d, f = 8, 6144, 4096
     gate, up = _int8_experts(e, d, f, 1, gen), _int8_experts(e, d, f, 1, gen)
     down = _int8_experts(e, f, d, 1, gen)
     router = torch.randn(e, d, device="cuda", generator=gen)
+    rows = _bench_moe_weights(copy_gbps, "int8", router, gate, up, down, gen)
+    gate, up, down = _as_fp8(gate), _as_fp8(up), _as_fp8(down)
+    return rows + _bench_moe_weights(copy_gbps, "fp8", router, gate, up, down, gen)
+
+
+def _bench_moe_weights(copy_gbps: float, weights: str, router: torch.Tensor, gate: Any, up: Any, down: Any,
+                       gen: torch.Generator) -> list[dict[str, Any]]:
+    from grokd.kernels.moe import moe_forward
+    from grokd.kernels.triton.fused_moe import fused_moe
+
+    d, top_k = router.shape[1], 2
     per_expert = sum(w.weight[0].numel() + w.scales[0].numel() * 2 for w in (gate, up, down))
     rows = []
     for tokens in TOKENS:
@@ -119,8 +137,8 @@ def bench_moe(copy_gbps: float) -> list[dict[str, Any]]:
         want = moe_forward(x, router, gate, up, down, top_k, out_dtype=torch.float32)
         err = ((got - want).abs().max() / want.abs().max()).item()
         gbps = weight_bytes / tri / 1e6
-        rows.append({"tokens": tokens, "experts_used": used, "weight_bytes": weight_bytes, "triton_ms": tri,
-                     "torch_ms": ref, "gb_per_s": gbps, "of_copy_bandwidth": gbps / copy_gbps,
+        rows.append({"weights": weights, "tokens": tokens, "experts_used": used, "weight_bytes": weight_bytes,
+                     "triton_ms": tri, "torch_ms": ref, "gb_per_s": gbps, "of_copy_bandwidth": gbps / copy_gbps,
                      "rel_err_vs_torch": err})
     return rows
 
@@ -240,10 +258,10 @@ def write_results(out_dir: Path, results: dict[str, Any]) -> None:
     if "copy" in results:
         lines += [f"device copy: {results['copy']['gb_per_s']:.0f} GB/s (read + write)", ""]
     if "moe" in results:
-        lines += ["## Fused MoE, int8, TP=8 shard (E=8, 6144 -> 2x4096, 4096 -> 6144)", "",
-                  "| tokens | experts used | triton ms | torch ms | weight GB/s | of copy | rel err |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['tokens']} | {r['experts_used']} | {r['triton_ms']:.3f} | {r['torch_ms']:.3f} | "
+        lines += ["## Fused MoE, TP=8 shard (E=8, 6144 -> 2x4096, 4096 -> 6144)", "",
+                  "| weights | tokens | experts used | triton ms | torch ms | weight GB/s | of copy | rel err |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['weights']} | {r['tokens']} | {r['experts_used']} | {r['triton_ms']:.3f} | {r['torch_ms']:.3f} | "
                   f"{r['gb_per_s']:.0f} | {r['of_copy_bandwidth']:.0%} | {r['rel_err_vs_torch']:.1e} |"
                   for r in results["moe"]]
         lines.append("")
