@@ -7,7 +7,6 @@ test model only because grokd constrains generation with the request's JSON sche
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import openai
@@ -19,22 +18,19 @@ from pydantic import BaseModel
 from grokd.server.config import ServerConfig
 from grokd.server.live import LiveConfig
 from grokd.server.state import ServerState
+from tests.e2e.search_stub import COMET, serve_searx
 from tests.server.serving import LiveServer, serve_state, wait_ready
-from tests.server.stub_http import StubServer, serve_stub
+from tests.server.stub_http import StubServer
 
 KEY = "sk-langchain-key-0000"
 SLOW = "sk-langchain-slow-000"
 QUESTION = "What is the capital of France? Answer in one sentence."
-COMET = {"url": "https://astro.example/comet-tonight", "title": "Comet Zorvex visible tonight",
-         "content": "Comet Zorvex is visible tonight after 21:00 in the western sky.", "score": 3.0}
 
 
 @pytest.fixture(scope="module")
 def searx() -> StubServer:
     """A SearXNG stand-in on 127.0.0.1: what the ``web_search`` tool searches."""
-    with serve_stub() as stub:
-        stub.routes["/search"] = lambda r: (200, {"content-type": "application/json"},
-                                            json.dumps({"query": r.query.get("q"), "results": [COMET]}).encode())
+    with serve_searx() as stub:
         yield stub
 
 

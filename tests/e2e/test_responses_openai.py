@@ -18,8 +18,9 @@ from grokd.engine.chat_template import render_chat
 from grokd.server.config import ServerConfig
 from grokd.server.live import LiveConfig
 from grokd.server.state import ServerState
+from tests.e2e.search_stub import COMET, serve_searx
 from tests.server.serving import LiveServer, serve_state, wait_ready
-from tests.server.stub_http import StubServer, serve_stub
+from tests.server.stub_http import StubServer
 
 KEY = "sk-resp-key-00000000"
 OTHER = "sk-resp-other-000000"
@@ -29,8 +30,6 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Current we
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-COMET = {"url": "https://astro.example/comet-tonight", "title": "Comet Zorvex visible tonight",
-         "content": "Comet Zorvex is visible tonight after 21:00 in the western sky.", "score": 3.0}
 
 
 def _config(state_dir: Path) -> ServerConfig:
@@ -46,9 +45,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def searx() -> StubServer:
     """A SearXNG stand-in on 127.0.0.1: what the ``web_search`` tool searches."""
-    with serve_stub() as stub:
-        stub.routes["/search"] = lambda r: (200, {"content-type": "application/json"},
-                                            json.dumps({"query": r.query.get("q"), "results": [COMET]}).encode())
+    with serve_searx() as stub:
         yield stub
 
 
