@@ -167,6 +167,19 @@ def test_stored_completion_and_previous_response_id(client: Client, model: str) 
     with pytest.raises(grpc.RpcError) as exc:
         client.chat.get_stored_completion(first.id)
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    streamed = client.chat.create(model=model, messages=[user("Say hi.")], max_tokens=8, temperature=0,
+                                  store_messages=True)
+    *_, (last, _chunk) = streamed.stream()
+    (kept,) = client.chat.get_stored_completion(last.id)
+    assert kept.content == last.content and kept.usage.total_tokens == last.usage.total_tokens
+
+
+def test_stored_response_from_the_http_responses_api(client: Client, model: str, server: LiveServer) -> None:
+    made = _http(server, "/responses", {"model": model, "input": "Say hi.", "max_output_tokens": 8,
+                                        "temperature": 0}).json()
+    (stored,) = client.chat.get_stored_completion(made["id"])
+    assert stored.content == made["output"][0]["content"][0]["text"]
+    assert stored.usage.completion_tokens == made["usage"]["output_tokens"]
 
 
 def test_models_and_api_key(client: Client, model: str, server: LiveServer) -> None:
@@ -181,6 +194,23 @@ def test_models_and_api_key(client: Client, model: str, server: LiveServer) -> N
     info = client.auth.get_api_key_info()
     assert info.redacted_api_key == "sk-g...0000" and not info.api_key_blocked
     assert info.api_key_id == server.state.auth.keys[0].key_id
+
+
+def test_other_model_kinds_are_empty_and_calls_are_counted(client: Client, server: LiveServer) -> None:
+    assert list(client.models.list_embedding_models()) == []
+    assert list(client.models.list_image_generation_models()) == []
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'route="/xai_api.Chat/GetCompletion"' in metrics and 'method="GRPC"' in metrics
+
+
+def test_deadline_exceeded_aborts_the_engine_request(host: str, model: str, server: LiveServer) -> None:
+    engine = server.state.engine
+    hasty = Client(api_host=host, api_key=KEY, use_insecure_channel=True, timeout=1.0)
+    with pytest.raises(grpc.RpcError) as exc:
+        hasty.chat.create(model=model, messages=[user("Write a very long story about a dragon.")],
+                          max_tokens=900, temperature=1.0).sample()
+    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
 
 
 def test_wrong_key_is_unauthenticated(host: str, model: str) -> None:
@@ -250,7 +280,7 @@ def test_cancelled_stream_frees_kv_blocks(host: str, model: str, server: LiveSer
 def test_drain_refuses_new_calls_with_unavailable(client: Client, model: str, server: LiveServer) -> None:
     """While draining, new RPCs answer UNAVAILABLE (xai-sdk's channel retries these); one that
     started before the drain finishes. Runs last: the state stays draining only for this test."""
-    chat = client.chat.create(model=model, messages=[user("Write a long story about a dragon.")], max_tokens=64,
+    chat = client.chat.create(model=model, messages=[user("Write a long story about a dragon.")], max_tokens=24,
                               temperature=0)
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(r=chat.sample()))
@@ -279,7 +309,7 @@ def test_serve_cli_grpc_port_and_sigterm_drain() -> None:
     try:
         stub = chat_pb2_grpc.ChatStub(channel)
         model = httpx.get(proc.url + "/v1/models").json()["data"][0]["id"]
-        stream = stub.GetCompletionChunk(_story(model, 40))
+        stream = stub.GetCompletionChunk(_story(model, 16))
         first = next(stream)
         assert first.outputs[0].delta.role == chat_pb2.MessageRole.ROLE_ASSISTANT
         proc.terminate()
@@ -288,7 +318,7 @@ def test_serve_cli_grpc_port_and_sigterm_drain() -> None:
             stub.GetCompletion(_story(model, 2))
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "draining" in exc.value.details()
         rest = list(stream)
-        assert 0 < rest[-1].usage.completion_tokens <= 40 and rest[-1].usage.prompt_tokens > 0
+        assert 0 < rest[-1].usage.completion_tokens <= 16 and rest[-1].usage.prompt_tokens > 0
         reasons = [o.finish_reason for c in rest for o in c.outputs if o.finish_reason]
         assert len(reasons) == 1
         assert proc.proc.wait(timeout=60) == 0

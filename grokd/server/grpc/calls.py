@@ -34,6 +34,10 @@ HTTP_PATHS: dict[str, str] = {
     "/xai_api.Chat/DeleteStoredCompletion": "/v1/responses",
     "/xai_api.Models/ListLanguageModels": "/v1/language-models",
     "/xai_api.Models/GetLanguageModel": "/v1/language-models",
+    "/xai_api.Models/ListEmbeddingModels": "/v1/language-models",
+    "/xai_api.Models/ListImageGenerationModels": "/v1/language-models",
+    "/xai_api.Models/GetEmbeddingModel": "/v1/language-models",
+    "/xai_api.Models/GetImageGenerationModel": "/v1/language-models",
     "/xai_api.Tokenize/TokenizeText": "/v1/tokenize-text",
     "/xai_api.Auth/get_api_key_info": "/v1/api-key",
 }

@@ -50,14 +50,20 @@ class ChatService(chat_pb2_grpc.ChatServicer):
 
     async def GetCompletionChunk(self, request: Any, context: Any) -> AsyncIterator[Any]:
         async with self.guard(context, "/xai_api.Chat/GetCompletionChunk") as ctx:
-            if request.store_messages:
-                raise not_supported("store_messages", "`store_messages` with streaming")
-            _, req = self._request(ctx, request)
+            body, req = self._request(ctx, request)
             model, prepared = await prepare_chat(ctx, req)
             plan, call = await start_chat(ctx, prepared, req, model)
-            writer = ChunkWriter(plan.request_id, model.id, model.system_fingerprint, now(), plan.citations)
+            created = now()
+            writer = ChunkWriter(plan.request_id, model.id, model.system_fingerprint, created, plan.citations)
+            record = stored.StreamRecord(plan) if request.store_messages else None
             try:
                 async for step in service.steps(ctx, plan, call, merge([call])):
+                    if record is not None:
+                        record.add(step)
+                        result = record.result()
+                        if result is not None:  # before the last chunk: a client may fetch it at once
+                            stored.keep(ctx.state, ctx.tenant.owner, completion_body(result, model, created),
+                                        body["messages"])
                     for chunk in writer.step(step):
                         yield chunk
             except StreamFailure as exc:

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from grokd.server.auth import ANONYMOUS, ApiKey
-from grokd.server.errors import invalid_request
+from grokd.server.errors import invalid_request, model_not_found
 from grokd.server.grpc.calls import CallGuard
 from grokd.server.grpc.proto import (
     auth_pb2,
@@ -51,6 +51,23 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
     async def GetLanguageModel(self, request: Any, context: Any) -> Any:
         async with self.guard(context, "/xai_api.Models/GetLanguageModel") as ctx:
             return language_model(ctx.resolve_model(request.name))
+
+    # grokd serves language models only: the other kinds are empty lists and unknown names.
+    async def ListEmbeddingModels(self, request: Any, context: Any) -> Any:
+        async with self.guard(context, "/xai_api.Models/ListEmbeddingModels"):
+            return models_pb2.ListEmbeddingModelsResponse()
+
+    async def ListImageGenerationModels(self, request: Any, context: Any) -> Any:
+        async with self.guard(context, "/xai_api.Models/ListImageGenerationModels"):
+            return models_pb2.ListImageGenerationModelsResponse()
+
+    async def GetEmbeddingModel(self, request: Any, context: Any) -> Any:
+        async with self.guard(context, "/xai_api.Models/GetEmbeddingModel"):
+            raise model_not_found(request.name)
+
+    async def GetImageGenerationModel(self, request: Any, context: Any) -> Any:
+        async with self.guard(context, "/xai_api.Models/GetImageGenerationModel"):
+            raise model_not_found(request.name)
 
 
 class TokenizeService(tokenize_pb2_grpc.TokenizeServicer):

@@ -2,13 +2,25 @@
 ``/v1/responses``): a gRPC request with ``store_messages`` keeps its chat.completion object and
 the conversation it continues, ``previous_response_id`` continues a stored conversation
 (whichever API stored it), and ``GetStoredCompletion`` answers either kind of stored object as
-a ``GetChatCompletionResponse``."""
+a ``GetChatCompletionResponse``. A stream with ``store_messages`` is gathered while it runs
+(:class:`StreamRecord`) and stored once it finished."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from grokd.server.errors import APIError, invalid_request, not_supported
+from grokd.server.generation.types import (
+    ChoiceFinished,
+    ChoiceResult,
+    GenerationPlan,
+    GenerationResult,
+    GenerationUsage,
+    StreamFinished,
+    StreamStep,
+    TextDelta,
+    ToolCallDelta,
+)
 from grokd.server.grpc.proto import chat_pb2
 from grokd.server.grpc.responses import ASSISTANT, completion_response, finish_reason, sampling_usage
 from grokd.server.protocol import ChatCompletionResponse
@@ -43,6 +55,36 @@ def keep(state: ServerState, owner: str, body: ChatCompletionResponse, messages:
     if calls:
         reply["tool_calls"] = [c.model_dump(exclude_none=True) for c in calls]
     store_of(state).put(body.id, owner, body.model_dump(mode="json"), [*messages, reply])
+
+
+class StreamRecord:
+    """A streamed answer gathered from its events, to store it once it finished."""
+
+    def __init__(self, plan: GenerationPlan) -> None:
+        self.plan = plan
+        self.choices: dict[int, ChoiceResult] = {}
+        self.usage: GenerationUsage | None = None
+
+    def _choice(self, index: int) -> ChoiceResult:
+        return self.choices.setdefault(index, ChoiceResult(index, "", [], None, None, 0))
+
+    def add(self, step: StreamStep) -> None:
+        for e in step.events:
+            if isinstance(e, StreamFinished):
+                self.usage = e.usage
+            elif isinstance(e, TextDelta):
+                choice = self._choice(e.index)
+                choice.content = (choice.content or "") + e.text
+            elif isinstance(e, ToolCallDelta):
+                self._choice(e.index).tool_calls.extend(e.calls)
+            elif isinstance(e, ChoiceFinished):
+                self._choice(e.index).finish_reason = e.finish_reason
+
+    def result(self) -> GenerationResult | None:
+        """The whole answer, once the stream finished (None if it did not)."""
+        if self.usage is None:
+            return None
+        return GenerationResult(self.plan, [self.choices[i] for i in sorted(self.choices)], self.usage)
 
 
 def _from_response_object(body: dict[str, Any]) -> Any:
