@@ -254,7 +254,9 @@ def main(args: argparse.Namespace) -> int:
              config.model or "the default model")
     server = DrainingServer(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
+                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1,
+                       # grpc.aio shares this loop: the stock asyncio loop, never uvloop under it
+                       loop="asyncio" if config.grpc_port is not None else "auto"),
         state,
     )
     server.run()

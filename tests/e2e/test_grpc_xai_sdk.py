@@ -20,14 +20,21 @@ from grokd.server.config import ServerConfig
 from tests.server.serving import LiveServer, free_port, start_process, start_server
 
 KEY = "sk-grpc-e2e-key-0000"
+TOKENIZE_ONLY = "sk-grpc-tokenize-only-0"
+BLOCKED = "sk-grpc-blocked-key-000"
+ONE_PER_MINUTE = "sk-grpc-one-rpm-key-00"
 QUESTION = "What is the capital of France? Answer in one sentence."
 WEATHER = tool("get_weather", "Get the current weather in a city.",
                {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_gguf) -> LiveServer:
-    live = start_server(ServerConfig(dtype="float32", max_model_len=1024, api_key=[KEY], grpc_port=free_port()))
+def server(smollm2_gguf, tmp_path_factory) -> LiveServer:
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text(f"{KEY} name=main\n{TOKENIZE_ONLY} endpoints=/v1/tokenize-text\n{BLOCKED} blocked=true\n"
+                    f"{ONE_PER_MINUTE} rpm=1\n")
+    live = start_server(ServerConfig(dtype="float32", max_model_len=1024, api_key_file=str(keys),
+                                     grpc_port=free_port()))
     yield live
     live.stop()
 
@@ -192,7 +199,7 @@ def test_models_and_api_key(client: Client, model: str, server: LiveServer) -> N
         client.models.get_language_model("no-such-model")
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-model" in exc.value.details()
     info = client.auth.get_api_key_info()
-    assert info.redacted_api_key == "sk-g...0000" and not info.api_key_blocked
+    assert info.redacted_api_key == "sk-g...0000" and info.name == "main" and not info.api_key_blocked
     assert info.api_key_id == server.state.auth.keys[0].key_id
 
 
@@ -219,6 +226,26 @@ def test_wrong_key_is_unauthenticated(host: str, model: str) -> None:
         bad.chat.create(model=model, messages=[user("hi")]).sample()
     assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert exc.value.details() == "Incorrect API key provided."
+
+
+def test_key_acls_blocks_and_rate_limits(host: str, model: str) -> None:
+    def as_key(key: str) -> Client:
+        return Client(api_host=host, api_key=key, use_insecure_channel=True)
+
+    limited = as_key(TOKENIZE_ONLY)
+    assert limited.tokenize.tokenize_text("Hello", model)
+    with pytest.raises(grpc.RpcError) as exc:
+        limited.chat.create(model=model, messages=[user("hi")], max_tokens=2).sample()
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED and "/v1/chat/completions" in exc.value.details()
+    with pytest.raises(grpc.RpcError) as exc:
+        as_key(BLOCKED).models.list_language_models()
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED and "blocked" in exc.value.details()
+    once = as_key(ONE_PER_MINUTE)
+    assert once.models.list_language_models()
+    with pytest.raises(grpc.RpcError) as exc:
+        once.models.list_language_models()
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "requests per minute" in exc.value.details()
+    assert any(k == "retry-after-ms" and int(v) > 0 for k, v in exc.value.trailing_metadata())
 
 
 def test_over_long_prompt_is_invalid_argument_with_the_http_message(client: Client, model: str,

@@ -95,3 +95,19 @@ def test_image_parts_reach_the_chat_route_as_image_parts_and_reasoning_effort_as
     assert body["reasoning_effort"] == "low"  # the chat route refuses it with its own 400
     assert chat_body(chat_pb2.GetCompletionsRequest(model="m", messages=[assistant("a", "b")]))["messages"] == [
         {"role": "assistant", "content": "ab"}]
+
+
+def test_search_parameters_become_live_search_settings() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    start = Timestamp()
+    start.FromJsonString("2026-01-02T00:00:00Z")
+    sp = chat_pb2.SearchParameters(
+        mode=chat_pb2.SearchMode.ON_SEARCH_MODE, return_citations=True, max_search_results=5, from_date=start,
+        sources=[chat_pb2.Source(web=chat_pb2.WebSource(allowed_websites=["a.org"])),
+                 chat_pb2.Source(rss=chat_pb2.RssSource(links=["https://a.org/feed"]))])
+    _, req = to_chat_request(_request(search_parameters=sp))
+    live = req.search_parameters
+    assert live is not None and live.mode == "on" and live.max_search_results == 5 and live.from_date == "2026-01-02"
+    assert [s.type for s in live.sources or []] == ["web", "rss"]
+    assert (live.sources or [])[0].model_extra == {"allowed_websites": ["a.org"]}
