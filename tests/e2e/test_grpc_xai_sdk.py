@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -15,26 +17,45 @@ from pydantic import BaseModel
 from xai_sdk import Client
 from xai_sdk.chat import system, tool, tool_result, user
 from xai_sdk.proto import chat_pb2, chat_pb2_grpc
+from xai_sdk.search import SearchParameters, rss_source
 
 from grokd.server.config import ServerConfig
-from tests.server.serving import LiveServer, free_port, start_process, start_server
+from grokd.server.live import LiveConfig
+from grokd.server.state import ServerState
+from tests.server.serving import LiveServer, free_port, serve_state, start_process, wait_ready
+from tests.server.stub_http import StubServer, serve_stub
 
 KEY = "sk-grpc-e2e-key-0000"
 TOKENIZE_ONLY = "sk-grpc-tokenize-only-0"
 BLOCKED = "sk-grpc-blocked-key-000"
 ONE_PER_MINUTE = "sk-grpc-one-rpm-key-00"
 QUESTION = "What is the capital of France? Answer in one sentence."
+FEED = (Path(__file__).resolve().parents[1] / "server" / "live" / "data" / "news.rss").read_bytes()
+FERRY = "Is the ferry to the island running again after the storm?"
 WEATHER = tool("get_weather", "Get the current weather in a city.",
                {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_gguf, tmp_path_factory) -> LiveServer:
+def feeds() -> Iterator[StubServer]:
+    """An RSS host on 127.0.0.1, allow-listed for live search."""
+    with serve_stub() as stub:
+        stub.routes["/news.rss"] = lambda r: (200, {"content-type": "application/rss+xml"}, FEED)
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf, tmp_path_factory, feeds: StubServer) -> LiveServer:
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text(f"{KEY} name=main\n{TOKENIZE_ONLY} endpoints=/v1/tokenize-text\n{BLOCKED} blocked=true\n"
                     f"{ONE_PER_MINUTE} rpm=1\n")
-    live = start_server(ServerConfig(dtype="float32", max_model_len=1024, api_key_file=str(keys),
-                                     grpc_port=free_port()))
+    from grokd.engine.async_engine import AsyncEngine
+
+    config = ServerConfig(dtype="float32", max_model_len=1024, api_key_file=str(keys), grpc_port=free_port())
+    state = ServerState.build(config, AsyncEngine(config.engine_config()))
+    state.live_config = LiveConfig(allowed_hosts=(feeds.hostport,))
+    live = serve_state(state)
+    wait_ready(live.url, 300)
     yield live
     live.stop()
 
@@ -201,6 +222,20 @@ def test_models_and_api_key(client: Client, model: str, server: LiveServer) -> N
     info = client.auth.get_api_key_info()
     assert info.redacted_api_key == "sk-g...0000" and info.name == "main" and not info.api_key_blocked
     assert info.api_key_id == server.state.auth.keys[0].key_id
+
+
+def test_live_search_citations(client: Client, model: str, feeds: StubServer) -> None:
+    chat = client.chat.create(model=model, messages=[user(FERRY)], max_tokens=2,
+                              search_parameters=SearchParameters(mode="on",
+                                                                 sources=[rss_source([feeds.base + "/news.rss"])]))
+    response = chat.sample()
+    assert response.citations[0] == "https://gazette.example/2026/11/24/ferry-resumes"
+    assert len(response.citations) == 3 and response.usage.num_sources_used == 3
+    streamed = client.chat.create(model=model, messages=[user(FERRY)], max_tokens=2,
+                                  search_parameters=SearchParameters(mode="on",
+                                                                     sources=[rss_source([feeds.base + "/news.rss"])]))
+    *_, (last, _chunk) = streamed.stream()
+    assert list(last.citations) == list(response.citations)
 
 
 def test_other_model_kinds_are_empty_and_calls_are_counted(client: Client, server: LiveServer) -> None:
