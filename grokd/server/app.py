@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +33,9 @@ from grokd.server.responses.store import ResponseStore
 from grokd.server.routes import api_key, chat, completions, health, models, responses, tokenize
 from grokd.server.state import EngineLoader, ServerState
 
+if TYPE_CHECKING:  # grpcio and xai-sdk are the optional `grpc` extra
+    from grokd.server.grpc.server import GrpcServer
+
 log = logging.getLogger("grokd.server")
 
 # Health/metrics routes are public; the rest need a key (when keys are configured).
@@ -48,6 +52,8 @@ OWN_BODY_LIMIT = ("/v1/live/documents",)
 # File uploads: limited here by the jobs config's max_upload_bytes (plus multipart framing), not
 # the general JSON limit; the route checks the file part itself against max_upload_bytes.
 FILE_UPLOADS = "/v1/files"
+# Seconds gRPC calls still running at shutdown (after the drain) get before they are cancelled.
+GRPC_STOP_GRACE_S = 1.0
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -187,6 +193,17 @@ def _live(state: ServerState) -> LiveContextService:
     return LiveContextService(state.live_config or LiveConfig.from_env(state_dir=state.state_dir))
 
 
+async def _start_grpc(state: ServerState) -> GrpcServer | None:
+    """xAI's gRPC API on ``--grpc-port`` (server.grpc, the ``grpc`` extra), in this event loop."""
+    if state.config.grpc_port is None:
+        return None
+    from grokd.server.grpc.server import GrpcServer
+
+    server = GrpcServer(state, state.config.host, state.config.grpc_port)
+    await server.start()
+    return server
+
+
 def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
     """One app per ServerState, for serving and tests alike. Builds the feature services into
     ``state`` (``state.jobs`` only when ``enable_jobs``; a ``state.live`` given is kept) and mounts
@@ -204,9 +221,12 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
         jobs = state.jobs
         if jobs is not None:
             await jobs.start()
+        grpc_server = await _start_grpc(state)
         try:
             yield
         finally:
+            if grpc_server is not None:  # drained already: what still runs is cancelled (engine abort)
+                await grpc_server.stop(GRPC_STOP_GRACE_S)
             if jobs is not None:
                 await jobs.stop()
             if loading is not None and not loading.done():

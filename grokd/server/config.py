@@ -129,6 +129,7 @@ class ServerConfig(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = Field(None, ge=0, le=65535)  # xAI's gRPC API (server.grpc); None: off
     api_key: Names = []
     api_key_file: str | None = None
     rate_limit_rpm: int = 0  # per key; 0 = unlimited

@@ -98,6 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("http")
     h.add_argument("--host")
     h.add_argument("--port", type=int)
+    h.add_argument("--grpc-port", type=int,
+                   help="also serve xAI's gRPC API (what xai-sdk speaks) on this port; off by default; "
+                        "needs the grpc extra: pip install 'grokd[grpc]'")
     keys = h.add_mutually_exclusive_group()
     keys.add_argument("--api-key", action="append", help="accepted API key (repeatable)")
     keys.add_argument("--api-key-file", help="file with one key (or sha256:HEX) per line")
@@ -156,6 +159,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def check_grpc_available() -> None:
+    """``--grpc-port`` needs grpcio and the stubs in xai-sdk: say so before loading anything."""
+    try:
+        import grokd.server.grpc.server  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"--grpc-port needs the grpc extra (pip install 'grokd[grpc]'): {exc}") from None
+
+
 def build_state(config: ServerConfig) -> ServerState:
     """Load the model now and return a ready-to-serve state (batch CLI, tests)."""
     from grokd.engine.async_engine import AsyncEngine
@@ -182,6 +193,8 @@ def main(args: argparse.Namespace) -> int:
         from grokd.engine.parallel.launch import torchrun_env
 
         rank_env = torchrun_env(os.environ)
+        if config.grpc_port is not None:
+            check_grpc_available()
     except ValueError as exc:  # a bad flag, GROKD_* variable or TOML value: one line, exit 2
         print(f"grokd serve: error: {exc}", file=sys.stderr)
         return 2
@@ -237,10 +250,14 @@ def main(args: argparse.Namespace) -> int:
     args.state_dir = config.state_dir
     state.live_config = live_config_from_args(args)
     app = create_app(state)
-    log.info("listening on http://%s:%d; loading %s", config.host, config.port, config.model or "the default model")
+    log.info("listening on http://%s:%d%s; loading %s", config.host, config.port,
+             f" and gRPC on {config.host}:{config.grpc_port}" if config.grpc_port is not None else "",
+             config.model or "the default model")
     server = DrainingServer(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
+                       timeout_graceful_shutdown=int(config.drain_timeout_s) + 1,
+                       # grpc.aio shares this loop: the stock asyncio loop, never uvloop under it
+                       loop="asyncio" if config.grpc_port is not None else "auto"),
         state,
     )
     server.run()

@@ -10,9 +10,9 @@ from fastapi import Request
 
 from grokd.engine.tokenizer import Tokenizer
 from grokd.server.errors import APIError, from_value_error, not_supported
+from grokd.server.generation.context import CallContext
 from grokd.server.live import LiveContextError, LiveResult, SearchParameters, resolve
 from grokd.server.protocol import Tool
-from grokd.server.routes.deps import get_state
 
 # Completion tokens reserved when the request sets no max_tokens, so context never eats the reply.
 DEFAULT_RESERVE = 512
@@ -29,11 +29,11 @@ def resolve_request(search_parameters: Any, tools: list[Tool] | None,
         raise from_value_error(exc, default_param="search_parameters") from None
 
 
-async def augment(request: Request, params: SearchParameters, messages: list[dict[str, Any]],
+async def augment(ctx: CallContext, params: SearchParameters, messages: list[dict[str, Any]],
                   tokenizer: Tokenizer, prompt_tokens: int, max_tokens: int | None,
                   max_model_len: int | None) -> LiveResult:
     """Run the search for the context to put into the prompt."""
-    service = get_state(request).live
+    service = ctx.state.live
     if service is None:
         raise not_supported("search_parameters", "live search (`search_parameters`) on this server")
     reserve = max_tokens if max_tokens is not None else DEFAULT_RESERVE

@@ -21,14 +21,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
-
 from grokd.engine.chat_template import render_chat
 from grokd.engine.outputs import RequestOutput, TokenLogprob
 from grokd.engine.tokenizer import Tokenizer
 from grokd.server.errors import APIError, invalid_request
 from grokd.server.generation import live as live_context
 from grokd.server.generation import structured
+from grokd.server.generation.context import CallContext
 from grokd.server.generation.types import (
     ChoiceFinished,
     ChoiceResult,
@@ -49,7 +48,6 @@ from grokd.server.generation.types import (
 )
 from grokd.server.registry import ServedModel
 from grokd.server.routes import generation as gen
-from grokd.server.routes.deps import get_engine, get_state
 from grokd.server.streaming import StreamFailure
 
 if TYPE_CHECKING:
@@ -78,10 +76,10 @@ def render_prompt(engine: EngineClient, conv: ConversationInput, messages: list[
     return text, list(tokenizer.encode(text))
 
 
-async def prepare(request: Request, conv: ConversationInput, settings: SamplingSettings,
+async def prepare(ctx: CallContext, conv: ConversationInput, settings: SamplingSettings,
                   model: ServedModel) -> PreparedRequest:
     """Check everything that can be checked before searching or queueing (see the module doc)."""
-    engine = get_engine(request)
+    engine = ctx.engine
     plan = structured.plan(conv.response_format, conv.tools, conv.tool_choice, conv.parallel_tool_calls,
                            engine.model_info)
     if engine.tokenizer is None:
@@ -98,16 +96,16 @@ async def prepare(request: Request, conv: ConversationInput, settings: SamplingS
                            text, prompt_ids)
 
 
-async def plan(request: Request, prepared: PreparedRequest, request_id: str) -> GenerationPlan:
+async def plan(ctx: CallContext, prepared: PreparedRequest, request_id: str) -> GenerationPlan:
     """Live context (when asked) into the prompt, then the final SamplingParams."""
     conv = prepared.conversation
-    engine = get_engine(request)
+    engine = ctx.engine
     text, prompt_ids = prepared.prompt_text, prepared.prompt_ids
     live = None
     if conv.live is not None:
         tokenizer = engine.tokenizer
         assert tokenizer is not None  # prepare checked
-        live = await live_context.augment(request, conv.live, prepared.messages, tokenizer, len(prompt_ids),
+        live = await live_context.augment(ctx, conv.live, prepared.messages, tokenizer, len(prompt_ids),
                                           conv.max_tokens, prepared.max_model_len)
         if live.context:
             text, prompt_ids = await asyncio.to_thread(render_prompt, engine, conv, live.inject(prepared.messages),
@@ -120,15 +118,9 @@ async def plan(request: Request, prepared: PreparedRequest, request_id: str) -> 
                           conv.logprobs, live, conv.input_param)
 
 
-async def start(request: Request, plan: GenerationPlan) -> gen.EngineCall:
-    """Queue the engine request; admission errors become HTTP errors here, before any byte."""
-    return await gen.start(request, plan.prompt_ids, plan.params, plan.request_id, param=plan.input_param)
-
-
-def _charge(request: Request, tokens: int) -> None:
-    key = getattr(request.state, "api_key", None)
-    if key is not None:
-        get_state(request).auth.charge_tokens(key, tokens)
+async def start(ctx: CallContext, plan: GenerationPlan) -> gen.EngineCall:
+    """Queue the engine request; admission errors become API errors here, before any byte."""
+    return await gen.start(ctx, plan.prompt_ids, plan.params, plan.request_id, param=plan.input_param)
 
 
 def usage_of(plan: GenerationPlan, call: gen.EngineCall, completion_tokens: int) -> GenerationUsage:
@@ -152,10 +144,10 @@ def _tool_calls(calls: list[dict[str, Any]]) -> list[ToolCallOutput]:
             for i, c in enumerate(calls)]
 
 
-async def run(request: Request, plan: GenerationPlan, call: gen.EngineCall) -> GenerationResult:
+async def run(ctx: CallContext, plan: GenerationPlan, call: gen.EngineCall) -> GenerationResult:
     """The whole result of a started call (a client that goes away aborts it: 499)."""
-    tokenizer = get_engine(request).tokenizer
-    (final,) = await gen.collect(request, [call])
+    tokenizer = ctx.engine.tokenizer
+    (final,) = await gen.collect(ctx, [call])
     choices = []
     for o in final.outputs:
         if o.finish_reason == "error" or final.error:
@@ -170,16 +162,16 @@ async def run(request: Request, plan: GenerationPlan, call: gen.EngineCall) -> G
             completion_tokens=len(o.token_ids),
         ))
     completion_tokens = sum(c.completion_tokens for c in choices)
-    _charge(request, call.prompt_tokens + completion_tokens)
+    ctx.charge(call.prompt_tokens + completion_tokens)
     return GenerationResult(plan, choices, usage_of(plan, call, completion_tokens))
 
 
-async def steps(request: Request, plan: GenerationPlan, call: gen.EngineCall,
+async def steps(ctx: CallContext, plan: GenerationPlan, call: gen.EngineCall,
                 outputs: AsyncIterator[tuple[int, RequestOutput]]) -> AsyncIterator[StreamStep]:
     """The engine's outputs as neutral events, one :class:`StreamStep` per engine step that has
     something to say; ends with :class:`StreamFinished`. An engine failure raises
     ``StreamFailure`` (the SSE layer turns it into the front end's in-band error)."""
-    tokenizer = get_engine(request).tokenizer
+    tokenizer = ctx.engine.tokenizer
     n = plan.params.n
     completion_tokens = 0
     done: set[int] = set()
@@ -211,5 +203,5 @@ async def steps(request: Request, plan: GenerationPlan, call: gen.EngineCall,
                 events.append(ChoiceFinished(o.index, "tool_calls" if splitter.made_calls else reason))
         if events:
             yield StreamStep(events)
-    _charge(request, call.prompt_tokens + completion_tokens)
+    ctx.charge(call.prompt_tokens + completion_tokens)
     yield StreamStep([StreamFinished(usage_of(plan, call, completion_tokens))])

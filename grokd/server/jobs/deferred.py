@@ -83,13 +83,13 @@ class DeferredService:
             with contextlib.suppress(Exception):
                 self.store.purge_deferred(self.clock())
 
-    def fetch(self, request_id: str, owner: str | None = None) -> Response:
-        """202 while pending, the stored answer exactly once, then 404 (at once for a key other
-        than ``owner``'s; ``None``: any key)."""
+    def take(self, request_id: str, owner: str | None = None) -> tuple[int, dict] | None:
+        """``(status, chat answer)`` exactly once; None while pending; 404 for an id that is
+        unknown, expired, already fetched or another ``owner``'s (``None``: any key's)."""
         state, status, body = self.store.take_deferred(request_id, self.clock(), owner)
         if state == "pending":
-            return Response(status_code=202)
-        if state == "missing":
+            return None
+        if state == "missing" or body is None:
             raise APIError(
                 404,
                 f"No deferred completion with request id {request_id!r} (unknown, expired or already fetched).",
@@ -97,4 +97,11 @@ class DeferredService:
                 code="not_found",
                 param="request_id",
             )
-        return JSONResponse(body, status_code=status or 200)
+        return status or 200, body
+
+    def fetch(self, request_id: str, owner: str | None = None) -> Response:
+        """202 while pending, the stored answer exactly once, then 404 (see :meth:`take`)."""
+        answer = self.take(request_id, owner)
+        if answer is None:
+            return Response(status_code=202)
+        return JSONResponse(answer[1], status_code=answer[0])

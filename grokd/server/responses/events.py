@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
-
 from grokd.engine.outputs import RequestOutput
 from grokd.server.generation import service
+from grokd.server.generation.context import CallContext
 from grokd.server.generation.types import (
     ChoiceFinished,
     GenerationPlan,
@@ -168,14 +167,14 @@ class ResponseEventWriter:
                 + self.event("response.failed", **self.response(failed)))
 
 
-def renderer(request: Request, call: EngineCall, writer: ResponseEventWriter,
+def renderer(ctx: CallContext, call: EngineCall, writer: ResponseEventWriter,
              on_done: Callable[[ResponseObject], None]) -> Renderer:
     """SSE bytes for one streamed response; ``on_done`` gets the final response (to store it)."""
 
     async def render(outputs: AsyncIterator[tuple[int, RequestOutput]]) -> AsyncIterator[bytes]:
         for chunk in writer.start():
             yield chunk
-        async for step in service.steps(request, writer.plan, call, outputs):
+        async for step in service.steps(ctx, writer.plan, call, outputs):
             for e in step.events:
                 if isinstance(e, TextDelta):
                     chunks = writer.text(e)

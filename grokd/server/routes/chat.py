@@ -15,11 +15,14 @@ from grokd.engine.outputs import RequestOutput
 from grokd.server.errors import invalid_request, not_supported
 from grokd.server.generation import live as live_context
 from grokd.server.generation import service
+from grokd.server.generation.context import CallContext
 from grokd.server.generation.types import (
     ChoiceFinished,
     ConversationInput,
     GenerationPlan,
+    GenerationResult,
     GenerationUsage,
+    PreparedRequest,
     StreamEvent,
     StreamFinished,
     StreamStep,
@@ -50,7 +53,7 @@ from grokd.server.protocol import (
 )
 from grokd.server.registry import ServedModel
 from grokd.server.routes import generation as gen
-from grokd.server.routes.deps import get_state, require_json, resolve_model
+from grokd.server.routes.deps import context_of, get_state, require_json
 from grokd.server.routes.generation import EngineCall
 from grokd.server.streaming import Renderer, encode_event, sse_response
 
@@ -142,31 +145,33 @@ def _delta_call(c: ToolCallOutput) -> dict[str, Any]:
     return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}, "index": c.index}
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
-async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
-    state = get_state(request)
-    model = resolve_model(request, req.model)
+async def prepare_chat(ctx: CallContext, req: ChatCompletionRequest) -> tuple[ServedModel, PreparedRequest]:
+    """Every check of a chat request before anything is searched or queued: the model, the
+    unsupported fields, the conversation, the prompt against the context window. The HTTP route
+    and the gRPC Chat service both start here, so they accept and refuse the same requests."""
+    model = ctx.resolve_model(req.model)
     live_params, tools = live_context.resolve_request(req.search_parameters, req.tools)
     gen.reject_unsupported(req)
     if req.top_logprobs and not req.logprobs:  # 0 without logprobs is harmless; more is a mistake
         raise invalid_request("top_logprobs: requires logprobs to be true", param="top_logprobs")
     conv = conversation_of(req, model, tools)
     conv.live = live_params
-    prepared = await service.prepare(request, conv, gen.request_settings(req), model)
-    if req.deferred:
-        return defer(request, req)
-    plan = await service.plan(request, prepared, new_id("chatcmpl-"))
+    return model, await service.prepare(ctx, conv, gen.request_settings(req), model)
+
+
+async def start_chat(ctx: CallContext, prepared: PreparedRequest, req: ChatCompletionRequest,
+                     model: ServedModel) -> tuple[GenerationPlan, EngineCall]:
+    """Live context, the final plan, and the engine request queued (logged once, as chat)."""
+    plan = await service.plan(ctx, prepared, new_id("chatcmpl-"))
     log.info("chat %s model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s%s", plan.request_id, model.id,
              len(plan.prompt_ids), plan.params.max_tokens, req.n, req.stream,
-             f" prompt={plan.prompt_text!r}" if state.config.log_prompts else "")
-    call = await service.start(request, plan)
-    created = now()
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response([call], _chunks(request, call, plan, model, created, req.n, include_usage),
-                            plan.request_id, headers=plan.headers)
+             f" prompt={plan.prompt_text!r}" if ctx.state.config.log_prompts else "")
+    return plan, await service.start(ctx, plan)
 
-    result = await service.run(request, plan, call)
+
+def completion_body(result: GenerationResult, model: ServedModel, created: int) -> ChatCompletionResponse:
+    """The chat.completion object of a finished generation."""
+    plan = result.plan
     choices = [
         ChatChoice(
             index=c.index,
@@ -177,15 +182,32 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
         )
         for c in result.choices
     ]
-    body = ChatCompletionResponse(
+    return ChatCompletionResponse(
         id=plan.request_id, created=created, model=model.id, choices=choices, usage=chat_usage(result.usage),
         system_fingerprint=model.system_fingerprint, citations=plan.citations,
     )
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
+async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
+    ctx = context_of(request)
+    model, prepared = await prepare_chat(ctx, req)
+    if req.deferred:
+        return defer(request, req)
+    plan, call = await start_chat(ctx, prepared, req, model)
+    created = now()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return sse_response([call], _chunks(ctx, call, plan, model, created, req.n, include_usage),
+                            plan.request_id, headers=plan.headers)
+
+    result = await service.run(ctx, plan, call)
+    body = completion_body(result, model, created)
     return JSONResponse({**body.model_dump(mode="json"), **live_context.debug_fields(request, plan.live)},
                         headers=plan.headers)
 
 
-def _chunks(request: Request, call: EngineCall, plan: GenerationPlan, model: ServedModel, created: int,
+def _chunks(ctx: CallContext, call: EngineCall, plan: GenerationPlan, model: ServedModel, created: int,
             n: int, include_usage: bool) -> Renderer:
     """SSE chunks, one per choice per engine step; live-search ``citations`` ride on the last
     chunk (xAI's convention)."""
@@ -200,7 +222,7 @@ def _chunks(request: Request, call: EngineCall, plan: GenerationPlan, model: Ser
         for i in range(n):
             yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
         finished = 0
-        async for step in service.steps(request, plan, call, outputs):
+        async for step in service.steps(ctx, plan, call, outputs):
             for index, events in _by_choice(step).items():
                 text, calls, lps, reason = "", [], None, None
                 for e in events:

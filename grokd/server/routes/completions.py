@@ -27,7 +27,7 @@ from grokd.server.protocol import (
     now,
 )
 from grokd.server.routes import generation as gen
-from grokd.server.routes.deps import get_engine, get_state, require_json, resolve_model
+from grokd.server.routes.deps import context_of, get_engine, get_state, require_json, resolve_model
 from grokd.server.streaming import Renderer, StreamFailure, encode_event, sse_response
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
         raise invalid_request("max_tokens: must be >= 1 (0 is allowed only with echo)", param="max_tokens")
     k = req.logprobs
     rid = new_id("cmpl-")
+    ctx = context_of(request)
     calls: list[gen.EngineCall] = []
     try:
         for i, (text, ids) in enumerate(prompts):
@@ -129,7 +130,7 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
                                       prompt_logprobs=k if (req.echo and k is not None) else None)
             log.info("completion %s-%d model=%s prompt_tokens=%d max_tokens=%d n=%d%s", rid, i, model.id,
                      len(ids), max_tokens, req.n, f" prompt={text!r}" if state.config.log_prompts else "")
-            calls.append(await gen.start(request, ids, params, f"{rid}-{i}", param="prompt"))
+            calls.append(await gen.start(ctx, ids, params, f"{rid}-{i}", param="prompt"))
     except BaseException:
         for c in calls:
             await c.close()
@@ -141,7 +142,7 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
         return sse_response(calls, _chunks(state, tokenizer, calls, prompts, model.id, model.system_fingerprint, created,
                                            req, score_only, include_usage, key), rid)
 
-    finals = await gen.collect(request, calls)
+    finals = await gen.collect(ctx, calls)
     choices: list[CompletionChoice] = []
     completion_tokens = 0
     for i, final in enumerate(finals):

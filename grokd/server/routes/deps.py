@@ -4,11 +4,13 @@ bodies, model resolution."""
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from grokd.server.errors import APIError, model_not_found, overloaded
+from grokd.server.errors import APIError
+from grokd.server.generation.context import CallContext, not_ready, resolve_for_key
 from grokd.server.unicode_check import lone_surrogate_path
 
 if TYPE_CHECKING:
@@ -37,8 +39,20 @@ def get_registry(request: Request) -> ModelRegistry:
 
 
 def _not_ready(state: ServerState) -> APIError:
-    return overloaded("The server is not ready yet (model loading); retry shortly.",
-                      state.config.retry_after_s)
+    return not_ready(state)
+
+
+def context_of(request: Request) -> CallContext:
+    """The generation service's view of an HTTP request: the key ``require_api_key`` identified,
+    the priority the job runner set in the scope, the middleware's arrival time, and the client's
+    disconnect check."""
+    return CallContext(
+        state=get_state(request),
+        key=getattr(request.state, "api_key", None),
+        priority=int(getattr(request.state, "priority", 0)),
+        arrival=getattr(request.state, "arrival", None) or time.monotonic(),
+        disconnected=request.is_disconnected,
+    )
 
 
 async def require_json(request: Request) -> None:
@@ -68,11 +82,4 @@ async def require_json(request: Request) -> None:
 
 def resolve_model(request: Request, name: str) -> ServedModel:
     """Alias → served model; 404 if unknown, 403 if the calling key may not use it."""
-    model = get_registry(request).resolve(name)
-    if model is None:
-        raise model_not_found(name)
-    key = getattr(request.state, "api_key", None)
-    if key is not None and not key.allows_model(model.id):
-        raise APIError(403, f"This API key is not allowed to use the model `{model.id}`.",
-                       type="permission_error", code="model_not_allowed", param="model")
-    return model
+    return resolve_for_key(get_registry(request), getattr(request.state, "api_key", None), name)

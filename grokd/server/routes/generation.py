@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import Request
 
 from grokd.engine.outputs import RequestOutput, TokenLogprob
 from grokd.engine.sampling_params import SamplingParams
@@ -26,6 +25,7 @@ from grokd.server.errors import (
     from_value_error,
     not_supported,
 )
+from grokd.server.generation.context import CallContext
 from grokd.server.generation.types import SamplingSettings
 from grokd.server.metrics import TokenTimer
 from grokd.server.protocol import (
@@ -35,7 +35,6 @@ from grokd.server.protocol import (
     _SamplerFields,
     _SamplingRequest,
 )
-from grokd.server.routes.deps import get_engine, get_state
 
 if TYPE_CHECKING:
     from grokd.server.state import EngineClient
@@ -188,14 +187,14 @@ class EngineCall:
                 await self.rest.aclose()
 
 
-async def start(request: Request, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                *, param: str, priority: int = 0) -> EngineCall:
-    """Submit to the engine and wait for its first output, so that admission errors (queue
-    full, context, bad value) become HTTP statuses before any byte is sent."""
-    state = get_state(request)
-    engine = get_engine(request)
-    priority = int(getattr(request.state, "priority", priority))
-    timer = TokenTimer(state.metrics, getattr(request.state, "arrival", None) or time.monotonic())
+async def start(ctx: CallContext, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                *, param: str) -> EngineCall:
+    """Submit to the engine at the call's priority and wait for its first output, so that
+    admission errors (queue full, context, bad value) become API errors before any byte is sent."""
+    state = ctx.state
+    engine = ctx.engine
+    priority = ctx.priority
+    timer = TokenTimer(state.metrics, ctx.arrival)
     stream = engine.generate(prompt_ids, params, request_id=request_id, priority=priority)
     try:
         first = await stream.__anext__()
@@ -208,7 +207,7 @@ async def start(request: Request, prompt_ids: list[int], params: SamplingParams,
     return EngineCall(request_id, first, stream, engine, timer, len(prompt_ids))
 
 
-async def collect(request: Request, calls: list[EngineCall]) -> list[RequestOutput]:
+async def collect(ctx: CallContext, calls: list[EngineCall]) -> list[RequestOutput]:
     """Run the calls to completion; a client that goes away aborts them all at once."""
 
     async def run(call: EngineCall) -> RequestOutput:
@@ -223,7 +222,7 @@ async def collect(request: Request, calls: list[EngineCall]) -> list[RequestOutp
         return last
 
     async def watch() -> None:
-        while not await request.is_disconnected():
+        while not await ctx.is_disconnected():
             await asyncio.sleep(DISCONNECT_POLL_S)
 
     work = asyncio.ensure_future(asyncio.gather(*(run(c) for c in calls)))

@@ -30,7 +30,7 @@ from grokd.server.responses.protocol import (
 )
 from grokd.server.responses.store import ResponseStore
 from grokd.server.routes import generation as gen
-from grokd.server.routes.deps import get_state, require_json, resolve_model
+from grokd.server.routes.deps import context_of, get_state, require_json, resolve_model
 from grokd.server.streaming import sse_response
 
 log = logging.getLogger("grokd.server")
@@ -102,16 +102,17 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         max_tokens_param="max_output_tokens",
     )
     rid = new_id("resp_")
+    ctx = context_of(request)
     try:
-        prepared = await service.prepare(request, conv, gen.settings_of(req, ignored=RESPONSES_IGNORED_FIELDS),
+        prepared = await service.prepare(ctx, conv, gen.settings_of(req, ignored=RESPONSES_IGNORED_FIELDS),
                                          model)
-        plan = await service.plan(request, prepared, rid)
+        plan = await service.plan(ctx, prepared, rid)
     except APIError as err:
         raise convert.wire_error(err) from None
     log.info("response %s model=%s prompt_tokens=%d max_tokens=%d stream=%s previous=%s%s", rid, model.id,
              len(plan.prompt_ids), plan.params.max_tokens, req.stream, req.previous_response_id,
              f" prompt={plan.prompt_text!r}" if state.config.log_prompts else "")
-    call = await service.start(request, plan)
+    call = await service.start(ctx, plan)
     envelope = ResponseEnvelope(rid, now(), model.id, req, [t.model_dump(by_alias=True, exclude_none=True)
                                                             for t in req.tools or []])
 
@@ -122,10 +123,10 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
 
     if req.stream:
         writer = ResponseEventWriter(envelope, plan)
-        return sse_response([call], renderer(request, call, writer, keep), rid, headers=plan.headers,
+        return sse_response([call], renderer(ctx, call, writer, keep), rid, headers=plan.headers,
                             done=None, on_failure=writer.failure)
 
-    result = await service.run(request, plan, call)
+    result = await service.run(ctx, plan, call)
     (choice,) = result.choices
     status = "incomplete" if choice.finish_reason == "length" else "completed"
     body = envelope.build(status, output_items(plan, choice), usage_out(result.usage, plan), plan.citations)
