@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from grokd.server import openapi
 from grokd.server.auth import require_api_key
 from grokd.server.errors import APIError, install_error_handlers, overloaded
 from grokd.server.jobs import batches, deferred_completions, files
@@ -251,4 +252,5 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
         app.include_router(router, dependencies=keyed)
     app.include_router(build_router(state.live), dependencies=keyed)
     app.add_middleware(ServerMiddleware, state=state)
+    openapi.install(app, ALWAYS_OPEN, PUBLIC_PATHS)
     return app

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from grokd.engine.errors import ContextLengthError, EngineDeadError, QueueFullError
 
@@ -179,12 +180,24 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     elif status == 405:
         err = APIError(405, f"Method {request.method} is not allowed for {request.url.path}",
                        code="method_not_allowed")
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     elif status >= 500:
         err = APIError(status, str(exc.detail), type="server_error")
     else:
         err = APIError(status, str(exc.detail))
     err.headers.update(headers)
     return err.response()
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's:
+    grokd has one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:

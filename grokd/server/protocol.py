@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -130,6 +131,11 @@ class FunctionDefinition(_Lenient):
 class Tool(_Lenient):
     """A function tool, or xAI's ``{"type": "live_search", "sources": [...]}`` spelling."""
 
+    # OpenAPI: a function tool (the default type) carries its definition
+    model_config = ConfigDict(extra="allow", json_schema_extra={"anyOf": [
+        {"required": ["function"], "properties": {"function": {"type": "object"}}},
+        {"required": ["type"], "properties": {"type": {"not": {"const": "function"}}}}]})
+
     type: str = "function"
     function: FunctionDefinition | None = None
 
@@ -196,12 +202,18 @@ class _SamplerFields(BaseModel):
         return dict(self.model_extra or {})
 
 
+# what ``_SamplingRequest._check_stop`` accepts, for the OpenAPI document
+_STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
+                          {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": MAX_STOP_SEQUENCES},
+                          {"type": "null"}]}
+
+
 class _SamplingRequest(_SamplerFields):
     """Fields chat and completions share on top of the sampling knobs."""
 
     max_tokens: int | None = Field(default=None, ge=0)
     n: int = Field(default=1, ge=1, le=128)
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, WithJsonSchema(_STOP_SCHEMA)] = None
     stream_options: StreamOptions | None = None
     best_of: int | None = Field(default=None, ge=1)
 
@@ -239,8 +251,16 @@ class ChatCompletionRequest(_SamplingRequest):
     chat_template_kwargs: dict[str, Any] | None = None
 
 
+# what ``CompletionRequest._check_prompt`` accepts, for the OpenAPI document
+_PROMPT_SCHEMA = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1}, "minItems": 1}]}
+
+
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]], WithJsonSchema(_PROMPT_SCHEMA)]
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     suffix: str | None = None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from grokd.server.errors import APIError, invalid_request
-from grokd.server.jobs.config import BATCH_ENDPOINTS
+from grokd.server.jobs.config import BATCH_ENDPOINTS, COMPLETION_WINDOWS
 from grokd.server.jobs.deps import JobsDep
 from grokd.server.jobs.objects import batch_object, list_page
 from grokd.server.jobs.service import JobsService
@@ -22,10 +22,11 @@ router = APIRouter()
 class CreateBatchRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, Any] | None = None
+    # documented exactly (OpenAPI), checked in create_batch with messages naming the field
+    input_file_id: str = Field(json_schema_extra={"minLength": 1})
+    endpoint: str = Field(json_schema_extra={"enum": list(BATCH_ENDPOINTS)})
+    completion_window: str = Field(json_schema_extra={"enum": list(COMPLETION_WINDOWS)})
+    metadata: dict[str, Any] | None = Field(default=None, json_schema_extra={"maxProperties": MAX_METADATA_KEYS})
 
 
 def batch_not_found(batch_id: str) -> APIError:

@@ -10,6 +10,7 @@ from pathlib import Path
 Execute = Callable[[str, dict, int], Awaitable[tuple[int, dict]]]
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+COMPLETION_WINDOWS = {"24h": 24 * 3600.0}  # accepted completion_window -> seconds, by default
 INTERACTIVE_PRIORITY = 0
 BATCH_PRIORITY = 1
 
@@ -34,7 +35,7 @@ class JobsConfig:
     poll_interval_s: float = 1.0
     cancel_poll_s: float = 0.2  # how soon a cancel aborts a running batch's in-flight lines
     sqlite_synchronous: str = "FULL"  # FULL survives power loss; NORMAL survives process crashes
-    completion_windows: dict[str, float] = field(default_factory=lambda: {"24h": 24 * 3600.0})
+    completion_windows: dict[str, float] = field(default_factory=lambda: dict(COMPLETION_WINDOWS))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)

@@ -27,6 +27,8 @@ async def ready(request: Request) -> JSONResponse | dict[str, str]:
     return {"status": "ready", "model": get_registry(request).default.id}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 async def metrics(request: Request) -> Response:
     return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE)
