@@ -20,6 +20,9 @@ module rewrites that part once, from rules that mirror where each status comes f
 Each of those responses has the envelope's schema (``ErrorResponse``), and the 422 goes. What
 FastAPI cannot see is added from ``EXTRA``: the bodies the upload routes parse themselves, the
 event streams of ``stream: true``, a file's raw content, the 202 of a pending deferred completion.
+``LINKS`` adds the OpenAPI links from the operations that create objects to those that read them
+(a file to its content and to a batch over it, a batch to its output file, a stored response to
+reading and deleting it), so a client generator or a stateful tester can follow them.
 """
 
 from __future__ import annotations
@@ -62,11 +65,13 @@ DESCRIPTIONS = {
 _REF = {"$ref": "#/components/schemas/ErrorResponse"}
 _JOB_PREFIXES = ("/v1/files", "/v1/batches", "/v1/chat/deferred-completion", "/v1/live")
 _EVENTS = {"text/event-stream": {"schema": {"type": "string"}}}
+# A character that str.strip() keeps: JSON Schema's \s lacks \x1c-\x1f and \x85.
+_VISIBLE = "[^\\s\\u001c-\\u001f\\u0085]"
 _DOCUMENT = {  # server.live.local.validate_record
     "type": "object", "required": ["url", "text"], "additionalProperties": False,
     "properties": {"id": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
                    "url": {"type": "string", "format": "uri", "pattern": "^https?://[^/?#]"},
-                   "text": {"type": "string", "pattern": "\\S", "maxLength": MAX_TEXT_CHARS},
+                   "text": {"type": "string", "pattern": _VISIBLE, "maxLength": MAX_TEXT_CHARS},
                    "title": {"type": ["string", "null"]}, "author": {"type": ["string", "null"]},
                    "source": {"type": ["string", "null"]},
                    "published_at": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"},
@@ -92,6 +97,48 @@ EXTRA: dict[tuple[str, str], dict[str, Any]] = {
              "properties": {"documents": {"type": "array", "items": _DOCUMENT, "minItems": 1}}}]}},
         "application/x-ndjson": {"schema": {"type": "string"}}}}},
 }
+
+_FILE_ID = {"file_id": "$response.body#/id"}
+# (method, path) -> {link name: (target method, target path, parameters, request body)}
+LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str], dict[str, str] | None]]] = {
+    ("post", "/v1/files"): {
+        "GetFile": ("get", "/v1/files/{file_id}", _FILE_ID, None),
+        "GetFileContent": ("get", "/v1/files/{file_id}/content", _FILE_ID, None),
+        "DeleteFile": ("delete", "/v1/files/{file_id}", _FILE_ID, None),
+        "CreateBatch": ("post", "/v1/batches", {}, {"input_file_id": "$response.body#/id",
+                                                     "endpoint": "/v1/chat/completions",
+                                                     "completion_window": "24h"}),
+    },
+    ("post", "/v1/batches"): {
+        "GetBatch": ("get", "/v1/batches/{batch_id}", {"batch_id": "$response.body#/id"}, None),
+        "CancelBatch": ("post", "/v1/batches/{batch_id}/cancel", {"batch_id": "$response.body#/id"}, None),
+    },
+    ("get", "/v1/batches/{batch_id}"): {
+        "GetOutputFile": ("get", "/v1/files/{file_id}/content", {"file_id": "$response.body#/output_file_id"},
+                          None),
+    },
+    ("post", "/v1/responses"): {
+        "GetResponse": ("get", "/v1/responses/{response_id}", {"response_id": "$response.body#/id"}, None),
+        "DeleteResponse": ("delete", "/v1/responses/{response_id}", {"response_id": "$response.body#/id"},
+                           None),
+    },
+}
+
+
+def _links(source: tuple[str, str], paths: dict[str, Any]) -> dict[str, Any]:
+    """The 200 response's ``links`` of ``source``, each to a target this document has."""
+    links: dict[str, Any] = {}
+    for name, (method, path, parameters, body) in LINKS.get(source, {}).items():
+        if method not in paths.get(path, {}):
+            continue
+        pointer = path.replace("~", "~0").replace("/", "~1")
+        link: dict[str, Any] = {"operationRef": f"#/paths/{pointer}/{method}"}
+        if parameters:
+            link["parameters"] = parameters
+        if body is not None:
+            link["requestBody"] = body
+        links[name] = link
+    return links
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -132,6 +179,9 @@ def document_errors(spec: dict[str, Any], always_open: Collection[str], public: 
     for path, ops in spec.get("paths", {}).items():
         for method, op in ops.items():
             _merge(op, EXTRA.get((method, path), {}))
+            links = _links((method, path), spec["paths"])
+            if links:
+                op.setdefault("responses", {}).setdefault("200", {"description": "OK"})["links"] = links
             responses = op.setdefault("responses", {})
             responses.pop("422", None)
             for status in sorted(_statuses(path, op, always_open, public)):

@@ -90,6 +90,8 @@ def test_upload_errors(client):
     # over the (4 KiB test) limit but under the multipart slack: caught while spooling
     _error(_upload(client, b'{"a": 1}\n' * 1000), 413, "file_too_large")
     _error(client.post("/v1/files", json={"purpose": "batch"}), 400)
+    _error(client.post("/v1/files", data={"purpose": "batch"}, files={"other": ("x", b"{}")}), 400)  # no file
+    _error(client.post("/v1/files", files={"file": ("in.jsonl", jsonl([chat_line("a", "x")]))}), 400)  # no purpose
 
 
 def test_60mb_upload_is_refused_with_413(tmp_path):
