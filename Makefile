@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.grokd-installed
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_STAMP := $(VENV)/.chromium-present
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint clean
+.PHONY: setup browser serve test lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,20 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's Chromium for the sampler lab's browser tests (tests/server/ui): installed when missing
+# where this runs as root with apt-get; elsewhere those tests skip and say why. Never fails the
+# build; the stamp is written only once Chromium is there, so a later run tries again.
+$(CHROMIUM_STAMP): | $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "grokd: installing chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "grokd: could not install chromium; the browser tests will skip"; \
+	fi
+	@if [ -x $(CHROMIUM) ]; then touch $(CHROMIUM_STAMP); \
+	else echo "grokd: no $(CHROMIUM) (installing it needs root and apt-get); the browser tests will skip"; fi
+
+browser: $(CHROMIUM_STAMP)
 
 serve: setup
 	@echo "grokd: serving the default model on http://$(HOST):$(PORT)"
@@ -31,7 +47,7 @@ lint: setup
 
 # The whole suite on this CPU's tier, then the CPU-tier tests once more for each tier below it, in
 # processes capped at that tier (grokd.kernels.cpu_tier): an AVX-512 machine proves AVX2 and generic too.
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra

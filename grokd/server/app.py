@@ -29,7 +29,7 @@ from grokd.server.jobs.service import JobsService
 from grokd.server.live import LiveConfig, LiveContextService, build_router
 from grokd.server.registry import engine_version
 from grokd.server.responses.store import ResponseStore
-from grokd.server.routes import api_key, chat, completions, health, models, responses, tokenize
+from grokd.server.routes import api_key, chat, completions, health, models, responses, samplers, tokenize, ui
 from grokd.server.state import EngineLoader, ServerState
 
 log = logging.getLogger("grokd.server")
@@ -37,8 +37,10 @@ log = logging.getLogger("grokd.server")
 # Health/metrics routes are public; the rest need a key (when keys are configured).
 PUBLIC_ROUTERS = (health.router,)
 # Every path served without a key: the health routers' and FastAPI's own OpenAPI document.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
-V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, tokenize.router, api_key.router)
+# "/" is the sampler lab page (with --ui): static files that hold no data and no key.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/"})
+V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, tokenize.router, api_key.router,
+              samplers.router)
 # Files, batches and deferred completions; they answer 501 while the app has no JobsService.
 JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
 # Paths served even while the engine is loading or the server is draining.
@@ -226,6 +228,8 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
     install_error_handlers(app)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
+    if state.config.ui:
+        ui.mount(app)
     keyed = [Depends(require_api_key)]
     for router in (*V1_ROUTERS, *JOBS_ROUTERS):
         app.include_router(router, dependencies=keyed)
