@@ -43,8 +43,10 @@ V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, 
               samplers.router)
 # Files, batches and deferred completions; they answer 501 while the app has no JobsService.
 JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
-# Paths served even while the engine is loading or the server is draining.
-ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
+# Paths served even while the engine is loading or the server is draining (the lab page and its
+# assets too: it shows that the model is loading and retries).
+ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics", "/"})
+ALWAYS_OPEN_PREFIX = ui.ASSETS_PATH + "/"
 # Upload routes that enforce their own body limits while streaming in.
 OWN_BODY_LIMIT = ("/v1/live/documents",)
 # File uploads: limited here by the jobs config's max_upload_bytes (plus multipart framing), not
@@ -128,7 +130,7 @@ class ServerMiddleware:
             await send_wrapper({"type": "http.response.start", "status": err.status, "headers": hdrs})
             await send({"type": "http.response.body", "body": body})
 
-        gated = path not in ALWAYS_OPEN
+        gated = path not in ALWAYS_OPEN and not path.startswith(ALWAYS_OPEN_PREFIX)
         if gated:
             self.state.in_flight += 1
         try:

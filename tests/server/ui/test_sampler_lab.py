@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,31 @@ def test_processed_logprobs_report_the_distribution_after_the_samplers(server: L
 
 
 # ---------------------------------------------------------------------------- in the browser
+def test_the_page_says_the_model_is_loading_and_retries_until_it_is_ready(browser, engine) -> None:
+    release = threading.Event()
+
+    def loader():
+        release.wait(60)
+        return engine
+
+    state = ServerState.loading(_config(), loader)
+    state.manage_engine = False  # the module's engine outlives this server
+    live = serve_state(state)
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(live.url + "/")  # the page and its assets are served while the model loads
+        pg.wait_for_function("() => document.getElementById('error').textContent.includes('loading')", timeout=10_000)
+        assert pg.get_attribute("body", "data-ready") is None
+        release.set()
+        pg.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        assert pg.locator("#error").is_hidden() and pg.locator("#model option").count() == 1
+    finally:
+        release.set()
+        context.close()
+        live.stop()
+
+
 def test_a_prompt_streams_text_with_usage_timings_code_and_metrics(page) -> None:
     page.fill("#prompt", "Write one sentence about the sea.")
     page.fill("#max_tokens", "40")

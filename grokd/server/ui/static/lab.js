@@ -107,7 +107,13 @@ async function loadServer() {
     buildSamplerControls(lab.samplers);
     buildOrder(lab.samplers);
     document.body.dataset.ready = "true";
+    showError(null);
   } catch (err) {
+    if (err.status === 503) {  // the model is still loading (or the server drains): try again shortly
+      showError(new Error(`${err.message} Retrying…`));
+      setTimeout(loadServer, 2000);
+      return;
+    }
     showError(err);
   }
 }
