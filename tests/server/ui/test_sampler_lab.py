@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +87,6 @@ def keyed(engine) -> Iterator[LiveServer]:
 def browser():
     from playwright.sync_api import sync_playwright
 
-    os.environ.setdefault("PLAYWRIGHT_SKIP_VALIDATE_HOST_REQUIREMENTS", "1")
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
@@ -297,6 +295,23 @@ def test_a_schema_constrained_run_yields_json_that_validates(page) -> None:
     assert json.loads(req.value.post_data)["response_format"]["json_schema"]["schema"] == SCHEMA
     text = out.get_attribute("data-text")
     jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_tool_definitions_give_a_constrained_tool_call(page) -> None:
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    page.fill("#tools", json.dumps([tool]))
+    page.select_option("#tool_choice", "required")
+    page.fill("#max_tokens", "60")
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as req:
+        _send(page, "What is the weather in Paris?")
+    sent = json.loads(req.value.post_data)
+    assert sent["tools"] == [tool] and sent["tool_choice"] == "required"
+    calls = json.loads(page.locator(".msg.assistant .tool-calls").text_content())
+    assert calls and {c["name"] for c in calls} == {"get_weather"}  # parallel calls are allowed
+    assert all(isinstance(json.loads(c["arguments"])["city"], str) for c in calls)
+    assert page.text_content('[data-stat="finish"]') == "tool_calls"
+    assert page.locator(".msg.assistant .tok").count() > 3  # the constrained tokens, with their alternatives
 
 
 def test_phone_width_and_keyboard_use(browser, server: LiveServer) -> None:

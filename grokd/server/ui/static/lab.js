@@ -259,6 +259,7 @@ function baseBody(messages) {
   if (tools !== undefined) {
     if (!Array.isArray(tools)) throw new Error("Tools: expected a JSON array of tool definitions");
     if (tools.length) body.tools = tools;
+    if (tools.length && $("tool_choice").value !== "auto") body.tool_choice = $("tool_choice").value;
   }
   return body;
 }
