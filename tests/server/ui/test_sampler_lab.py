@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,9 +215,20 @@ def test_a_prompt_streams_text_with_usage_timings_code_and_metrics(page) -> None
     assert float(page.text_content('[data-stat="tokens/s"]')) > 0
     code = page.text_content("#code")
     assert code.startswith("curl -N http://127.0.0.1:") and '"max_tokens": 40' in code and "$GROKD_API_KEY" in code
-    for lang, needle in (("openai", "client.chat.completions.create("), ("xai", "client.chat.create(")):
-        page.click(f'#code-tabs [data-lang="{lang}"]')
-        assert needle in page.text_content("#code")
+    # the snippets run as shown: curl and openai-python against this server; xai-sdk (gRPC) compiles
+    curl = subprocess.run(["bash", "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GROKD_API_KEY": "none"})
+    assert curl.returncode == 0 and "data: [DONE]" in curl.stdout, curl.stderr
+    page.click('#code-tabs [data-lang="openai"]')
+    openai_code = page.text_content("#code")
+    assert "client.chat.completions.create(" in openai_code
+    ran = subprocess.run([sys.executable, "-c", openai_code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "GROKD_API_KEY": "none"})
+    assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+    page.click('#code-tabs [data-lang="xai"]')
+    xai_code = page.text_content("#code")
+    assert "client.chat.create(" in xai_code and "max_tokens=40," in xai_code
+    compile(xai_code, "xai_snippet", "exec")
     page.wait_for_function("() => document.getElementById('m-kv').textContent.endsWith('%')", timeout=10_000)
     assert page.text_content("#m-running").isdigit() and page.text_content("#m-waiting").isdigit()
 
@@ -289,7 +303,7 @@ def test_compare_streams_two_columns_and_marks_the_first_divergent_token(page) -
 def test_a_schema_constrained_run_yields_json_that_validates(page) -> None:
     page.select_option("#response_format", "json_schema")
     page.fill("#schema", json.dumps(SCHEMA))
-    page.fill("#max_tokens", "60")
+    page.fill("#max_tokens", "100")
     with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as req:
         out = _send(page, "Give a city and its population as JSON.")
     assert json.loads(req.value.post_data)["response_format"]["json_schema"]["schema"] == SCHEMA
@@ -355,6 +369,14 @@ def test_a_wrong_key_shows_the_servers_error_and_the_key_stays_in_session_storag
     pg.wait_for_selector("body[data-ready=true]", timeout=15_000)
     assert pg.locator("#error").is_hidden()
     assert pg.evaluate("sessionStorage.getItem('grokd-lab-api-key')") == KEY
-    assert pg.evaluate("localStorage.length") == 0 and KEY not in pg.content()
-    assert pg.evaluate("document.cookie") == ""
+    pg.fill("#max_tokens", "8")
+    with pg.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as req:
+        _send(pg, "Hi")
+    assert req.value.headers["authorization"] == f"Bearer {KEY}"  # sent as a header, from session storage
+    assert pg.evaluate("localStorage.length") == 0 and pg.evaluate("document.cookie") == ""
+    code = pg.text_content("#code")
+    assert KEY not in pg.content() and KEY not in code and "$GROKD_API_KEY" in code
+    curl = subprocess.run(["bash", "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "GROKD_API_KEY": KEY})
+    assert "data: [DONE]" in curl.stdout, curl.stdout + curl.stderr
     context.close()

@@ -497,6 +497,7 @@ async function sendChat() {
   addMessage("user", prompt);
   const out = addMessage("assistant");
   out.dataset.state = "streaming";
+  out.setAttribute("aria-busy", "true");  // screen readers read the reply once, when it is complete
   const view = outputView(out);
   const controller = new AbortController();
   lab.running.add(controller);
@@ -513,6 +514,7 @@ async function sendChat() {
     out.dataset.state = "error";
     if (err.name !== "AbortError") showError(err); else out.dataset.state = "stopped";
   } finally {
+    out.setAttribute("aria-busy", "false");
     lab.running.delete(controller);
     setRunning(lab.running.size > 0);
   }
