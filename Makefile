@@ -6,10 +6,12 @@ STAMP := $(VENV)/.grokd-installed
 # npm writes this copy of the lock file after a complete `npm ci`
 AISDK := tests/e2e/aisdk
 AISDK_STAMP := $(AISDK)/node_modules/.package-lock.json
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_STAMP := $(VENV)/.chromium-present
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint clean
+.PHONY: setup browser serve test lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,20 @@ setup: $(STAMP)
 $(AISDK_STAMP): $(AISDK)/package-lock.json
 	cd $(AISDK) && npm ci --no-audit --no-fund
 
+# Debian's Chromium for the sampler lab's browser tests (tests/server/ui): installed when missing
+# where this runs as root with apt-get; elsewhere those tests skip and say why. Never fails the
+# build; the stamp is written only once Chromium is there, so a later run tries again.
+$(CHROMIUM_STAMP): | $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "grokd: installing chromium for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "grokd: could not install chromium; the browser tests will skip"; \
+	fi
+	@if [ -x $(CHROMIUM) ]; then touch $(CHROMIUM_STAMP); \
+	else echo "grokd: no $(CHROMIUM) (installing it needs root and apt-get); the browser tests will skip"; fi
+
+browser: $(CHROMIUM_STAMP)
+
 serve: setup
 	@echo "grokd: serving the default model on http://$(HOST):$(PORT)"
 	@echo "  curl http://$(HOST):$(PORT)/v1/chat/completions -H 'Content-Type: application/json' \\"
@@ -38,7 +54,7 @@ lint: setup
 
 # The whole suite on this CPU's tier, then the CPU-tier tests once more for each tier below it, in
 # processes capped at that tier (grokd.kernels.cpu_tier): an AVX-512 machine proves AVX2 and generic too.
-test: setup $(AISDK_STAMP)
+test: setup browser $(AISDK_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra

@@ -44,6 +44,8 @@ def wheel_python(tmp_path_factory) -> Path:
                               "--target", str(site), str(wheel)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
     assert (site / "grokd" / "kernels" / "csrc" / "linear.c").is_file()  # the C sources travel with the wheel
+    static = site / "grokd" / "server" / "ui" / "static"  # and so does the sampler lab page
+    assert {p.name for p in static.iterdir()} >= {"index.html", "lab.js", "lab.css"}
     assert not (site / "kernels").exists() and not (site / "engine").exists()
     return venv / "bin" / "python"
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from grokd.engine.config import EngineConfig
 from grokd.engine.errors import EngineDeadError, QueueFullError
 from grokd.engine.llm_engine import EngineStats, LLMEngine
+from grokd.engine.logits_processors import SamplerInfo
 from grokd.engine.outputs import CompletionOutput, RequestOutput
 from grokd.engine.parallel.channel import keepalive_interval
 from grokd.engine.parallel.group import ParallelGroup
@@ -123,6 +124,10 @@ class AsyncEngine:
     def structured_backend(self):
         """The engine's grammar backend (the server may ``check`` specs with it for early 400s)."""
         return self.engine.structured_backend
+
+    def samplers(self) -> list[SamplerInfo]:
+        """The engine's registered logits processors and their parameters (built-ins and plugins)."""
+        return self.engine.registry.describe()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _spawn_loop_thread(self, engine: LLMEngine | None) -> LLMEngine:

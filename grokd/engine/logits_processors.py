@@ -6,16 +6,23 @@ A researcher adds a sampler by decorating a ``LogitsProcessor`` subclass with ``
 and exposing it under the ``grokd.samplers`` Python entry-point group (or passing the class to
 the engine); its per-request parameters come from ``SamplingParams.extra[name]``.
 
+Each processor also describes its parameters (``params``: ``SamplerParam`` name, type, range,
+default), so a client can build controls for every registered processor without knowing them in
+advance (``ProcessorRegistry.describe``, served as ``GET /v1/samplers``). A built-in's parameters
+are top-level request fields (``temperature``, ``top_k``, ...); a plugin's are the keys of the
+object in the request field named after it (``{"my_sampler": {"strength": 0.5}}``).
+
 Processors never see other requests' rows: ``apply`` gets only rows where ``is_active`` is true,
 so one request's settings can never change another's distribution.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -23,6 +30,43 @@ from grokd.engine.sampling_params import SamplingParams
 
 NEG_INF = float("-inf")
 ENTRY_POINT_GROUP = "grokd.samplers"
+
+
+ParamType = Literal["number", "integer", "boolean", "string", "string_list", "token_bias"]
+
+
+@dataclass(frozen=True)
+class SamplerParam:
+    """One parameter a processor reads: ``type`` is a JSON-ish kind (``string_list``: a list of
+    strings; ``token_bias``: an object of token id -> bias); ``minimum``/``maximum`` are inclusive
+    bounds unless ``exclusive_minimum`` (None = unbounded); ``default`` is the value that leaves
+    the processor inactive or neutral."""
+
+    name: str
+    type: ParamType
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """What ``ProcessorRegistry.describe`` says about one registered processor."""
+
+    name: str
+    builtin: bool
+    description: str
+    params: tuple[SamplerParam, ...]
+    in_default_order: bool
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "builtin": self.builtin, "description": self.description,
+                "in_default_order": self.in_default_order, "params": [p.describe() for p in self.params]}
 
 
 @runtime_checkable
@@ -68,6 +112,7 @@ class LogitsProcessor:
 
     name: ClassVar[str] = ""
     builtin: ClassVar[bool] = False
+    params: ClassVar[tuple[SamplerParam, ...]] = ()
 
     def is_active(self, row: SamplingRow) -> bool:
         return self.name in row.params.extra or bool(row.params.samplers and self.name in row.params.samplers)
@@ -116,6 +161,12 @@ class Penalties(LogitsProcessor):
     over generated tokens."""
 
     builtin = True
+    params = (
+        SamplerParam("repetition_penalty", "number", 1.0, 0.0, None, True,
+                     "divide positive / multiply negative logits of tokens already seen; 1 = off"),
+        SamplerParam("frequency_penalty", "number", 0.0, -2.0, 2.0, description="per occurrence in the output"),
+        SamplerParam("presence_penalty", "number", 0.0, -2.0, 2.0, description="once per token present in the output"),
+    )
 
     def is_active(self, row: SamplingRow) -> bool:
         p = row.params
@@ -136,7 +187,10 @@ class Penalties(LogitsProcessor):
 
 @sampler("logit_bias")
 class LogitBias(LogitsProcessor):
+    """Adds a fixed bias to chosen token ids' logits (OpenAI's ``logit_bias``)."""
+
     builtin = True
+    params = (SamplerParam("logit_bias", "token_bias", {}, -100.0, 100.0, description="token id -> bias"),)
 
     def is_active(self, row: SamplingRow) -> bool:
         return bool(row.params.logit_bias)
@@ -154,6 +208,7 @@ class BadWords(LogitsProcessor):
     """Bans the last token of a banned sequence when the output ends with the rest of it."""
 
     builtin = True
+    params = (SamplerParam("bad_words", "string_list", [], description="words the output must not contain"),)
 
     def is_active(self, row: SamplingRow) -> bool:
         return bool(row.bad_words_ids)
@@ -173,6 +228,7 @@ class MinTokens(LogitsProcessor):
     """Blocks eos and stop token ids until ``min_tokens`` tokens have been generated."""
 
     builtin = True
+    params = (SamplerParam("min_tokens", "integer", 0, 0, None, description="tokens before eos may end the output"),)
 
     def is_active(self, row: SamplingRow) -> bool:
         return len(row.output_ids) < row.params.min_tokens
@@ -187,7 +243,8 @@ class MinTokens(LogitsProcessor):
 
 @sampler("structured")
 class StructuredMask(LogitsProcessor):
-    """Grammar mask from the sequence's ``StructuredState`` (the structured-output seam)."""
+    """Grammar mask from the sequence's ``StructuredState`` (the structured-output seam), set by
+    the request's ``response_format`` or ``tools``; it runs whatever ``samplers`` order asks."""
 
     builtin = True
 
@@ -216,6 +273,10 @@ class _Shaping(LogitsProcessor):
 
 @sampler("temperature")
 class Temperature(_Shaping):
+    """Divides the logits by ``temperature`` (0 = greedy: the shaping processors are skipped)."""
+
+    params = (SamplerParam("temperature", "number", 1.0, 0.0, 2.0),)
+
     def wanted(self, p: SamplingParams) -> bool:
         return p.temperature != 1.0
 
@@ -225,6 +286,10 @@ class Temperature(_Shaping):
 
 @sampler("top_k")
 class TopK(_Shaping):
+    """Keeps the ``top_k`` most likely tokens."""
+
+    params = (SamplerParam("top_k", "integer", 0, -1, None, description="0 or -1 = off"),)
+
     def wanted(self, p: SamplingParams) -> bool:
         return p.top_k > 0
 
@@ -238,6 +303,8 @@ class TopK(_Shaping):
 @sampler("top_p")
 class TopP(_Shaping):
     """Keeps the smallest set of most likely tokens whose mass reaches ``top_p``."""
+
+    params = (SamplerParam("top_p", "number", 1.0, 0.0, 1.0, True),)
 
     def wanted(self, p: SamplingParams) -> bool:
         return p.top_p < 1.0
@@ -255,6 +322,8 @@ class TopP(_Shaping):
 class MinP(_Shaping):
     """Drops tokens less likely than ``min_p`` times the most likely one."""
 
+    params = (SamplerParam("min_p", "number", 0.0, 0.0, 1.0),)
+
     def wanted(self, p: SamplingParams) -> bool:
         return p.min_p > 0.0
 
@@ -268,6 +337,8 @@ class MinP(_Shaping):
 class TypicalP(_Shaping):
     """Locally typical sampling: keep tokens whose surprise is closest to the entropy, up to
     ``typical_p`` of the mass (Meister et al.; the HF warper's definition)."""
+
+    params = (SamplerParam("typical_p", "number", 1.0, 0.0, 1.0, True),)
 
     def wanted(self, p: SamplingParams) -> bool:
         return p.typical_p < 1.0
@@ -338,6 +409,16 @@ class ProcessorRegistry:
             return order if "structured" in order else ("structured", *order)
         custom = tuple(n for n in params.extra if n in self._procs and not self._procs[n].builtin)
         return DEFAULT_ORDER + custom
+
+    def describe(self) -> list[SamplerInfo]:
+        """Every registered processor, default order first, then the plugins: its name, first
+        docstring paragraph and parameters (``LogitsProcessor.params``)."""
+        infos = []
+        for name, proc in self._procs.items():
+            doc = inspect.cleandoc(type(proc).__dict__.get("__doc__") or "")  # its own, not inherited
+            infos.append(SamplerInfo(name=name, builtin=proc.builtin, description=" ".join(doc.split("\n\n")[0].split()),
+                                     params=tuple(type(proc).params), in_default_order=name in DEFAULT_ORDER))
+        return infos
 
     def validate(self, params: SamplingParams) -> None:
         for name in params.samplers or ():

@@ -7,11 +7,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TokenLogprob:
-    """Log-probability of one token and its top alternatives ``[(token_id, logprob), ...]``."""
+    """Log-probability of one token and its top alternatives ``[(token_id, logprob), ...]``.
+
+    ``logprob``/``top`` are the model's raw distribution. ``processed_logprob``/``processed_top``
+    are the same after the request's sampler chain (set only when ``SamplingParams.
+    processed_logprobs`` asked for them); tokens the chain removed are left out of
+    ``processed_top``."""
 
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
+    processed_logprob: float | None = None
+    processed_top: list[tuple[int, float]] | None = None
 
 
 @dataclass

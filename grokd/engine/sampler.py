@@ -6,7 +6,10 @@ exponential-race trick (``argmax(p / E)`` with ``E ~ Exp(1)``, equivalent to dra
 a seeded row draws its noise from its own generator, so its tokens do not depend on the batch.
 
 Logprobs are the model's raw ``log_softmax`` before any processor (vLLM's default "raw
-logprobs"): they describe what the model thinks, not the sampling filter.
+logprobs"): they describe what the model thinks, not the sampling filter. A row whose params set
+``processed_logprobs`` also gets the ``log_softmax`` of its processed logits (what the draw used;
+for a greedy row that is the masked and penalised logits at temperature 1, of which the chosen
+token is the argmax), with the same number of alternatives and the removed tokens left out.
 """
 
 from __future__ import annotations
@@ -106,4 +109,14 @@ class Sampler:
             ks = [k for r in rows if (k := r.params.logprobs) is not None]
             for i, lp in zip(want, top_logprobs(raw, chosen[idx], ks), strict=True):
                 logprobs[i] = lp
+            after = [i for i in want if rows[i].params.processed_logprobs]
+            if after:
+                pidx = torch.tensor(after, dtype=torch.int64, device=logits.device)
+                post = processed.index_select(0, pidx).log_softmax(-1)
+                pks = [rows[i].params.logprobs or 0 for i in after]
+                for i, plp in zip(after, top_logprobs(post, chosen[pidx], pks), strict=True):
+                    raw_lp = logprobs[i]
+                    assert raw_lp is not None
+                    raw_lp.processed_logprob = plp.logprob
+                    raw_lp.processed_top = [(t, v) for t, v in plp.top if v != float("-inf")]
         return SamplerOutput(chosen.tolist(), logprobs)

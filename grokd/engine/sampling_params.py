@@ -36,6 +36,8 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # top-k alternatives per generated token (0 = chosen token only)
     prompt_logprobs: int | None = None
+    # with ``logprobs``: also report the distribution after the sampler chain (TokenLogprob.processed_*)
+    processed_logprobs: bool = False
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     samplers: list[str] | None = None

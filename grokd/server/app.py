@@ -31,7 +31,7 @@ from grokd.server.jobs.service import JobsService
 from grokd.server.live import LiveConfig, LiveContextService, build_router
 from grokd.server.registry import engine_version
 from grokd.server.responses.store import ResponseStore
-from grokd.server.routes import api_key, chat, completions, health, models, responses, tokenize
+from grokd.server.routes import api_key, chat, completions, health, models, responses, samplers, tokenize, ui
 from grokd.server.state import EngineLoader, ServerState
 
 if TYPE_CHECKING:  # grpcio and xai-sdk are the optional `grpc` extra
@@ -42,12 +42,16 @@ log = logging.getLogger("grokd.server")
 # Health/metrics routes are public; the rest need a key (when keys are configured).
 PUBLIC_ROUTERS = (health.router,)
 # Every path served without a key: the health routers' and FastAPI's own OpenAPI document.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
-V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, tokenize.router, api_key.router)
+# "/" is the sampler lab page (with --ui): static files that hold no data and no key.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/"})
+V1_ROUTERS = (chat.router, completions.router, responses.router, models.router, tokenize.router, api_key.router,
+              samplers.router)
 # Files, batches and deferred completions; they answer 501 while the app has no JobsService.
 JOBS_ROUTERS = (files.router, batches.router, deferred_completions.router)
-# Paths served even while the engine is loading or the server is draining.
-ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics"})
+# Paths served even while the engine is loading or the server is draining (the lab page and its
+# assets too: it shows that the model is loading and retries).
+ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics", "/"})
+ALWAYS_OPEN_PREFIX = ui.ASSETS_PATH + "/"
 # Upload routes that enforce their own body limits while streaming in.
 OWN_BODY_LIMIT = ("/v1/live/documents",)
 # File uploads: limited here by the jobs config's max_upload_bytes (plus multipart framing), not
@@ -133,7 +137,7 @@ class ServerMiddleware:
             await send_wrapper({"type": "http.response.start", "status": err.status, "headers": hdrs})
             await send({"type": "http.response.body", "body": body})
 
-        gated = path not in ALWAYS_OPEN
+        gated = path not in ALWAYS_OPEN and not path.startswith(ALWAYS_OPEN_PREFIX)
         if gated:
             self.state.in_flight += 1
         try:
@@ -247,6 +251,8 @@ def create_app(state: ServerState, *, enable_jobs: bool = True) -> FastAPI:
     install_error_handlers(app)
     for router in PUBLIC_ROUTERS:
         app.include_router(router)
+    if state.config.ui:
+        ui.mount(app)
     keyed = [Depends(require_api_key)]
     for router in (*V1_ROUTERS, *JOBS_ROUTERS):
         app.include_router(router, dependencies=keyed)

@@ -140,6 +140,7 @@ class ServerConfig(BaseSettings):
     state_dir: str | None = None
     log_prompts: Flag = False
     log_level: str = "info"
+    ui: Flag = True  # the sampler lab page at / (server.routes.ui); --no-ui turns it off
     # jobs: files, batches, deferred completions (server.jobs.JobsConfig)
     batch_max_in_flight: int = 2  # batch lines in the engine at once while interactive work is around
     batch_idle_max_in_flight: int = 16  # ... and once the server has been idle for a moment

@@ -67,6 +67,7 @@ ENGINE_FIELDS = (
     "bad_words",
     "include_stop_str_in_output",
     "skip_special_tokens",
+    "processed_logprobs",
 )
 
 
@@ -197,6 +198,7 @@ class _SamplerFields(BaseModel):
     bad_words: list[str] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
+    processed_logprobs: bool | None = None  # with logprobs: also the distribution after the samplers
 
     def extra_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -338,8 +340,14 @@ class TopLogprob(BaseModel):
     bytes: list[int] | None = None
 
 
-class ChatTokenLogprob(TopLogprob):
+class ChatTokenLogprob(TopLogprob, _DropNone):
+    """OpenAI's token entry; ``processed_logprob`` / ``processed_top_logprobs`` (grokd's extension,
+    sent only when the request set ``processed_logprobs``) are the same after the sampler chain."""
+
     top_logprobs: list[TopLogprob] = Field(default_factory=list)
+    processed_logprob: float | None = None
+    processed_top_logprobs: list[TopLogprob] | None = None
+    _omit_if_none = ("processed_logprob", "processed_top_logprobs")
 
 
 class ChoiceLogprobs(BaseModel):

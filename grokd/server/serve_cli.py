@@ -112,6 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--state-dir", help="directory for files, batches and deferred results")
     h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
     h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    h.add_argument("--no-ui", dest="ui", action="store_false", default=None,
+                   help="do not serve the sampler lab page at / (the API is unchanged)")
     j = p.add_argument_group("files, batches and deferred completions")
     j.add_argument("--batch-max-in-flight", type=int,
                    help="batch lines inside the engine at once while interactive requests run (default 2)")

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from grokd.engine.async_engine import KVCacheInfo, ModelInfo
 from grokd.engine.llm_engine import EngineStats
+from grokd.engine.logits_processors import SamplerInfo
 from grokd.engine.outputs import RequestOutput
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.tokenizer import Tokenizer
@@ -67,6 +68,8 @@ class EngineClient(Protocol):
     def abort(self, request_id: str) -> None: ...
 
     def stats(self) -> EngineStats: ...
+
+    def samplers(self) -> list[SamplerInfo]: ...
 
 
 EngineLoader = Callable[[], EngineClient]

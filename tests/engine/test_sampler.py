@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, sampler
+from grokd.engine.logits_processors import (
+    DEFAULT_ORDER,
+    LogitsProcessor,
+    ProcessorRegistry,
+    SamplerParam,
+    SamplingRow,
+    sampler,
+)
 from grokd.engine.request import make_generator
 from grokd.engine.sampler import Sampler
 from grokd.engine.sampling_params import SamplingParams
@@ -189,6 +196,50 @@ def test_registered_custom_sampler_takes_params_from_extra():
     out = smp.process(logits, [row(extra={"ban_even": {"above": 3}}), row()])
     assert torch.isinf(out[0]).nonzero().flatten().tolist() == [4, 6]
     assert torch.isfinite(out[1]).all()
+
+
+def test_processed_logprobs_are_the_distribution_the_draw_used(smp):
+    probs = [0.4, 0.3, 0.2, 0.05, 0.03, 0.01, 0.005, 0.005]
+    out = smp(logits_of(probs).repeat(2, 1), [row(seed=1, top_k=2, logprobs=3, processed_logprobs=True),
+                                 row(seed=1, top_k=2, logprobs=3)])
+    lp, plain = out.logprobs
+    assert [t for t, _ in lp.top] == [0, 1, 2]  # raw: the model's three best
+    assert math.isclose(math.exp(lp.top[2][1]), 0.2, rel_tol=1e-5)
+    assert lp.processed_top is not None and [t for t, _ in lp.processed_top] == [0, 1]  # top_k dropped 2
+    assert [round(math.exp(v), 5) for _, v in lp.processed_top] == [round(0.4 / 0.7, 5), round(0.3 / 0.7, 5)]
+    assert lp.token_id in (0, 1) and lp.processed_logprob == dict(lp.processed_top)[lp.token_id]
+    assert plain.processed_top is None and plain.processed_logprob is None
+
+
+@sampler("nudge")
+class Nudge(LogitsProcessor):
+    """Adds ``extra['nudge']['amount']`` to token 0.
+
+    Second paragraph: not part of the description."""
+
+    params = (SamplerParam("amount", "number", 0.0, -10.0, 10.0, description="added to token 0"),)
+
+    def apply(self, logits, rows):
+        for i, r in enumerate(rows):
+            logits[i, 0] += r.params.extra["nudge"]["amount"]
+        return logits
+
+
+def test_registry_describes_every_processor_and_its_params():
+    infos = {i.name: i for i in ProcessorRegistry(extra=[Nudge, BanEven], load_entry_points=False).describe()}
+    assert list(infos)[: len(DEFAULT_ORDER)] == list(DEFAULT_ORDER)
+    top_p = infos["top_p"].params[0]
+    assert (top_p.name, top_p.type, top_p.default, top_p.minimum, top_p.maximum, top_p.exclusive_minimum) == (
+        "top_p", "number", 1.0, 0.0, 1.0, True)
+    assert [p.name for p in infos["penalties"].params] == ["repetition_penalty", "frequency_penalty", "presence_penalty"]
+    assert infos["structured"].params == () and infos["temperature"].builtin
+    nudge = infos["nudge"].describe()
+    assert nudge["builtin"] is False and nudge["in_default_order"] is False
+    assert nudge["description"] == "Adds ``extra['nudge']['amount']`` to token 0."
+    assert nudge["params"] == [{"name": "amount", "type": "number", "default": 0.0, "minimum": -10.0, "maximum": 10.0,
+                                "exclusive_minimum": False, "description": "added to token 0"}]
+    # a plugin's own docstring only, never the base class's
+    assert infos["ban_even"].description.startswith("A researcher's sampler")
 
 
 class OnlyTokens:

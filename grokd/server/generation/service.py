@@ -131,12 +131,19 @@ def logprob_outputs(tokenizer: Tokenizer | None, lps: list[TokenLogprob] | None,
     out = []
     for lp in lps or []:
         text, raw = gen.token_text(tokenizer, lp.token_id)
-        tops = []
-        for tid, tlp in gen.top_entries(lp, k):
-            ttext, traw = gen.token_text(tokenizer, tid)
-            tops.append(TopToken(ttext, tlp, traw))
-        out.append(TokenLogprobOutput(text, lp.logprob, raw, tops))
+        out.append(TokenLogprobOutput(text, lp.logprob, raw, _top_tokens(tokenizer, gen.top_entries(lp, k)),
+                                      lp.processed_logprob,
+                                      None if lp.processed_top is None else
+                                      _top_tokens(tokenizer, lp.processed_top[:k] if k > 0 else [])))
     return out
+
+
+def _top_tokens(tokenizer: Tokenizer | None, entries: list[tuple[int, float]]) -> list[TopToken]:
+    tops = []
+    for tid, tlp in entries:
+        ttext, traw = gen.token_text(tokenizer, tid)
+        tops.append(TopToken(ttext, tlp, traw))
+    return tops
 
 
 def _tool_calls(calls: list[dict[str, Any]]) -> list[ToolCallOutput]:

@@ -133,6 +133,8 @@ class TokenLogprobOutput:
     logprob: float
     bytes: list[int]
     top: list[TopToken] = field(default_factory=list)
+    processed_logprob: float | None = None  # after the sampler chain, when asked for
+    processed_top: list[TopToken] | None = None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from grokd.server.generation.types import (
     TokenLogprobOutput,
     ToolCallDelta,
     ToolCallOutput,
+    TopToken,
 )
 from grokd.server.jobs.tenancy import current_tenant
 from grokd.server.protocol import (
@@ -121,10 +122,15 @@ def conversation_of(req: ChatCompletionRequest, model: ServedModel,
 
 def chat_logprobs(lps: list[TokenLogprobOutput] | None) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=[
-        ChatTokenLogprob(token=lp.token, logprob=lp.logprob, bytes=lp.bytes,
-                         top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes) for t in lp.top])
+        ChatTokenLogprob(token=lp.token, logprob=lp.logprob, bytes=lp.bytes, top_logprobs=_tops(lp.top),
+                         processed_logprob=lp.processed_logprob,
+                         processed_top_logprobs=None if lp.processed_top is None else _tops(lp.processed_top))
         for lp in lps or []
     ])
+
+
+def _tops(tops: list[TopToken]) -> list[TopLogprob]:
+    return [TopLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes) for t in tops]
 
 
 def chat_usage(u: GenerationUsage) -> Usage:
