@@ -7,6 +7,7 @@ migrates, its rows owned by the anonymous key."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 
@@ -124,6 +125,23 @@ def test_every_route_but_the_public_ones_needs_a_key(server: LiveServer) -> None
         else:
             assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
             assert r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_keys_never_reach_logs_or_metrics(server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever a key does (a good call, a wrong key, a forbidden id), only its hash prefix may show."""
+    caplog.set_level(logging.DEBUG)
+    alice = _client(server, ALICE)
+    alice.completions.create(model="grok1-tiny", prompt=[5, 6, 7], max_tokens=2)
+    with pytest.raises(openai.AuthenticationError):
+        _client(server, ALICE + "-wrong").models.list()
+    with pytest.raises(openai.NotFoundError):
+        _client(server, BOB).files.retrieve("file-0000")
+    metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    assert "grokd_" in metrics
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for key in (ALICE, BOB, ADMIN, ALICE + "-wrong"):
+        secret = key.removeprefix("sk-")
+        assert secret not in metrics and secret not in logged, key
 
 
 def test_a_store_from_before_owners_migrates_to_the_anonymous_owner(tmp_path) -> None:
