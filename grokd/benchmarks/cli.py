@@ -1,5 +1,6 @@
 """``grokd bench``: serve (load generator), offline (engine vs HF transformers), roofline
-(machine limits and utilisation), profile (one decode step), context (TPOT vs context length), plot (overlay result files). Heavy imports happen only
+(machine limits and utilisation), profile (one decode step), context (TPOT vs context length), soak (a long run under
+many streams: nothing lost, memory flat), plot (overlay result files). Heavy imports happen only
 inside the chosen subcommand so ``grokd --help`` stays fast."""
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ _COMMANDS = {
     "profile": ("grokd.benchmarks.profile_step", "torch.profiler + cProfile of grokd decode steps"),
     "interference": ("grokd.benchmarks.batch_interference", "interactive TTFT at idle vs while a large batch runs"),
     "context": ("grokd.benchmarks.context_scaling", "decode TPOT vs context length, KV-cache bytes per token"),
+    "soak": ("grokd.benchmarks.soak", "many streams for a while, some dropped: errors, hung, blocks after, RSS"),
 }
 
 
 def add_cli(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, context, plot",
+    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, context, soak, plot",
                                   description=__doc__)
     sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (module, helptext) in _COMMANDS.items():

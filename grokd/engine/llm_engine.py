@@ -54,6 +54,8 @@ class EngineStats:
     last_step_seconds: float
     prompt_tokens_total: int
     generation_tokens_total: int
+    kv_block_bytes: int = 0  # one block's keys and values over all layers
+    weights_bytes: int = 0  # the loaded weights (engine.memory.weight_bytes)
 
 
 def build_runner(config: EngineConfig, model: StepModel, group: ParallelGroup | None = None) -> ModelRunner:
@@ -450,4 +452,6 @@ class LLMEngine:
             last_step_seconds=self.last_step_seconds,
             prompt_tokens_total=self.prompt_tokens_total,
             generation_tokens_total=self.generation_tokens_total,
+            kv_block_bytes=self.runner.bytes_per_block,
+            weights_bytes=self.runner.weights_bytes,
         )

@@ -15,6 +15,7 @@ hands out exists on every rank.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,8 @@ import torch
 from grokd.engine.config import CacheConfig
 from grokd.engine.decode_graphs import DecodeGraphs
 from grokd.engine.errors import ParallelFailure
+from grokd.engine.kv_budget import KVPoolTooLarge, PoolInputs, PoolPlan, plan_pool
+from grokd.engine.memory import available_memory, weight_bytes
 from grokd.engine.parallel.channel import StepChannel
 from grokd.engine.parallel.group import ParallelGroup, SingleGroup
 from grokd.engine.scheduler import ScheduledSeq
@@ -31,20 +34,7 @@ from grokd.kernels.arith import ceil_div
 from grokd.kernels.attention import kv_cache_shape, kv_row_width
 from grokd.kernels.metadata import AttentionMetadata
 
-
-def available_memory(device: torch.device) -> int:
-    """Bytes that could still be allocated on ``device`` (free GPU memory, or MemAvailable)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+log = logging.getLogger(__name__)
 
 
 def kv_cache_dtype(cache: CacheConfig, dtype: torch.dtype) -> torch.dtype:
@@ -60,30 +50,33 @@ def kv_bytes_per_block(model: StepModel, block_size: int, kv_dtype: torch.dtype)
 
 
 def plan_num_blocks(
-    cache: CacheConfig, bytes_per_block: int, device: torch.device, max_useful_blocks: int
-) -> int:
-    """Pool size: explicit ``num_blocks``, else a byte budget, else a fraction of free memory.
+    cache: CacheConfig, bytes_per_block: int, device: torch.device, max_useful_blocks: int,
+    blocks_per_seq: int = 1, weights_bytes: int = 0, available_bytes: int | None = None,
+) -> PoolPlan:
+    """The pool for this runner (``engine.kv_budget.plan_pool``): explicit ``num_blocks`` or byte
+    budget, checked against the memory available on ``device`` (read now unless given), else the
+    smallest of the machine's share, what ``max_useful_blocks`` can hold, and on the CPU a bound
+    from the weights."""
+    return plan_pool(PoolInputs(
+        bytes_per_block=bytes_per_block, scheduler_blocks=max_useful_blocks, blocks_per_seq=blocks_per_seq,
+        available_bytes=available_memory(device) if available_bytes is None else available_bytes,
+        weights_bytes=weights_bytes, on_cpu=device.type == "cpu", kv_cache_memory=cache.kv_cache_memory,
+        num_blocks=cache.num_blocks, kv_cache_fraction=cache.kv_cache_fraction,
+        prefix_caching=cache.enable_prefix_caching,
+    ))
 
-    The fraction path is capped at what ``max_num_seqs`` full-length sequences could use, so a
-    small model on a big machine does not grab gigabytes it can never fill.
-    """
-    if cache.num_blocks is not None:
-        return int(cache.num_blocks)
-    if cache.kv_cache_memory is not None:
-        return max(1, int(cache.kv_cache_memory) // bytes_per_block)
-    budget = int(available_memory(device) * cache.kv_cache_fraction)
-    return max(1, min(budget // bytes_per_block, max_useful_blocks))
 
-
-def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def zeros_lazy(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+               resident: bool = False) -> torch.Tensor:
     """A zero-filled tensor; on CPU backed by anonymous memory (``kernels.host_memory``), which the OS
-    hands out zeroed page by page on first write, so a multi-GiB KV pool costs neither start-up time
-    (``torch.zeros`` writes every byte: ~1 s for the default model's 4 GiB) nor resident memory until
-    used. Ordinary pages: a huge-page fault on the serving path may stall to compact memory, and the
-    KV reads gained nothing from them (``kernels.host_memory``)."""
+    hands out zeroed page by page on first write, so untouched pages cost neither start-up time nor
+    resident memory. ``resident``: every page faulted in now instead (how the KV pool is made, so
+    the memory it reserves is held from start-up, and a pool that cannot be had fails there).
+    Ordinary pages: a huge-page fault on the serving path may stall to compact memory, and the KV
+    reads gained nothing from them (``kernels.host_memory``)."""
     if device.type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
-    return host_memory.zeros(shape, dtype, huge=False)
+    return host_memory.zeros(shape, dtype, huge=False, resident=resident)
 
 
 @dataclass
@@ -150,8 +143,11 @@ class ModelRunner:
         self.block_size = cache.block_size
         self.kv_dtype = kv_cache_dtype(cache, dtype)
         self.bytes_per_block = kv_bytes_per_block(model, cache.block_size, self.kv_dtype)
-        planned = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks)
-        self.num_blocks = agree_num_blocks(self.group, planned, self.device)
+        blocks_per_seq = max_blocks_per_seq or ceil_div(model.max_position_embeddings, cache.block_size)
+        self.weights_bytes = weight_bytes(model)
+        self.plan = plan_num_blocks(cache, self.bytes_per_block, self.device, max_useful_blocks,
+                                    blocks_per_seq, self.weights_bytes)
+        self.num_blocks = agree_num_blocks(self.group, self.plan.num_blocks, self.device)
         if self.channel is not None:
             decode_graphs = "off"
         capture = (decode_graphs == "auto" and self.device.type == "cuda"
@@ -160,12 +156,16 @@ class ModelRunner:
         # graphs pad into one spare "sink" block past those the block manager hands out
         pool_blocks = self.num_blocks + int(use_graphs)
         shape = kv_cache_shape(pool_blocks, cache.block_size, model.num_kv_heads, model.head_dim, self.kv_dtype)
-        self.kv_caches = [zeros_lazy(shape, self.kv_dtype, self.device) for _ in range(model.num_layers)]
+        try:
+            self.kv_caches = [zeros_lazy(shape, self.kv_dtype, self.device, resident=True)
+                              for _ in range(model.num_layers)]
+        except (OSError, MemoryError, torch.OutOfMemoryError) as exc:
+            raise KVPoolTooLarge(f"KV pool of {self.plan.describe()} could not be allocated: {exc}") from exc
+        log.info("KV pool: %s, resident; weights %.0f MiB", self.plan.describe(), self.weights_bytes / 2**20)
         self.graphs: DecodeGraphs | None = None
         if use_graphs:
-            max_blocks = max_blocks_per_seq or ceil_div(model.max_position_embeddings, cache.block_size)
             self.graphs = DecodeGraphs(model, self.kv_caches, cache.block_size, self.num_blocks,
-                                       max_batch, max_blocks, capture)
+                                       max_batch, blocks_per_seq, capture)
 
     def execute(self, batch: list[ScheduledSeq], prompt_logprob_idx: set[int]) -> RunnerOutput:
         """Run the batch; ``prompt_logprob_idx`` marks entries whose every row's logits are kept.

@@ -19,6 +19,7 @@ ordinary 4 KiB pages: only speed differs.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 
@@ -27,6 +28,7 @@ import torch
 from grokd.kernels.arith import ceil_div
 
 HUGE_PAGE = 2 << 20  # x86-64's PMD size
+MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault every page in writable now, or fail with ENOMEM
 
 
 def anonymous(nbytes: int, huge: bool = True) -> mmap.mmap:
@@ -45,12 +47,33 @@ def anonymous(nbytes: int, huge: bool = True) -> mmap.mmap:
     return buf
 
 
-def zeros(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, huge: bool = True) -> torch.Tensor:
-    """A zero-filled CPU tensor in ``anonymous`` memory, which it keeps alive."""
+def populate(buf: mmap.mmap) -> None:
+    """Make every page of ``buf`` resident now: ``MADV_POPULATE_WRITE``, which reports a failure
+    (``OSError`` ENOMEM) instead of leaving it to a page fault later, else (an older kernel) a
+    write to each page."""
+    try:
+        buf.madvise(MADV_POPULATE_WRITE)
+        return
+    except (AttributeError, ValueError):
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: the kernel predates the advice
+            raise
+    page = mmap.PAGESIZE
+    for offset in range(0, len(buf), page):
+        buf[offset] = 0
+
+
+def zeros(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, huge: bool = True,
+          resident: bool = False) -> torch.Tensor:
+    """A zero-filled CPU tensor in ``anonymous`` memory, which it keeps alive; ``resident``: with
+    every page faulted in now (``populate``) rather than on first write."""
     count = math.prod(shape)
     if count == 0:
         return torch.zeros(shape, dtype=dtype)
     buf = anonymous(count * torch.empty((), dtype=dtype).element_size(), huge)
+    if resident:
+        populate(buf)
     return torch.frombuffer(buf, dtype=dtype, count=count).view(shape)
 
 

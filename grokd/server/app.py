@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from grokd.engine.memory import resident_bytes
 from grokd.server import openapi
 from grokd.server.auth import require_api_key
 from grokd.server.errors import APIError, install_error_handlers, overloaded
@@ -69,8 +70,9 @@ async def _load_in_background(state: ServerState, loader: EngineLoader) -> None:
         engine.start()
         log.info("model loaded: serving %s", state.registry.default.id if state.registry else "?")
         kv = engine.kv_cache
-        log.info("KV cache: %d blocks of %d tokens in %s (%.0f MiB, %d tokens)", kv.num_blocks, kv.block_size,
-                 kv.dtype, kv.num_bytes / 2**20, kv.num_tokens)
+        log.info("KV cache: %d blocks of %d tokens in %s (%.0f MiB reserved and resident, %d tokens); "
+                 "weights %.0f MiB; process resident %.0f MiB", kv.num_blocks, kv.block_size, kv.dtype,
+                 kv.num_bytes / 2**20, kv.num_tokens, engine.stats().weights_bytes / 2**20, resident_bytes() / 2**20)
     except BaseException as exc:  # noqa: BLE001 - reported to serve, which exits non-zero
         log.exception("loading the model failed")
         if state.on_load_error is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -49,6 +49,10 @@ class _EngineCollector(Collector):
             "grokd_kv_blocks_cached": ("Free KV blocks still holding reusable prefixes", get("kv_blocks_cached")),
             "grokd_last_step_tokens": ("Tokens processed by the last engine step", get("last_step_tokens")),
             "grokd_last_step_seconds": ("Duration of the last engine step", get("last_step_seconds")),
+            "grokd_kv_block_bytes": ("Bytes of one KV block (keys and values, all layers)", get("kv_block_bytes")),
+            "grokd_kv_pool_bytes": ("Bytes reserved for the KV pool (blocks x block bytes), resident from start-up",
+                                    get("kv_blocks_total") * get("kv_block_bytes")),
+            "grokd_weights_bytes": ("Bytes of the loaded model weights", get("weights_bytes")),
         }
         total = get("kv_blocks_total")
         gauges["grokd_kv_cache_usage_ratio"] = (
@@ -107,6 +111,7 @@ class ServerMetrics:
         self.finished = Counter(
             "grokd_request_finished", "Finished generations by finish reason", ["finish_reason"], registry=r
         )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes and friends, from /proc/self
         tier = cpu_tier.active()
         Info("grokd_cpu_kernels", "The CPU kernel tier this process runs (grokd.kernels.cpu_tier) and the CPU's own",
              registry=r).info({"tier": tier.name, "machine_tier": cpu_tier.this_machine().name,

@@ -27,3 +27,11 @@ def test_a_large_pool_is_lazy_private_memory_in_ordinary_pages() -> None:
     assert "hg" not in vm_flags(t)
     t[7, 0, 0] = 1
     assert resident_bytes(t) <= 2 << 20  # 64 MiB mapped, a page (a huge one at most) resident
+
+
+def test_a_resident_pool_holds_every_page_from_the_start() -> None:
+    """``resident=True`` (how the runner makes its pool) faults every page in at allocation, so the
+    memory a server reports reserved is the memory it holds from start-up."""
+    t = zeros_lazy((16, 1024, 1024), torch.int8, torch.device("cpu"), resident=True)  # 16 MiB
+    assert resident_bytes(t) == 16 << 20
+    assert not t.any()

@@ -18,12 +18,24 @@ def test_bytes_per_block_matches_grok1_arithmetic():
 
 
 def test_pool_size_sources_in_order():
+    """The runner's plan reads the config's explicit sizes first (``engine.kv_budget`` has the rest)."""
     cpu = torch.device("cpu")
-    per = 1000
-    assert plan_num_blocks(CacheConfig(num_blocks=7, kv_cache_memory=10**9), per, cpu, 100) == 7
-    assert plan_num_blocks(CacheConfig(kv_cache_memory=123_456), per, cpu, 10) == 123  # explicit budget wins
-    assert plan_num_blocks(CacheConfig(kv_cache_fraction=0.5), per, cpu, 100) == 100  # capped at useful
-    assert plan_num_blocks(CacheConfig(kv_cache_fraction=1e-12), per, cpu, 100) == 1
+    per, avail = 1000, 1 << 30
+    plan = plan_num_blocks(CacheConfig(num_blocks=7, kv_cache_memory=10**9), per, cpu, 100, available_bytes=avail)
+    assert plan.num_blocks == 7
+    explicit = plan_num_blocks(CacheConfig(kv_cache_memory=123_456), per, cpu, 10, available_bytes=avail)
+    assert explicit.num_blocks == 123  # explicit budget wins
+    capped = plan_num_blocks(CacheConfig(kv_cache_fraction=0.5, enable_prefix_caching=False), per,
+                             torch.device("cuda"), 100, available_bytes=avail)
+    assert capped.num_blocks == 100 and capped.source == "scheduler"
+    assert plan_num_blocks(CacheConfig(), per, cpu, 100, weights_bytes=20_000, available_bytes=avail).num_blocks == 40
+
+
+def test_runner_reports_the_weights_and_a_resident_pool(make_engine):
+    eng = make_engine(budget=5)
+    runner = eng.runner
+    assert runner.weights_bytes >= sum(p.numel() * p.element_size() for p in eng.model.parameters()) > 0
+    assert eng.stats().kv_block_bytes == runner.bytes_per_block
 
 
 def test_runner_packs_only_needed_rows(make_engine):
