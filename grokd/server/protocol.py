@@ -18,15 +18,17 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from grokd.engine.sampling_params import MAX_LOGPROBS
+from grokd.engine.sampling_params import MAX_BAD_WORDS, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_STOP_TOKEN_IDS
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
+_LIST_LIMITS = {"logit_bias": MAX_LOGIT_BIAS, "bad_words": MAX_BAD_WORDS, "stop_token_ids": MAX_STOP_TOKEN_IDS}
 
 # Fields some clients send that would change the output, and that grokd does not implement.
 UNSUPPORTED_FIELDS: dict[str, str] = {
@@ -191,6 +193,15 @@ class _SamplerFields(BaseModel):
     bad_words: list[str] | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
+
+    @field_validator("logit_bias", "bad_words", "stop_token_ids", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
+        """Counted before the entries are validated, so a huge list fails fast."""
+        limit = _LIST_LIMITS[info.field_name or ""]
+        if isinstance(v, dict | list) and len(v) > limit:
+            raise ValueError(f"at most {limit} entries are allowed, got {len(v)}")
+        return v
 
     def extra_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
