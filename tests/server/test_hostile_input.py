@@ -11,9 +11,14 @@ import httpx
 import pytest
 
 from grokd.engine.sampling_params import MAX_BAD_WORDS, MAX_LOGIT_BIAS, MAX_STOP_TOKEN_IDS
-from grokd.engine.structured.validation import MAX_SCHEMA_DEPTH, MAX_SCHEMA_OBJECTS, validate_json_schema
+from grokd.engine.structured.validation import (
+    MAX_SCHEMA_DEPTH,
+    MAX_SCHEMA_OBJECTS,
+    validate_json_schema,
+    validate_tools,
+)
 from grokd.server.config import ServerConfig
-from grokd.server.unicode_check import lone_surrogate_path
+from grokd.server.unicode_check import invalid_text_path, lone_surrogate_path, utf8_error
 from tests.server.jobs.jobs_helpers import chat_line, jsonl
 from tests.server.serving import LiveServer, start_server
 
@@ -113,11 +118,26 @@ def test_lone_surrogate_path_finds_keys_and_nested_values() -> None:
     assert lone_surrogate_path({"a": ["\U0001f600", "plain"]}) is None
 
 
+def test_invalid_text_path_finds_nul_but_not_its_spelling() -> None:
+    found = invalid_text_path({"messages": [{"content": "a\x00"}]})
+    assert found is not None and found[0] == "messages[0].content" and "NUL" in found[1]
+    assert invalid_text_path({"content": "a literal \\u0000"}) is None
+    assert utf8_error(b'{"a": "\xed\xa0\x80"}') == "the body is not valid UTF-8 (byte 7: invalid continuation byte)"
+    assert utf8_error("é".encode()) is None
+
+
 def test_schema_size_bounds() -> None:
     with pytest.raises(ValueError, match="too large"):
         validate_json_schema({"type": "string", "enum": [str(i) for i in range(30_000)]}, "s")
     with pytest.raises(ValueError, match=r"^s: nested too deeply"):
         validate_json_schema(_nested_schema(10_000), "s")
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(MAX_SCHEMA_OBJECTS)}}
+    with pytest.raises(ValueError, match=f"more than {MAX_SCHEMA_OBJECTS} JSON objects"):
+        validate_json_schema(wide, "s")
+    half = {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(MAX_SCHEMA_OBJECTS // 2)}}
+    validate_tools([{"type": "function", "function": {"name": "f", "parameters": half}}])  # one fits
+    with pytest.raises(ValueError, match=r"^tools: too large"):  # two together do not
+        validate_tools([{"type": "function", "function": {"name": n, "parameters": half}} for n in "fg"])
 
 
 def _deep(levels: int) -> str:
