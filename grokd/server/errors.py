@@ -181,10 +181,21 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
                        code="method_not_allowed")
     elif status >= 500:
         err = APIError(status, str(exc.detail), type="server_error")
+    elif status == 400 and (why := _body_parse_failure(exc.__cause__)) is not None:
+        err = APIError(400, why, code="invalid_json")
     else:
         err = APIError(status, str(exc.detail))
     err.headers.update(headers)
     return err.response()
+
+
+def _body_parse_failure(cause: BaseException | None) -> str | None:
+    """What FastAPI's generic "error parsing the body" was, for the two a client can fix."""
+    if isinstance(cause, RecursionError):
+        return "Invalid JSON body: nested too deeply (about 1,000 levels of arrays and objects at most)."
+    if isinstance(cause, UnicodeDecodeError):
+        return f"Invalid JSON body: not valid UTF-8 (byte {cause.start}: {cause.reason}); send JSON as UTF-8."
+    return None
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ Three ways a body can carry what is not text, each refused with a 400 naming the
 - UTF-8-encoded surrogates (``\\xed\\xa0\\x80``): Python's ``json.loads`` decodes bytes with
   ``surrogatepass``, so they would come through as a lone surrogate; :func:`utf8_error` decodes
   strictly and says where it fails (other invalid UTF-8 never gets this far: the JSON parse
-  already refuses it with a 400);
+  refuses it, and ``server.errors`` says where);
 - JSON's ``\\uXXXX`` escapes spelling half of a UTF-16 surrogate pair (``"\\ud800"``): valid
   JSON, but no tokenizer, UTF-8 log or SQLite column can encode it;
 - ``"\\u0000"``: valid Unicode, but C strings (SQLite's text API, logs, tokenizers) end at it,
