@@ -228,10 +228,12 @@ class LLMEngine:
             return out
         tokenizer = self.tokenizer
         assert tokenizer is not None, "validate() refuses bad_words without a tokenizer"
+        seen: set[tuple[int, ...]] = set()
         for w in words:
             for variant in (w, " " + w.lstrip()):
                 ids = tokenizer.encode(variant)
-                if ids and ids not in out:
+                if ids and tuple(ids) not in seen:
+                    seen.add(tuple(ids))
                     out.append(ids)
         return out
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LOGPROBS = 20
+# Bounds on the per-request lists a sampler walks each step (or tokenizes when the request is
+# added, on the engine thread): far above real use, far below what stalls a step.
+MAX_LOGIT_BIAS = 1024  # token ids in logit_bias
+MAX_BAD_WORDS = 256  # bad_words entries
+MAX_STOP_TOKEN_IDS = 256  # stop_token_ids entries
 
 
 @dataclass
@@ -58,6 +63,12 @@ class SamplingParams:
             (-2.0 <= self.presence_penalty <= 2.0, "presence_penalty: must be in [-2, 2]"),
             (self.repetition_penalty > 0.0, "repetition_penalty: must be > 0"),
             (all(-100.0 <= b <= 100.0 for b in self.logit_bias.values()), "logit_bias: values must be in [-100, 100]"),
+            (len(self.logit_bias) <= MAX_LOGIT_BIAS,
+             f"logit_bias: at most {MAX_LOGIT_BIAS} entries are allowed, got {len(self.logit_bias)}"),
+            (len(self.bad_words) <= MAX_BAD_WORDS,
+             f"bad_words: at most {MAX_BAD_WORDS} entries are allowed, got {len(self.bad_words)}"),
+            (len(self.stop_token_ids) <= MAX_STOP_TOKEN_IDS,
+             f"stop_token_ids: at most {MAX_STOP_TOKEN_IDS} entries are allowed, got {len(self.stop_token_ids)}"),
             (self.min_tokens >= 0, "min_tokens: must be >= 0"),
             (
                 self.max_tokens is None or self.min_tokens <= self.max_tokens,

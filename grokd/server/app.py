@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grokd.engine.memory import resident_bytes
@@ -153,6 +154,8 @@ class ServerMiddleware:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except _BodyTooLarge:
             pass  # already answered 413
+        except ClientDisconnect:
+            pass  # the client left, or server.http_limits gave up on a slow body (and answered 408)
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope.get("method"), path, rid)
             if not started:

@@ -40,6 +40,7 @@ from grokd.engine.config import (
     check_kernel_backend,
     default_token_budget,
 )
+from grokd.server.http_limits import H11_DEFAULT_MAX_HEADER_BYTES, ConnectionLimits
 from grokd.server.jobs import JobsConfig
 
 ENV_PREFIX = "GROKD_"
@@ -135,6 +136,12 @@ class ServerConfig(BaseSettings):
     rate_limit_rpm: int = 0  # per key; 0 = unlimited
     rate_limit_tpm: int = 0
     max_body_bytes: int = 32 * 1024 * 1024
+    # connections (server.http_limits): slow or idle clients are closed, see docs/API.md
+    timeout_keep_alive_s: int = Field(5, ge=1)  # idle connection, before and between requests
+    request_header_timeout_s: float = Field(10.0, gt=0)  # a request's head, from its first byte
+    request_body_timeout_s: float = Field(60.0, gt=0)  # a request's whole body, once the head is in
+    limit_concurrency: int | None = Field(None, ge=1)  # connections + running requests; beyond: 503
+    max_header_bytes: Size = Field(H11_DEFAULT_MAX_HEADER_BYTES, ge=1024)  # a request head; beyond: 400
     retry_after_s: float = 1.0
     drain_timeout_s: float = 30.0
     state_dir: str | None = None
@@ -207,6 +214,16 @@ class ServerConfig(BaseSettings):
             max_in_flight=self.batch_max_in_flight,
             idle_max_in_flight=self.batch_idle_max_in_flight,
             deferred_retention_s=self.deferred_retention_s,
+        )
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The :class:`server.http_limits.ConnectionLimits` for these settings."""
+        return ConnectionLimits(
+            timeout_keep_alive_s=self.timeout_keep_alive_s,
+            request_header_timeout_s=self.request_header_timeout_s,
+            request_body_timeout_s=self.request_body_timeout_s,
+            limit_concurrency=self.limit_concurrency,
+            max_header_bytes=self.max_header_bytes,
         )
 
     def engine_config(self) -> EngineConfig:

@@ -183,6 +183,8 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
         headers["Allow"] = ", ".join(_allowed_methods(request))
     elif status >= 500:
         err = APIError(status, str(exc.detail), type="server_error")
+    elif status == 400 and (why := _body_parse_failure(exc.__cause__)) is not None:
+        err = APIError(400, why, code="invalid_json")
     else:
         err = APIError(status, str(exc.detail))
     err.headers.update(headers)
@@ -198,6 +200,15 @@ def _allowed_methods(request: Request) -> list[str]:
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
+
+
+def _body_parse_failure(cause: BaseException | None) -> str | None:
+    """What FastAPI's generic "error parsing the body" was, for the two a client can fix."""
+    if isinstance(cause, RecursionError):
+        return "Invalid JSON body: nested too deeply (about 1,000 levels of arrays and objects at most)."
+    if isinstance(cause, UnicodeDecodeError):
+        return f"Invalid JSON body: not valid UTF-8 (byte {cause.start}: {cause.reason}); send JSON as UTF-8."
+    return None
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:

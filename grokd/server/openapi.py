@@ -4,7 +4,8 @@ FastAPI documents each operation's 200 and, for anything with a body or paramete
 never sends here: validation errors become 400s in the error envelope (``server.errors``). This
 module rewrites that part once, from rules that mirror where each status comes from:
 
-1. every operation can fail with 500 (an internal error, the envelope carrying the request id);
+1. every operation can fail with 500 (an internal error, the envelope carrying the request id)
+   and 408 (its request head or body did not arrive in time, ``server.http_limits``);
 2. every operation outside ``ALWAYS_OPEN`` answers 503 while the model loads or the server
    drains (``app.ServerMiddleware``), and so does ``/ready`` itself;
 3. every operation outside ``PUBLIC_PATHS`` answers 401 (no or a wrong key, when keys are
@@ -55,6 +56,7 @@ DESCRIPTIONS = {
     401: "Missing or invalid API key (when keys are configured)",
     403: "This API key is blocked, or may not use this route or model",
     404: "No such object or model (objects of other keys included)",
+    408: "The request head or body did not arrive in time",
     413: "Request body too large",
     415: "The body is not declared as JSON",
     429: "Rate limit of this key reached, or the queue is full; retry after Retry-After",
@@ -150,7 +152,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def _statuses(path: str, op: dict[str, Any], always_open: Collection[str], public: Collection[str]) -> set[int]:
-    statuses = {500}
+    statuses = {408, 500}
     if path not in always_open or path == "/ready":
         statuses.add(503)
     if path not in public:

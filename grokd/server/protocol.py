@@ -18,16 +18,18 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from grokd.engine.sampling_params import MAX_LOGPROBS
+from grokd.engine.sampling_params import MAX_BAD_WORDS, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_STOP_TOKEN_IDS
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
+_LIST_LIMITS = {"logit_bias": MAX_LOGIT_BIAS, "bad_words": MAX_BAD_WORDS, "stop_token_ids": MAX_STOP_TOKEN_IDS}
 
 # Fields some clients send that would change the output, and that grokd does not implement.
 UNSUPPORTED_FIELDS: dict[str, str] = {
@@ -183,7 +185,8 @@ class _SamplerFields(BaseModel):
     seed: int | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    # the limits are enforced by _bounded (before the entries); documented here for /openapi.json
+    logit_bias: dict[str, float] | None = Field(default=None, json_schema_extra={"maxProperties": MAX_LOGIT_BIAS})
     stream: bool = False
     user: str | None = None
     # engine extras
@@ -192,13 +195,22 @@ class _SamplerFields(BaseModel):
     typical_p: float | None = None
     repetition_penalty: float | None = None
     min_tokens: int | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[int] | None = Field(default=None, json_schema_extra={"maxItems": MAX_STOP_TOKEN_IDS})
     ignore_eos: bool | None = None
     samplers: list[str] | None = None
-    bad_words: list[str] | None = None
+    bad_words: list[str] | None = Field(default=None, json_schema_extra={"maxItems": MAX_BAD_WORDS})
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     processed_logprobs: bool | None = None  # with logprobs: also the distribution after the samplers
+
+    @field_validator("logit_bias", "bad_words", "stop_token_ids", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
+        """Counted before the entries are validated, so a huge list fails fast."""
+        limit = _LIST_LIMITS[info.field_name or ""]
+        if isinstance(v, dict | list) and len(v) > limit:
+            raise ValueError(f"at most {limit} entries are allowed, got {len(v)}")
+        return v
 
     def extra_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from grokd.server.config import ServerConfig, load_config, parse_size
+from grokd.server.http_limits import uvicorn_config
 from grokd.server.live.cli import add_arguments as add_live_arguments
 from grokd.server.live.cli import config_from_args as live_config_from_args
 
@@ -107,6 +108,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--rate-limit-rpm", type=int, help="per-key requests per minute (0 = unlimited)")
     h.add_argument("--rate-limit-tpm", type=int, help="per-key tokens per minute (0 = unlimited)")
     h.add_argument("--max-body-bytes", type=int)
+    h.add_argument("--timeout-keep-alive-s", "--timeout-keep-alive", type=int, dest="timeout_keep_alive_s",
+                   help="seconds an idle connection is kept open, before its first request and between "
+                        "requests (default 5)")
+    h.add_argument("--request-header-timeout-s", type=float,
+                   help="seconds a request's headers may take to arrive once it starts, else 408 (default 10)")
+    h.add_argument("--request-body-timeout-s", type=float,
+                   help="seconds a request's whole body may take to arrive, else 408 (default 60; "
+                        "raise it for large uploads over slow links)")
+    h.add_argument("--limit-concurrency", type=int,
+                   help="open connections plus running requests at most; beyond it new requests get 503 "
+                        "(default: no cap)")
+    h.add_argument("--max-header-bytes", type=_size, help="largest request head, else 400 (default 16K)")
     h.add_argument("--retry-after-s", type=float, help="Retry-After sent with 429/503")
     h.add_argument("--drain-timeout-s", "--drain-timeout", type=float, dest="drain_timeout_s")
     h.add_argument("--state-dir", help="directory for files, batches and deferred results")
@@ -256,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
              f" and gRPC on {config.host}:{config.grpc_port}" if config.grpc_port is not None else "",
              config.model or "the default model")
     server = DrainingServer(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+        uvicorn_config(app, config.host, config.port, config.connection_limits(), log_level=config.log_level,
                        timeout_graceful_shutdown=int(config.drain_timeout_s) + 1,
                        # grpc.aio shares this loop: the stock asyncio loop, never uvloop under it
                        loop="asyncio" if config.grpc_port is not None else "auto"),

@@ -20,6 +20,7 @@ import uvicorn
 
 from grokd.server.app import create_app
 from grokd.server.config import ServerConfig
+from grokd.server.http_limits import uvicorn_config
 from grokd.server.state import ServerState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,8 @@ def serve_state(state: ServerState, *, setup: Any = None) -> LiveServer:
     app = create_app(state)
     if setup is not None:
         setup(app)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", config.port, config.connection_limits(),
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, name="grokd-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

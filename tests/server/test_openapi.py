@@ -38,7 +38,7 @@ def _spec() -> dict:
 
 def test_statuses_follow_the_route_kind() -> None:
     paths = _spec()["paths"]
-    assert set(paths["/health"]["get"]["responses"]) == {"200", "500"}
+    assert set(paths["/health"]["get"]["responses"]) == {"200", "408", "500"}
     tokenize = set(paths["/v1/tokenize-text"]["post"]["responses"])
     assert {"400", "401", "403", "404", "413", "415", "429", "500", "503"} <= tokenize and "422" not in tokenize
     get_file = set(paths["/v1/files/{file_id}"]["get"]["responses"])

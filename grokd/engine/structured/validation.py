@@ -27,9 +27,12 @@ from grokd.engine.structured.specs import (
 
 MAX_TOOLS = 128
 # Bounds on a schema before anything recursive (the meta-schema check, grammar building) sees it:
-# JSON containers nested at most this deep, at most this many containers and values in all.
+# JSON containers nested at most this deep, at most this many containers and values in all, and
+# at most this many JSON objects (subschemas: what the meta-schema check spends its time on,
+# about half a millisecond each). The tools of one request share these bounds.
 MAX_SCHEMA_DEPTH = 64
 MAX_SCHEMA_NODES = 20_000
+MAX_SCHEMA_OBJECTS = 2_000
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_CHOICE_STRINGS: dict[str, Literal["none", "auto", "required"]] = {
     "none": "none", "auto": "auto", "required": "required"}
@@ -42,16 +45,21 @@ def _path(field: str, parts: Any) -> str:
     return out
 
 
-def _check_size(schema: Any, field: str) -> None:
+def _check_size(schema: Any, field: str, depth: int = 1) -> None:
     """``ValueError`` for a schema nested deeper than ``MAX_SCHEMA_DEPTH`` or larger than
-    ``MAX_SCHEMA_NODES`` (walked iteratively, so no depth can exhaust the stack here)."""
-    stack: list[tuple[Any, int]] = [(schema, 1)]
-    nodes = 0
+    ``MAX_SCHEMA_NODES`` values or ``MAX_SCHEMA_OBJECTS`` objects (walked iteratively, so no
+    depth can exhaust the stack here)."""
+    stack: list[tuple[Any, int]] = [(schema, depth)]
+    nodes = objects = 0
     while stack:
         value, depth = stack.pop()
         nodes += 1
         if nodes > MAX_SCHEMA_NODES:
             raise ValueError(f"{field}: too large (more than {MAX_SCHEMA_NODES} values)")
+        if isinstance(value, dict):
+            objects += 1
+            if objects > MAX_SCHEMA_OBJECTS:
+                raise ValueError(f"{field}: too large (more than {MAX_SCHEMA_OBJECTS} JSON objects)")
         if isinstance(value, dict | list):
             if depth > MAX_SCHEMA_DEPTH:
                 raise ValueError(f"{field}: nested too deeply (more than {MAX_SCHEMA_DEPTH} levels of "
@@ -97,6 +105,9 @@ def validate_tools(tools: Any, field: str = "tools") -> list[dict[str, Any]]:
         raise ValueError(f"{field}: must be an array")
     if len(tools) > MAX_TOOLS:
         raise ValueError(f"{field}: at most {MAX_TOOLS} tools are allowed (got {len(tools)})")
+    # all the tools' parameters together within one schema's bounds, before any is checked
+    _check_size([t.get("function", {}).get("parameters") if isinstance(t, dict) and isinstance(t.get("function"), dict)
+                 else None for t in tools], field, depth=0)
     seen: set[str] = set()
     out = []
     for i, tool in enumerate(tools):

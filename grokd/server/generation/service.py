@@ -80,8 +80,8 @@ async def prepare(ctx: CallContext, conv: ConversationInput, settings: SamplingS
                   model: ServedModel) -> PreparedRequest:
     """Check everything that can be checked before searching or queueing (see the module doc)."""
     engine = ctx.engine
-    plan = structured.plan(conv.response_format, conv.tools, conv.tool_choice, conv.parallel_tool_calls,
-                           engine.model_info)
+    plan = await structured.plan_off_loop(conv.response_format, conv.tools, conv.tool_choice,
+                                          conv.parallel_tool_calls, engine.model_info)
     if engine.tokenizer is None:
         raise invalid_request(f"Model `{model.id}` has no tokenizer: use /v1/completions with token-id prompts.",
                               param=conv.input_param, code="no_tokenizer")

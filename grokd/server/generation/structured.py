@@ -6,6 +6,7 @@ field, never silently unconstrained output.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,13 @@ from grokd.engine.structured.prompting import inject_tools, template_supports_to
 from grokd.engine.structured.specs import StructuredSpec, ToolCallFormat, ToolCallSpec, tool_call_format_for
 from grokd.engine.structured.tool_calls import ToolCallStreamer, parse_tool_output
 from grokd.engine.structured.validation import spec_from_request
-from grokd.server.errors import from_value_error
+from grokd.server.errors import from_value_error, invalid_request
 from grokd.server.protocol import ResponseFormat
+
+# Seconds checking a request's schemas (meta-schema, grammar compile) may take. The size bounds in
+# engine.structured.validation keep the worst case to a few seconds of one core; the deadline
+# answers the client even on a box too loaded to get there.
+SCHEMA_CHECK_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -46,6 +52,23 @@ def plan(response_format: ResponseFormat | None, tools: list[dict[str, Any]] | N
     if spec is None:
         return None
     return StructuredPlan(spec, fmt if isinstance(spec, ToolCallSpec) else None)
+
+
+async def plan_off_loop(response_format: ResponseFormat | None, tools: list[dict[str, Any]] | None,
+                        tool_choice: str | dict[str, Any] | None, parallel_tool_calls: bool | None,
+                        model_info: ModelInfo, timeout_s: float = SCHEMA_CHECK_TIMEOUT_S) -> StructuredPlan | None:
+    """:func:`plan` in a worker thread, so a large schema never stalls the event loop (and every
+    stream on it); past ``timeout_s`` the request gets a 400 (the check itself runs on, bounded
+    by the size limits, and its result is dropped)."""
+    if (response_format is None or response_format.type == "text") and not (tools and tool_choice != "none"):
+        return None
+    work = asyncio.to_thread(plan, response_format, tools, tool_choice, parallel_tool_calls, model_info)
+    try:
+        return await asyncio.wait_for(work, timeout_s)
+    except TimeoutError:
+        param = "tools" if tools else "response_format"
+        raise invalid_request(f"{param}: checking the schema took longer than {timeout_s:g} seconds; simplify it",
+                              param=param, code="schema_too_complex") from None
 
 
 def prepare_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, model_info: ModelInfo,

@@ -2,7 +2,10 @@
 
 A batch either starts with every line known good or fails with a per-line error list
 (``{"code", "message", "line", "param"}``, lines counted from 1), so a user never pays for half
-a batch because line 9,000 had a typo.
+a batch because line 9,000 had a typo. A body whose strings are not clean text (a lone
+surrogate or NUL escape) is not a typo in the file: it passes here and that line alone gets
+the HTTP route's 400 in the error file; a ``custom_id`` must be clean text, since it is stored
+and echoed in both files.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from grokd.server.unicode_check import invalid_text_path
 
 # (url, body) -> [(param or None, message)]; empty when the body is acceptable.
 BodyValidator = Callable[[str, dict], list[tuple[str | None, str]]]
@@ -121,6 +126,8 @@ def _check_line(
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         errors.append(_err("invalid_custom_id", "custom_id must be a non-empty string", line_no, "custom_id"))
+    elif (bad := invalid_text_path(custom_id)) is not None:
+        errors.append(_err("invalid_custom_id", f"custom_id {bad[1]}", line_no, "custom_id"))
     elif custom_id in seen:
         errors.append(
             _err(

@@ -11,7 +11,7 @@ from fastapi import Request
 
 from grokd.server.errors import APIError
 from grokd.server.generation.context import CallContext, not_ready, resolve_for_key
-from grokd.server.unicode_check import lone_surrogate_path
+from grokd.server.unicode_check import invalid_text_path, utf8_error
 
 if TYPE_CHECKING:
     from grokd.server.registry import ModelRegistry, ServedModel
@@ -57,7 +57,8 @@ def context_of(request: Request) -> CallContext:
 
 async def require_json(request: Request) -> None:
     """415 for a body that is not declared as JSON (FastAPI would otherwise call it a 422); 400
-    for a JSON body with a string that is not Unicode text (``server.unicode_check``). Malformed
+    for a body that is not UTF-8 or holds a string that is not Unicode text or holds NUL
+    (``server.unicode_check``). Malformed
     JSON is left to FastAPI's own validation error."""
     ctype = request.headers.get("content-type", "")
     main = ctype.split(";", 1)[0].strip().lower()
@@ -68,16 +69,19 @@ async def require_json(request: Request) -> None:
             code="unsupported_media_type",
         )
     raw = await request.body()
-    if b"\\u" not in raw:  # a lone surrogate can only be spelled as an escape
+    bad_bytes = utf8_error(raw)
+    if bad_bytes is not None:
+        raise APIError(400, f"{bad_bytes}: send JSON as UTF-8", code="invalid_encoding")
+    if b"\\u" not in raw:  # a lone surrogate or a NUL can only be spelled as an escape
         return
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return
-    path = lone_surrogate_path(body)
-    if path is not None:
-        raise APIError(400, f"{path}: contains a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
-                       "pair), which is not valid Unicode text", param=path, code="invalid_value")
+    found = invalid_text_path(body)
+    if found is not None:
+        path, problem = found
+        raise APIError(400, f"{path}: {problem}", param=path, code="invalid_value")
 
 
 def resolve_model(request: Request, name: str) -> ServedModel:
