@@ -88,13 +88,15 @@ class FaultPlan:
         if self.sampler_seed is not None and self.sampler_seed in seeds:
             raise InjectedFault(f"injected fault: logits processor for seed {self.sampler_seed}")
 
-    def poison(self, logits: torch.Tensor, seeds: list[int | None]) -> None:
-        """NaN into the rows of ``logits`` (one per seed, in order) that ``nan_seed`` picks."""
-        if self.nan_seed is None:
-            return
-        for i, seed in enumerate(seeds):
-            if seed == self.nan_seed:
-                logits[i] = float("nan")
+    def poison(self, logits: torch.Tensor, seeds: list[int | None]) -> torch.Tensor:
+        """``logits`` (one row per seed, in order) with NaN in the rows ``nan_seed`` picks (a copy:
+        the model's output may be an inference-mode tensor)."""
+        rows = [i for i, seed in enumerate(seeds) if self.nan_seed is not None and seed == self.nan_seed]
+        if not rows:
+            return logits
+        out = logits.clone()
+        out[rows] = float("nan")
+        return out
 
     def in_loop(self, seeds: Iterable[int | None]) -> None:
         """In the engine loop, outside the per-step guard: kills the loop thread."""

@@ -317,7 +317,7 @@ class LLMEngine:
         result = self.runner.execute(batch, want_prompt)
         sampling = [item.seq for item in batch if item.samples]
         if self._inject:
-            self.faults.poison(result.sample_logits, [seq.params.seed for seq in sampling])
+            result.sample_logits = self.faults.poison(result.sample_logits, [seq.params.seed for seq in sampling])
         rows = [self._row(seq) for seq in sampling]
         sampled = self.sampler(result.sample_logits, rows)
         # a row that could not be sampled fails its request alone (its blocks are freed below)
