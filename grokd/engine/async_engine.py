@@ -13,7 +13,13 @@ On a tensor-parallel server this is rank 0's engine: an idle loop wakes every
 ``keepalive_interval`` to send the other ranks a keep-alive, and a ``ParallelFailure`` (a rank
 died or a collective timed out) or ``fail`` (a spawned rank exited) stops the loop for good: every
 in-flight request ends with a ``fatal`` error (HTTP 503), ``is_ready`` turns false, and
-``on_fatal`` tells the server to exit.
+``on_fatal`` tells the server to exit. Any exception that escapes the per-step guard (the loop's
+own bookkeeping; ``engine.faults``' ``loop_seed`` injects one) ends the loop the same way.
+
+Each request's queue is bounded by ``SchedulerConfig.max_pending_outputs``: when its consumer
+leaves that many outputs unread (a client that stopped reading a stream, its writer blocked on a
+full socket) the request is aborted in the engine, its KV blocks return, and the consumer finds
+one last error output after the unread ones instead of an ever-growing backlog.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class KVCacheInfo:
 class _Stream:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
+    overflowed: bool = False  # aborted for unread outputs: nothing more is queued
 
 
 class AsyncEngine:
@@ -260,6 +267,7 @@ class AsyncEngine:
     def _serve(self) -> None:
         eng = self.engine
         idle_wake = keepalive_interval(self.config.parallel.timeout_s) if eng.runner.channel is not None else None
+        inject = eng.faults.active
         while True:
             with self._lock:
                 busy = self._wake.wait_for(lambda: self._stop or self._adds or self._aborts or eng.has_unfinished(),
@@ -279,6 +287,8 @@ class AsyncEngine:
                     eng.add_request(rid, prompt, params, priority)
                 except Exception as exc:  # validated already; any late failure ends that request only
                     outputs.append(_final(rid, prompt, "error", f"{type(exc).__name__}: {exc}"))
+            if inject and adds:  # outside the per-step guard: this kills the loop (engine.faults)
+                eng.faults.in_loop(a[2].seed for a in adds)
             if stop:
                 outputs.extend(eng.abort_all())
                 self._deliver(outputs)
@@ -308,7 +318,7 @@ class AsyncEngine:
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         """Hand a step's outputs to their event loops: one wake-up per loop per step, not one per
         request (each ``call_soon_threadsafe`` writes the loop's self-pipe and wakes it)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, RequestOutput]]] = {}
         with self._lock:
             for out in outputs:
                 stream = self._streams.get(out.request_id)
@@ -316,18 +326,28 @@ class AsyncEngine:
                     continue
                 if out.finished:
                     del self._streams[out.request_id]
-                by_loop.setdefault(stream.loop, []).append((stream.queue, out))
+                by_loop.setdefault(stream.loop, []).append((stream, out))
             self._wake.notify_all()
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_put_all, items)
+                loop.call_soon_threadsafe(self._put_all, items)
             except RuntimeError:  # the caller's event loop is closed: nobody is listening
                 pass
 
-
-def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
-    for target, out in items:
-        target.put_nowait(out)
+    def _put_all(self, items: list[tuple[_Stream, RequestOutput]]) -> None:
+        """On the consumer's event loop: queue each output, or abort a request whose consumer left
+        ``max_pending_outputs`` unread (one final error is queued past the bound to end it)."""
+        limit = self.config.scheduler.max_pending_outputs
+        for stream, out in items:
+            if stream.overflowed:
+                continue
+            if stream.queue.qsize() >= limit and not out.finished:
+                stream.overflowed = True
+                log.warning("request %s: %d outputs unread; aborted", out.request_id, limit)
+                self.abort(out.request_id)
+                out = _final(out.request_id, out.prompt_token_ids, "error",
+                             f"aborted: the consumer left {limit} outputs unread")
+            stream.queue.put_nowait(out)
 
 
 def _final(request_id: str, prompt: list[int], reason: str, error: str | None = None,

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from grokd.engine.faults import FaultPlan
 from grokd.kernels import cpu_tier
 from grokd.kernels.backends import check_kernel_backend
 
@@ -115,12 +116,21 @@ class SchedulerConfig:
     tokens (``None``: up to the whole budget). A step's time grows with its tokens, and every
     decoding stream waits for the step, so this bounds the inter-token latency a burst of prompts
     inflicts on the streams already running; a step without decodes still prefills a full budget.
+
+    ``max_pending_outputs``: outputs of one request its consumer may leave unread (one per step
+    that produced something) before the request is aborted with an error, so a client that stops
+    reading a stream cannot make the server buffer without bound.
     """
 
     max_num_batched_tokens: int = 2048
     max_prefill_tokens_while_decoding: int | None = None
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
+    max_pending_outputs: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_pending_outputs < 1:
+            raise ValueError(f"max_pending_outputs: expected >= 1, got {self.max_pending_outputs}")
 
 
 REDUCE_DTYPES = ("float32", "bfloat16")
@@ -164,3 +174,4 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     seed: int = 0
+    faults: FaultPlan | None = None  # None: from GROKD_FAULTS when the engine is built (engine.faults)

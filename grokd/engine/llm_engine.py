@@ -20,6 +20,7 @@ from grokd.engine.block_manager import BlockManager
 from grokd.engine.config import EngineConfig
 from grokd.engine.detokenizer import Detokenizer
 from grokd.engine.errors import ContextLengthError, EngineDeadError, QueueFullError
+from grokd.engine.faults import FaultPlan
 from grokd.engine.logits_processors import LogitsProcessor, ProcessorRegistry, SamplingRow, StructuredBackend
 from grokd.engine.model_runner import ModelRunner
 from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
@@ -101,7 +102,10 @@ class LLMEngine:
         self.registry = ProcessorRegistry(extra_samplers)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(config.seed)
-        self.sampler = Sampler(self.registry, gen, argmax=select_kernels(self.device).argmax)
+        # injected failures for tests (engine.faults): read once, here; inert unless asked for
+        self.faults = config.faults if config.faults is not None else FaultPlan.from_env()
+        self._inject = self.faults.active
+        self.sampler = Sampler(self.registry, gen, argmax=select_kernels(self.device).argmax, faults=self.faults)
         self.eos_ids = list(tokenizer.eos_token_ids) if tokenizer is not None else []
         self.requests: dict[str, Request] = {}
         self._seq_ids = SeqIdCounter()
@@ -312,10 +316,16 @@ class LLMEngine:
             and item.seq.request.wants_prompt_logprobs
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
+        if self._inject:
+            self.faults.before_step(self.steps_total + 1, [item.seq.params.seed for item in batch])
         result = self.runner.execute(batch, want_prompt)
         sampling = [item.seq for item in batch if item.samples]
+        if self._inject:
+            result.sample_logits = self.faults.poison(result.sample_logits, [seq.params.seed for seq in sampling])
         rows = [self._row(seq) for seq in sampling]
         sampled = self.sampler(result.sample_logits, rows)
+        # a row that could not be sampled fails its request alone (its blocks are freed below)
+        failed = {sampling[i].request.request_id: (sampling[i].request, why) for i, why in sampled.failed.items()}
         for i in want_prompt:
             self._prompt_logprobs(batch[i], result.prompt_logits[i])
         for item in batch:
@@ -325,9 +335,17 @@ class LLMEngine:
         for seq, tok, lp in zip(sampling, sampled.token_ids, sampled.logprobs, strict=True):
             req = seq.request
             touched[req.request_id] = req
+            if req.request_id in failed:
+                continue
             if req.first_token_time is None:
                 req.first_token_time = now
-            self._append(seq, tok, lp)
+            try:
+                self._append(seq, tok, lp)
+            except Exception as exc:  # e.g. a grammar that refuses the token: this request only
+                failed[req.request_id] = (req, f"could not take the sampled token: {type(exc).__name__}: {exc}")
+        for req, why in failed.values():
+            log.warning("request %s failed: %s", req.request_id, why)
+            self._finish_request(req, "error", why)
 
     def _row(self, seq: Sequence) -> SamplingRow:
         return SamplingRow(

@@ -10,24 +10,35 @@ logprobs"): they describe what the model thinks, not the sampling filter. A row 
 ``processed_logprobs`` also gets the ``log_softmax`` of its processed logits (what the draw used;
 for a greedy row that is the masked and penalised logits at temperature 1, of which the chosen
 token is the argmax), with the same number of alternatives and the removed tokens left out.
+
+A row fails alone: one whose raw logits are not finite (a NaN anywhere, a +inf, or nothing above
+-inf: one reduction over the batch, ``amax`` propagates NaN) is never sampled, and when sampling
+the batch raises (a processor or grammar that breaks on one request's rows) each row is sampled
+on its own, so the rows that still raise fail and the others get their token. Failed rows come
+back in ``SamplerOutput.failed`` with the reason; the engine ends their requests with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from grokd.engine.faults import FaultPlan
 from grokd.engine.logits_processors import ProcessorRegistry, SamplingRow
 from grokd.engine.outputs import TokenLogprob
 from grokd.kernels.argmax import argmax as kernel_argmax
+
+NONFINITE_LOGITS = "the model produced non-finite logits (NaN or inf) for this request"
+FAILED_TOKEN = -1  # token id of a failed row (never appended: the engine fails the request)
 
 
 @dataclass
 class SamplerOutput:
     token_ids: list[int]
     logprobs: list[TokenLogprob | None]
+    failed: dict[int, str] = field(default_factory=dict)  # row index -> why it could not be sampled
 
 
 def top_logprobs(logprobs: torch.Tensor, chosen: torch.Tensor, ks: list[int]) -> list[TokenLogprob]:
@@ -50,12 +61,14 @@ class Sampler:
         registry: ProcessorRegistry,
         generator: torch.Generator | None = None,
         argmax: Callable[[torch.Tensor], torch.Tensor] = kernel_argmax,
+        faults: FaultPlan | None = None,
     ) -> None:
         """``argmax``: the device's kernel (``kernels.dispatch.Kernels.argmax``), for greedy rows and
-        the exponential race alike."""
+        the exponential race alike. ``faults``: injected failures (``engine.faults``; tests)."""
         self.registry = registry
         self.generator = generator  # for unseeded rows; owned by the engine
         self.argmax = argmax
+        self.faults = faults if faults is not None and faults.active else None
 
     def process(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """Apply every row's processors in its order; returns new logits ``[b, V]``, or ``logits``
@@ -65,6 +78,8 @@ class Sampler:
         for i, row in enumerate(rows):
             groups.setdefault(self.registry.order_for(row.params), []).append(i)
         for order, members in groups.items():
+            if self.faults is not None:
+                self.faults.in_sampler(rows[i].params.seed for i in members)
             for name in order:
                 proc = self.registry.get(name)
                 active = [i for i in members if proc.is_active(rows[i])]
@@ -78,9 +93,34 @@ class Sampler:
         return logits if out is None else out
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        """One token per row; rows that cannot be sampled are in ``failed`` (see the module doc)."""
         if not rows:
             return SamplerOutput([], [])
         logits = logits.float()
+        failed: dict[int, str] = {}
+        finite = torch.isfinite(logits.amax(-1))
+        if not bool(finite.all()):
+            failed = {i: NONFINITE_LOGITS for i in (~finite).nonzero()[:, 0].tolist()}
+        tokens = [FAILED_TOKEN] * len(rows)
+        logprobs: list[TokenLogprob | None] = [None] * len(rows)
+        keep = [i for i in range(len(rows)) if i not in failed]
+        tries = [keep] if keep else []
+        while tries:
+            idx = tries.pop()
+            sub = logits if len(idx) == len(rows) else logits[torch.tensor(idx, device=logits.device)]
+            try:
+                out = self._sample(sub, [rows[i] for i in idx])
+            except Exception as exc:  # noqa: BLE001 - the rows are retried one by one
+                if len(idx) == 1:
+                    failed[idx[0]] = _reason(exc)  # this row's request fails, the others go on
+                else:
+                    tries.extend([i] for i in reversed(idx))
+                continue
+            for j, i in enumerate(idx):
+                tokens[i], logprobs[i] = out.token_ids[j], out.logprobs[j]
+        return SamplerOutput(tokens, logprobs, failed)
+
+    def _sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         processed = self.process(logits, rows)
         chosen = self.argmax(processed)
         sampled = [i for i, r in enumerate(rows) if not r.greedy]
@@ -120,3 +160,7 @@ class Sampler:
                     raw_lp.processed_logprob = plp.logprob
                     raw_lp.processed_top = [(t, v) for t, v in plp.top if v != float("-inf")]
         return SamplerOutput(chosen.tolist(), logprobs)
+
+
+def _reason(exc: Exception) -> str:
+    return f"sampling failed: {type(exc).__name__}: {exc}"

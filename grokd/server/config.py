@@ -144,6 +144,8 @@ class ServerConfig(BaseSettings):
     max_header_bytes: Size = Field(H11_DEFAULT_MAX_HEADER_BYTES, ge=1024)  # a request head; beyond: 400
     retry_after_s: float = 1.0
     drain_timeout_s: float = 30.0
+    # a stream whose client takes nothing for this long (a write to its socket makes no progress) is aborted
+    stream_stall_timeout_s: float = Field(30.0, gt=0)
     state_dir: str | None = None
     log_prompts: Flag = False
     log_level: str = "info"

@@ -2,7 +2,11 @@
 
 SIGTERM/SIGINT drain first: /ready and new requests answer 503 while in-flight requests finish
 (up to ``--drain-timeout``), then uvicorn stops and the lifespan shuts the engine down. A second
-signal exits at once.
+signal stops at once: requests still running are cancelled (their engine requests aborted) and
+the process ends killed by that signal (status 143 for SIGTERM, -15 to a Python parent). If the
+engine loop thread dies (any exception outside its per-step guard), /ready answers 503, requests
+in flight end with 503, new ones get 503, and the server exits with status 1 so a supervisor
+restarts it.
 
 Tensor parallel (``--tensor-parallel-size N``): this process is rank 0. It spawns ranks 1..N-1
 (``engine.parallel.launch``), or, under torchrun, joins the world torchrun started, where the
@@ -19,7 +23,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from types import FrameType
@@ -122,6 +125,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--max-header-bytes", type=_size, help="largest request head, else 400 (default 16K)")
     h.add_argument("--retry-after-s", type=float, help="Retry-After sent with 429/503")
     h.add_argument("--drain-timeout-s", "--drain-timeout", type=float, dest="drain_timeout_s")
+    h.add_argument("--stream-stall-timeout-s", "--stream-stall-timeout", type=float, dest="stream_stall_timeout_s",
+                   help="abort a stream whose client reads nothing for this many seconds (default 30)")
     h.add_argument("--state-dir", help="directory for files, batches and deferred results")
     h.add_argument("--log-prompts", action="store_true", default=None, help="log prompt text (off by default)")
     h.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -160,8 +165,12 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.state.draining or self._loop is None:
+            # A second signal (or one before the loop runs) stops now: no waiting for connections
+            # or the lifespan's engine drain. uvicorn re-raises the captured signal once it has
+            # stopped, so the process ends killed by it (exit status 128 + signal number).
+            log.warning("signal %s: stopping now", sig)
             super().handle_exit(sig, frame)
-            self.force_exit = self.force_exit or sig == signal.SIGINT
+            self.force_exit = True
             return
         log.info("signal %s: draining (timeout %.0fs)", sig, self.state.config.drain_timeout_s)
         self.state.draining = True

@@ -2,6 +2,12 @@
 the end, and ``data: {"error": {...}}`` (then end of stream) when the engine fails after the
 stream started. Closing the stream — normally, on error, or because the client went away —
 closes every engine request behind it, which aborts them and frees their KV blocks at once.
+
+A client that stays connected but stops reading is a stall: the socket's buffers fill, uvicorn
+pauses the writer, and each write waits. No write may wait longer than ``--stream-stall-timeout``:
+past it the stream is closed like a disconnect (engine requests aborted, blocks freed) and the
+connection dropped. Until then at most ``max_pending_outputs`` outputs per request queue up behind
+the blocked writer (``engine.async_engine``), so a stalled client costs bounded memory either way.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
+from starlette.types import Message, Send
 
 from grokd.engine.outputs import RequestOutput
 from grokd.server.routes.generation import EngineCall
@@ -75,6 +83,33 @@ async def merge(calls: list[EngineCall]) -> AsyncIterator[tuple[int, RequestOutp
             t.cancel()
 
 
+class StallGuardedResponse(StreamingResponse):
+    """A streamed response whose every write to the client must finish within ``stall_timeout_s``;
+    a write that does not (the client stopped reading) closes the body, whose cleanup aborts the
+    engine requests, and ends the response unfinished, so uvicorn drops the connection."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, stall_timeout_s: float, request_id: str,
+                 media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.stall_timeout_s = stall_timeout_s
+        self.request_id = request_id
+        self._body = content
+
+    async def stream_response(self, send: Send) -> None:
+        async def timed_send(message: Message) -> None:
+            with anyio.fail_after(self.stall_timeout_s):
+                await send(message)
+
+        try:
+            await super().stream_response(timed_send)
+        except TimeoutError:
+            log.warning("stream %s: the client read nothing for %.1fs; aborted", self.request_id,
+                        self.stall_timeout_s)
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 def _default_failure(exc: StreamFailure) -> bytes:
     return error_event(exc.message, exc.type, exc.code)
 
@@ -85,10 +120,12 @@ def sse_response(
     request_id: str,
     headers: dict[str, str] | None = None,
     *,
+    stall_timeout_s: float,
     done: bytes | None = DONE,
     on_failure: Callable[[StreamFailure], bytes] = _default_failure,
 ) -> StreamingResponse:
-    """Stream ``render``'s events for ``calls`` and guarantee cleanup however the stream ends.
+    """Stream ``render``'s events for ``calls`` and guarantee cleanup however the stream ends
+    (a client that reads nothing for ``stall_timeout_s`` included).
 
     ``done`` ends a stream that finished (OpenAI's ``data: [DONE]``; None for protocols without
     one); ``on_failure`` encodes the in-band error after a failure (an unexpected exception
@@ -110,5 +147,6 @@ def sse_response(
             for call in calls:
                 await call.close()
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    return StallGuardedResponse(body(), stall_timeout_s=stall_timeout_s, request_id=request_id,
+                                media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 

@@ -7,6 +7,7 @@ import torch
 from engine_helpers import FirstK
 
 from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig, SchedulerConfig
+from grokd.engine.faults import FaultPlan
 from grokd.engine.llm_engine import LLMEngine
 
 
@@ -40,7 +41,8 @@ def one_thread():
 
 @pytest.fixture
 def make_engine(tiny_model, grok1_tiny_dir, one_thread):
-    """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=)``."""
+    """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=,
+    max_pending=, faults=)``."""
 
     def build(
         num_blocks: int = 256,
@@ -50,6 +52,8 @@ def make_engine(tiny_model, grok1_tiny_dir, one_thread):
         max_queued: int = 1024,
         caching: bool = True,
         tokenizer=None,
+        max_pending: int = 256,
+        faults: FaultPlan | None = None,
         **kwargs,
     ) -> LLMEngine:
         model, ckpt = tiny_model
@@ -57,8 +61,10 @@ def make_engine(tiny_model, grok1_tiny_dir, one_thread):
             model=ModelLoadConfig(model=str(grok1_tiny_dir), dtype="float32", weights_dtype="float32"),
             cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching),
             scheduler=SchedulerConfig(
-                max_num_batched_tokens=budget, max_num_seqs=max_seqs, max_queued_requests=max_queued
+                max_num_batched_tokens=budget, max_num_seqs=max_seqs, max_queued_requests=max_queued,
+                max_pending_outputs=max_pending,
             ),
+            faults=faults if faults is not None else FaultPlan(),
         )
         return LLMEngine(cfg, model, tokenizer, checkpoint=ckpt, **kwargs)
 

@@ -10,6 +10,7 @@ from engine_helpers import assert_idle
 from grokd.engine.async_engine import AsyncEngine
 from grokd.engine.config import CacheConfig, EngineConfig, ModelLoadConfig
 from grokd.engine.errors import ContextLengthError, EngineDeadError, QueueFullError
+from grokd.engine.faults import FaultPlan, InjectedFault
 from grokd.engine.llm_engine import LLMEngine
 from grokd.engine.logits_processors import LogitsProcessor, sampler
 from grokd.engine.sampling_params import SamplingParams
@@ -243,3 +244,80 @@ def test_streams_to_callers_on_different_event_loops(make_async):
         outs = results[i]
         assert outs[-1].finished and outs[-1].outputs[0].token_ids == expected[i]
         assert [t for o in outs for t in o.outputs[0].delta_token_ids] == expected[i]
+
+
+LONG = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+
+
+def test_unread_outputs_abort_the_request_and_free_its_blocks(make_async):
+    ae = make_async(max_pending=4)
+
+    async def main():
+        gen = ae.generate([5, 6, 7, 8, 9], LONG)
+        first = await gen.__anext__()
+        deadline = time.monotonic() + 10
+        while ae.stats().kv_blocks_used and time.monotonic() < deadline:  # not reading: the queue fills
+            await asyncio.sleep(0.01)
+        freed = ae.stats().kv_blocks_used == 0
+        return first, freed, [out async for out in gen]
+
+    first, freed, rest = asyncio.run(main())
+    assert not first.finished and freed
+    assert len(rest) == 5 and rest[-1].finished and "4 outputs unread" in (rest[-1].error or "")
+    assert sum(len(o.outputs[0].delta_token_ids) for o in [first, *rest]) < 200
+    wait_idle(ae)
+    assert_idle(ae.engine)
+
+
+def test_a_failing_model_step_fails_its_requests_and_the_engine_serves_on(make_async):
+    ae = make_async(faults=FaultPlan(step_seed=7))
+
+    async def main():
+        bad = await collect(ae, [5, 6, 7], SamplingParams(temperature=0, max_tokens=4, seed=7))
+        good = await collect(ae, [5, 6, 7], SamplingParams(temperature=0, max_tokens=4, seed=1))
+        return bad, good
+
+    bad, good = asyncio.run(main())
+    assert bad[-1].outputs[0].finish_reason == "error" and "engine step failed" in bad[-1].error
+    assert "injected fault" in bad[-1].error and not bad[-1].fatal
+    assert good[-1].outputs[0].finish_reason == "length" and len(good[-1].outputs[0].token_ids) == 4
+    wait_idle(ae)
+    assert_idle(ae.engine) and ae.is_ready
+
+
+def test_a_broken_processor_or_nan_logits_fail_one_request_of_the_batch(make_async):
+    ae = make_async(faults=FaultPlan(sampler_seed=8, nan_seed=9))
+    prompt = [5, 6, 7, 8]
+
+    async def batch():
+        return await asyncio.gather(
+            collect(ae, prompt, SamplingParams(temperature=0, max_tokens=6, seed=8), request_id="proc"),
+            collect(ae, prompt, SamplingParams(temperature=0, max_tokens=6, seed=9), request_id="nan"),
+            collect(ae, prompt, SamplingParams(temperature=0, max_tokens=6, seed=1), request_id="ok"),
+        )
+
+    (proc, nan, ok) = asyncio.run(batch())
+    alone = asyncio.run(collect(ae, prompt, SamplingParams(temperature=0, max_tokens=6)))
+    assert "logits processor" in proc[-1].error and proc[-1].outputs[0].token_ids == []
+    assert "non-finite logits" in nan[-1].error and nan[-1].outputs[0].token_ids == []
+    assert ok[-1].error is None and ok[-1].outputs[0].finish_reason == "length"
+    assert ok[-1].outputs[0].token_ids == alone[-1].outputs[0].token_ids
+    wait_idle(ae)
+    assert_idle(ae.engine)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the loop re-raises
+def test_the_loop_dying_ends_requests_with_a_fatal_error_and_refuses_new_ones(make_engine):
+    eng = make_engine(faults=FaultPlan(loop_seed=10))
+    died: list[BaseException] = []
+    ae = AsyncEngine(eng.config, engine=eng, on_fatal=died.append)
+    ae.start()
+    try:
+        outs = asyncio.run(collect(ae, [5, 6], SamplingParams(max_tokens=4, seed=10)))
+        assert outs[-1].finished and outs[-1].fatal and outs[-1].error == "engine stopped"
+        ae._thread.join(5)
+        assert isinstance(died[0], InjectedFault) and not ae.is_ready
+        with pytest.raises(EngineDeadError):
+            asyncio.run(collect(ae, [5, 6], SamplingParams(max_tokens=2)))
+    finally:
+        ae.shutdown(timeout=1)

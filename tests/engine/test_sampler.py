@@ -294,3 +294,29 @@ def test_plain_rows_cost_no_copy_and_the_input_is_never_modified(smp):
     out = smp.process(logits, [row(logit_bias={3: 5.0}), row()])
     assert out is not logits and torch.equal(logits, before)
     assert out[0, 3] == before[0, 3] + 5.0 and torch.equal(out[1], before[1])
+
+
+@sampler("fragile")
+class Fragile(LogitsProcessor):
+    """Raises on any row that asks for it (a broken custom processor)."""
+
+    def apply(self, logits, rows):
+        raise RuntimeError("fragile processor broke")
+
+
+def test_a_raising_processor_fails_its_row_alone():
+    smp = Sampler(ProcessorRegistry([Fragile]), torch.Generator().manual_seed(0))
+    logits = logits_of([0.1, 0.6, 0.1, 0.1, 0.05, 0.05, 0.0, 0.0]).repeat(3, 1)
+    rows = [row(temperature=0), row(temperature=0, extra={"fragile": {}}), row(temperature=0.0, seed=5)]
+    out = smp(logits, rows)
+    assert set(out.failed) == {1} and "fragile processor broke" in out.failed[1]
+    assert out.token_ids[0] == out.token_ids[2] == 1
+
+
+def test_non_finite_logits_fail_their_row_and_are_never_sampled(smp):
+    good = logits_of([0.1, 0.1, 0.7, 0.1, 0.0, 0.0, 0.0, 0.0])[0]
+    logits = torch.stack([good, torch.full((V,), float("nan")), good.clone(), torch.full((V,), float("-inf"))])
+    logits[2, 5] = float("inf")
+    out = smp(logits, [row(temperature=0, logprobs=1) for _ in range(4)])
+    assert set(out.failed) == {1, 2, 3} and all("non-finite logits" in why for why in out.failed.values())
+    assert out.token_ids[0] == 2 and out.logprobs[0] is not None and out.logprobs[1] is None

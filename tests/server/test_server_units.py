@@ -167,7 +167,7 @@ def test_stream_ends_with_in_band_error_event() -> None:
 
     async def run() -> list[bytes]:
         call = EngineCall("r1", None, outputs(), Engine(), TokenTimer(ServerMetrics(), 0.0), 2)
-        response = sse_response([call], render, "r1")
+        response = sse_response([call], render, "r1", stall_timeout_s=30.0)
         return [chunk async for chunk in response.body_iterator]
 
     events = asyncio.run(run())

@@ -205,7 +205,8 @@ async def create_chat_completion(req: ChatCompletionRequest, request: Request) -
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return sse_response([call], _chunks(ctx, call, plan, model, created, req.n, include_usage),
-                            plan.request_id, headers=plan.headers)
+                            plan.request_id, headers=plan.headers,
+                            stall_timeout_s=ctx.state.config.stream_stall_timeout_s)
 
     result = await service.run(ctx, plan, call)
     body = completion_body(result, model, created)

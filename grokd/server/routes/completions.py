@@ -140,7 +140,8 @@ async def create_completion(req: CompletionRequest, request: Request) -> Respons
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return sse_response(calls, _chunks(state, tokenizer, calls, prompts, model.id, model.system_fingerprint, created,
-                                           req, score_only, include_usage, key), rid)
+                                           req, score_only, include_usage, key), rid,
+                            stall_timeout_s=state.config.stream_stall_timeout_s)
 
     finals = await gen.collect(ctx, calls)
     choices: list[CompletionChoice] = []

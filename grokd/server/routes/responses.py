@@ -124,7 +124,8 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
     if req.stream:
         writer = ResponseEventWriter(envelope, plan)
         return sse_response([call], renderer(ctx, call, writer, keep), rid, headers=plan.headers,
-                            done=None, on_failure=writer.failure)
+                            done=None, on_failure=writer.failure,
+                            stall_timeout_s=ctx.state.config.stream_stall_timeout_s)
 
     result = await service.run(ctx, plan, call)
     (choice,) = result.choices
