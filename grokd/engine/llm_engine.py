@@ -29,6 +29,8 @@ from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, mak
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.spec.proposer import Proposer, build_proposer
+from grokd.engine.spec.rejection import sample, verify_sampled
 from grokd.engine.step_model import StepModel
 from grokd.engine.structured.backend import StructuredOutputBackend
 from grokd.engine.tokenizer import Tokenizer
@@ -54,6 +56,12 @@ class EngineStats:
     last_step_seconds: float
     prompt_tokens_total: int
     generation_tokens_total: int
+    # speculative decoding: drafted and accepted tokens, and the decode steps of sequences with a
+    # draft and the tokens those steps emitted (accepted drafts plus one sampled token each)
+    spec_draft_tokens_total: int = 0
+    spec_accepted_tokens_total: int = 0
+    spec_verify_steps_total: int = 0
+    spec_emitted_tokens_total: int = 0
 
 
 def build_runner(config: EngineConfig, model: StepModel, group: ParallelGroup | None = None) -> ModelRunner:
@@ -79,8 +87,11 @@ class LLMEngine:
         structured_backend: StructuredBackend | None = None,
         extra_samplers: Iterable[type[LogitsProcessor]] = (),
         group: ParallelGroup | None = None,
+        proposer: Proposer | None = None,
     ) -> None:
-        """``group``: on a tensor-parallel server, rank 0's view of the ranks holding ``model``'s
+        """``proposer``: the drafter when ``config.speculative`` is set (default: the one it names).
+
+        ``group``: on a tensor-parallel server, rank 0's view of the ranks holding ``model``'s
         shards; this engine then drives them (``ModelRunner``'s channel) and is the only one that
         schedules and samples."""
         self.config = config
@@ -110,6 +121,16 @@ class LLMEngine:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.consecutive_failures = 0
+        self.spec = config.speculative
+        if proposer is not None and self.spec is None:
+            raise ValueError("proposer: given without a speculative config")
+        self.proposer: Proposer | None = proposer
+        if self.spec is not None and proposer is None:
+            self.proposer = build_proposer(self.spec)
+        self.spec_draft_tokens_total = 0
+        self.spec_accepted_tokens_total = 0
+        self.spec_verify_steps_total = 0
+        self.spec_emitted_tokens_total = 0
 
     @classmethod
     def from_config(cls, config: EngineConfig, group: ParallelGroup | None = None, **kwargs: Any) -> LLMEngine:
@@ -269,6 +290,8 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         t0 = time.perf_counter()
+        if self.proposer is not None:
+            self._propose(self.proposer)
         sched = self.scheduler.schedule()
         touched: dict[str, Request] = {}
         for seq, msg in sched.rejected:
@@ -309,12 +332,30 @@ class LLMEngine:
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
         result = self.runner.execute(batch, want_prompt)
-        sampling = [item.seq for item in batch if item.samples]
+        # the sampled rows: one per plain sampling sequence, 1 + len(draft) per speculative one
+        plain_rows: list[int] = []
+        drafted: list[tuple[ScheduledSeq, torch.Tensor]] = []
+        row = 0
+        for item in batch:
+            if not item.samples:
+                continue
+            if item.draft:
+                drafted.append((item, result.sample_logits[row : row + 1 + len(item.draft)]))
+                row += 1 + len(item.draft)
+            else:
+                plain_rows.append(row)
+                row += 1
+        sampling = [item.seq for item in batch if item.samples and not item.draft]
+        logits = result.sample_logits
+        if drafted:
+            logits = logits[torch.tensor(plain_rows, dtype=torch.int64, device=logits.device)]
         rows = [self._row(seq) for seq in sampling]
-        sampled = self.sampler(result.sample_logits, rows)
+        sampled = self.sampler(logits, rows)
         for i in want_prompt:
             self._prompt_logprobs(batch[i], result.prompt_logits[i])
         for item in batch:
+            if item.draft:
+                continue  # advanced over the accepted tokens only, in _verify
             item.seq.num_computed_tokens += item.num_tokens
             self.block_manager.commit(item.seq)
         now = time.time()  # wall clock, like RequestOutput.arrival_time
@@ -324,6 +365,81 @@ class LLMEngine:
             if req.first_token_time is None:
                 req.first_token_time = now
             self._append(seq, tok, lp)
+        for item, item_logits in drafted:
+            touched[item.seq.request.request_id] = item.seq.request
+            self._verify(item, item_logits)
+
+    # ---- speculative decoding ----------------------------------------------------------------
+    def _propose(self, proposer: Proposer) -> None:
+        """Give each running decode its draft for this step (the scheduler takes what fits).
+        No draft beyond what the request may still emit (the step adds one token past the
+        accepted drafts) or past the context limit, and none once a sequence's drafts have kept
+        failing (``DraftStats.update_switch``)."""
+        for seq in self.scheduler.running:
+            seq.spec_draft = []
+            if seq.num_uncomputed != 1 or seq.draft_stats.disabled:
+                continue
+            p = seq.params
+            max_new = p.max_tokens if p.max_tokens is not None else self.max_model_len - seq.num_prompt_tokens
+            limit = min(max_new - seq.num_output_tokens, self.max_model_len - len(seq.token_ids)) - 1
+            if limit > 0:
+                seq.spec_draft = proposer.propose(seq.token_ids, limit)
+
+    def _verify(self, item: ScheduledSeq, logits: torch.Tensor) -> None:
+        """Walk the draft of ``item`` with its rows' logits ``[1 + len(draft), V]``: row ``j``
+        predicts the token after ``draft[:j]``. Each step of the walk is a plain decode step done
+        late: the sequence's KV now covers its tokens (``commit`` may hash a block they filled),
+        the row's processors see the sequence as it is (penalties over the accepted output, the
+        grammar advanced over the accepted tokens only), one token is chosen (``_choose``) and
+        appended with every stop check. The walk ends at the first rejected draft (its
+        replacement is the last token), after the bonus token past a fully accepted draft, or when
+        the sequence finishes. The blocks that held only rejected tokens are then given back."""
+        seq, draft = item.seq, item.draft
+        start = seq.num_computed_tokens
+        accepted = emitted = 0
+        now = time.time()
+        for j in range(len(draft) + 1):
+            seq.num_computed_tokens = start + j + 1
+            self.block_manager.commit(seq)
+            proposal = draft[j] if j < len(draft) else None
+            tok, lp = self._choose(seq, logits[j : j + 1], proposal)
+            if seq.request.first_token_time is None:
+                seq.request.first_token_time = now
+            self._append(seq, tok, lp)
+            emitted += 1
+            if tok != proposal or seq.is_finished:
+                break
+            accepted += 1
+        stats = seq.draft_stats
+        stats.record(len(draft), accepted, emitted)
+        assert self.spec is not None
+        stats.update_switch(self.spec.min_drafted_tokens, self.spec.disable_acceptance_rate)
+        self.spec_draft_tokens_total += len(draft)
+        self.spec_accepted_tokens_total += accepted
+        self.spec_verify_steps_total += 1
+        self.spec_emitted_tokens_total += emitted
+        if not seq.is_finished:
+            self.block_manager.truncate(seq, seq.num_computed_tokens)
+
+    def _choose(self, seq: Sequence, logits: torch.Tensor, proposal: int | None) -> tuple[int, TokenLogprob | None]:
+        """The token at one verified position, from its raw ``logits [1, V]``: greedy rows take the
+        processed argmax (the sampler's kernel, so ties break as without speculation); sampled
+        rows accept or replace ``proposal`` by rejection sampling, or, past the draft, draw from
+        the processed distribution. Logprobs are the raw ones, as the sampler reports them."""
+        row = self._row(seq)
+        processed = self.sampler.process(logits, [row])
+        if row.greedy:
+            tok = int(self.sampler.argmax(processed)[0])
+        else:
+            probs = processed[0].softmax(-1)
+            gen = row.generator if row.generator is not None else self.sampler.generator
+            tok = sample(probs, gen) if proposal is None else verify_sampled(probs, proposal, gen).token_id
+        lp = None
+        k = seq.params.logprobs
+        if k is not None:
+            chosen = torch.tensor([tok], dtype=torch.int64, device=logits.device)
+            lp = top_logprobs(logits.log_softmax(-1), chosen, [k])[0]
+        return tok, lp
 
     def _row(self, seq: Sequence) -> SamplingRow:
         return SamplingRow(
@@ -450,4 +566,8 @@ class LLMEngine:
             last_step_seconds=self.last_step_seconds,
             prompt_tokens_total=self.prompt_tokens_total,
             generation_tokens_total=self.generation_tokens_total,
+            spec_draft_tokens_total=self.spec_draft_tokens_total,
+            spec_accepted_tokens_total=self.spec_accepted_tokens_total,
+            spec_verify_steps_total=self.spec_verify_steps_total,
+            spec_emitted_tokens_total=self.spec_emitted_tokens_total,
         )
