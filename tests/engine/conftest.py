@@ -40,7 +40,8 @@ def one_thread():
 
 @pytest.fixture
 def make_engine(tiny_model, grok1_tiny_dir, one_thread):
-    """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=)``."""
+    """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=,
+    kv_cache_dtype=, speculative=)``; other keywords go to ``LLMEngine``."""
 
     def build(
         num_blocks: int = 256,
@@ -50,15 +51,19 @@ def make_engine(tiny_model, grok1_tiny_dir, one_thread):
         max_queued: int = 1024,
         caching: bool = True,
         tokenizer=None,
+        kv_cache_dtype: str = "auto",
+        speculative=None,
         **kwargs,
     ) -> LLMEngine:
         model, ckpt = tiny_model
         cfg = EngineConfig(
             model=ModelLoadConfig(model=str(grok1_tiny_dir), dtype="float32", weights_dtype="float32"),
-            cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching),
+            cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching,
+                              dtype=kv_cache_dtype),
             scheduler=SchedulerConfig(
                 max_num_batched_tokens=budget, max_num_seqs=max_seqs, max_queued_requests=max_queued
             ),
+            speculative=speculative,
         )
         return LLMEngine(cfg, model, tokenizer, checkpoint=ckpt, **kwargs)
 
