@@ -9,37 +9,13 @@ itself is exercised on the default model, test_default_model_speculative)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
-from engine_helpers import assert_idle, run_all
+from engine_helpers import Scripted, assert_idle, run_all
 
 from grokd.engine.config import SpeculativeConfig
 from grokd.engine.sampling_params import SamplingParams
 
 VOCAB = 1024
-
-
-class Scripted:
-    """Proposes the next ``k`` tokens of whichever known continuation extends the sequence; every
-    ``garble``-th position is guessed wrong, so drafts are accepted in part. Sequences it does not
-    know get no draft."""
-
-    def __init__(self, full: Sequence[list[int]], k: int = 4, garble: int = 3) -> None:
-        self.full, self.k, self.garble = [list(f) for f in full], k, garble
-        self.longest = 0
-
-    def propose(self, token_ids: Sequence[int], limit: int | None = None) -> list[int]:
-        n = len(token_ids)
-        for f in self.full:
-            if len(f) > n and f[:n] == list(token_ids):
-                draft = f[n : n + min(self.k, limit if limit is not None else self.k)]
-                draft = [(t + 1) % VOCAB if (n + j) % self.garble == 0 else t for j, t in enumerate(draft)]
-                self.longest = max(self.longest, len(draft))
-                return draft
-        return []
-
-
 SPEC = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.0)
 
 
