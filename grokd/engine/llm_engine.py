@@ -364,8 +364,10 @@ class LLMEngine:
             touched[req.request_id] = req
             if req.first_token_time is None:
                 req.first_token_time = now
+            seq.num_steps += 1
             self._append(seq, tok, lp)
         for item, item_logits in drafted:
+            item.seq.num_steps += 1
             touched[item.seq.request.request_id] = item.seq.request
             self._verify(item, item_logits)
 
@@ -532,6 +534,9 @@ class LLMEngine:
                     delta_logprobs=delta_lp,
                     finish_reason=seq.finish_reason,
                     stop_reason=seq.stop_reason,
+                    num_steps=seq.num_steps,
+                    spec_drafted=seq.draft_stats.drafted,
+                    spec_accepted=seq.draft_stats.accepted,
                 )
             )
         prompt_lp = None

@@ -66,6 +66,7 @@ class Sequence:
     delta_start_tokens: int = 0
     delta_start_logprobs: int = 0
     num_preemptions: int = 0
+    num_steps: int = 0  # engine steps that appended tokens to this sequence
     # speculative decoding: this step's proposed draft (the scheduler takes what fits) and the
     # sequence's acceptance record
     spec_draft: list[int] = field(default_factory=list)

@@ -5,7 +5,7 @@ tests and several apps in one process never collide). Engine gauges are read fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
@@ -16,11 +16,14 @@ from grokd.kernels import cpu_tier
 
 if TYPE_CHECKING:
     from grokd.engine.llm_engine import EngineStats
+    from grokd.engine.outputs import CompletionOutput
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+TOKENS_PER_STEP_BUCKETS = (1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 17.0)
+RATE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
 
@@ -118,6 +121,14 @@ class ServerMetrics:
         self.e2e = Histogram(
             "grokd_e2e_request_latency_seconds", "Arrival to last token", buckets=E2E_BUCKETS, registry=r
         )
+        self.tokens_per_step = Histogram(
+            "grokd_request_tokens_per_step", "Generated tokens per engine step that extended it, per finished sample",
+            buckets=TOKENS_PER_STEP_BUCKETS, registry=r,
+        )
+        self.spec_acceptance = Histogram(
+            "grokd_request_spec_acceptance_rate", "Accepted / drafted speculative tokens, per finished sample that drafted",
+            buckets=RATE_BUCKETS, registry=r,
+        )
         self.finished = Counter(
             "grokd_request_finished", "Finished generations by finish reason", ["finish_reason"], registry=r
         )
@@ -154,7 +165,14 @@ class TokenTimer:
                 self.metrics.itl.observe(gap)
         self.last = t
 
-    def done(self, t: float, prompt_tokens: int, completion_tokens: int, cached: int) -> None:
+    def done(self, t: float, prompt_tokens: int, completion_tokens: int, cached: int,
+             outputs: Sequence[CompletionOutput] = ()) -> None:
+        """The request finished; ``outputs`` (its samples) give the per-sample step figures."""
+        for out in outputs:
+            if out.num_steps:
+                self.metrics.tokens_per_step.observe(len(out.token_ids) / out.num_steps)
+            if out.spec_drafted:
+                self.metrics.spec_acceptance.observe(out.spec_accepted / out.spec_drafted)
         self.metrics.e2e.observe(max(t - self.start, 0.0))
         self.metrics.prompt_tokens.inc(prompt_tokens)
         self.metrics.generation_tokens.inc(completion_tokens)
