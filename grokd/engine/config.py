@@ -173,7 +173,9 @@ class SpeculativeConfig:
 
     Adaptive: once a sequence has had ``min_drafted_tokens`` drafted tokens verified, it stops
     drafting for good if fewer than ``disable_acceptance_rate`` of them were accepted (drafts that
-    keep failing only cost extra rows in the step).
+    keep failing only cost extra rows in the step). ``max_draft_tokens_per_step`` caps the drafted
+    tokens one step verifies over the whole batch (``engine.spec.budget``: extra rows cost more
+    than they return at larger batches).
     """
 
     method: str = "ngram"
@@ -183,6 +185,7 @@ class SpeculativeConfig:
     model: str | None = None
     disable_acceptance_rate: float = 0.25
     min_drafted_tokens: int = 24
+    max_draft_tokens_per_step: int = 8
 
     def __post_init__(self) -> None:
         if self.method not in SPEC_METHODS:
@@ -199,6 +202,9 @@ class SpeculativeConfig:
         if not 0.0 <= self.disable_acceptance_rate <= 1.0:
             raise ValueError("speculative_config.disable_acceptance_rate: expected a value in [0, 1], "
                              f"got {self.disable_acceptance_rate}")
+        if self.max_draft_tokens_per_step < 1:
+            raise ValueError("speculative_config.max_draft_tokens_per_step: expected >= 1, "
+                             f"got {self.max_draft_tokens_per_step}")
         if self.min_drafted_tokens < 1:
             raise ValueError(f"speculative_config.min_drafted_tokens: expected >= 1, got {self.min_drafted_tokens}")
 

@@ -29,6 +29,7 @@ from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, mak
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.spec.budget import share_draft_budget
 from grokd.engine.spec.proposer import Proposer, build_proposer
 from grokd.engine.spec.rejection import sample, verify_sampled
 from grokd.engine.step_model import StepModel
@@ -376,7 +377,10 @@ class LLMEngine:
         """Give each running decode its draft for this step (the scheduler takes what fits).
         No draft beyond what the request may still emit (the step adds one token past the
         accepted drafts) or past the context limit, and none once a sequence's drafts have kept
-        failing (``DraftStats.update_switch``)."""
+        failing (``DraftStats.update_switch``). The step's draft budget is shared out with the best
+        acceptance so far first (``spec.budget``)."""
+        assert self.spec is not None
+        proposed: list[Sequence] = []
         for seq in self.scheduler.running:
             seq.spec_draft = []
             if seq.num_uncomputed != 1 or seq.draft_stats.disabled:
@@ -386,6 +390,12 @@ class LLMEngine:
             limit = min(max_new - seq.num_output_tokens, self.max_model_len - len(seq.token_ids)) - 1
             if limit > 0:
                 seq.spec_draft = proposer.propose(seq.token_ids, limit)
+                if seq.spec_draft:
+                    proposed.append(seq)
+        proposed.sort(key=lambda s: -(s.draft_stats.acceptance_rate if s.draft_stats.drafted else 1.0))
+        grants = share_draft_budget([len(s.spec_draft) for s in proposed], self.spec.max_draft_tokens_per_step)
+        for seq, n in zip(proposed, grants, strict=True):
+            del seq.spec_draft[n:]
 
     def _verify(self, item: ScheduledSeq, logits: torch.Tensor) -> None:
         """Walk the draft of ``item`` with its rows' logits ``[1 + len(draft), V]``: row ``j``
