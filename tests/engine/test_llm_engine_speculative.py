@@ -159,3 +159,24 @@ def test_abort_while_drafting_returns_every_block(make_engine):
 def test_an_engine_refuses_a_method_it_does_not_serve(make_engine):
     with pytest.raises(ValueError, match="draft_model.*not served yet"):
         make_engine(speculative=SpeculativeConfig(method="draft_model", model="/some/model"))
+
+
+def test_a_step_verifies_at_most_its_draft_budget(make_engine):
+    prompts = _prompts()
+    params = SamplingParams(temperature=0, max_tokens=12)
+    plain = generate(make_engine(), prompts, params)
+    drafter = Scripted([p + o.outputs[0].token_ids for p, o in zip(prompts, plain, strict=True)], garble=10**9)
+    spec = SpeculativeConfig(num_speculative_tokens=4, max_draft_tokens_per_step=6)
+    eng = make_engine(speculative=spec, proposer=drafter)
+    for i, p in enumerate(prompts):
+        eng.add_request(f"r{i}", p, params)
+    outs: dict = {}
+    while eng.has_unfinished():
+        before = eng.stats().spec_draft_tokens_total
+        for out in eng.step():
+            if out.finished:
+                outs[out.request_id] = out.outputs[0].token_ids
+        assert eng.stats().spec_draft_tokens_total - before <= 6
+    assert [outs[f"r{i}"] for i in range(len(prompts))] == [o.outputs[0].token_ids for o in plain]
+    assert eng.stats().spec_accepted_tokens_total > 0
+    assert_idle(eng)
