@@ -167,15 +167,18 @@ class SpeculativeConfig:
 
     ``method``: ``ngram`` drafts by prompt lookup: the longest suffix of the sequence, between
     ``prompt_lookup_min`` and ``prompt_lookup_max`` tokens, that occurred earlier in it proposes
-    the up to ``num_speculative_tokens`` tokens that followed it. ``draft_model`` (a smaller
-    ``model`` of the same tokenizer) is parsed but not served yet: building an engine with it
-    raises. Each step verifies every draft in the one forward pass of the batch.
+    the up to ``num_speculative_tokens`` tokens that followed it. ``draft_model``: a smaller
+    ``model`` of the same tokenizer drafts that many tokens greedily (``spec.draft_model``). Each step verifies every draft in the one forward pass of the batch.
 
-    Adaptive: once a sequence has had ``min_drafted_tokens`` drafted tokens verified, it stops
-    drafting for good if fewer than ``disable_acceptance_rate`` of them were accepted (drafts that
-    keep failing only cost extra rows in the step). ``max_draft_tokens_per_step`` caps the drafted
-    tokens one step verifies over the whole batch (``engine.spec.budget``: extra rows cost more
-    than they return at larger batches).
+    Adaptive: once a sequence has had ``min_drafted_tokens`` drafted tokens verified, it pauses
+    drafting if fewer than ``disable_acceptance_rate`` of them were accepted, for
+    ``retry_after_steps`` of its steps, doubling with each failed retry (``spec.stats``). Each step
+    grants drafted tokens where their expected accepted tokens pay for the step time their rows
+    add, by a per-row-count step time learnt from the steps run (``spec.budget``, ``spec.cost``):
+    this sets each sequence's draft length from its acceptance record and the batch size.
+    ``max_draft_tokens_per_step`` caps the drafted tokens of one step over the whole batch;
+    ``plan_by_step_cost = false`` grants every draft in full within that cap instead (shared out
+    evenly: reproducible step layouts, and for machines where the learnt costs mislead).
     """
 
     method: str = "ngram"
@@ -185,7 +188,9 @@ class SpeculativeConfig:
     model: str | None = None
     disable_acceptance_rate: float = 0.25
     min_drafted_tokens: int = 24
-    max_draft_tokens_per_step: int = 8
+    retry_after_steps: int = 64
+    max_draft_tokens_per_step: int = 32
+    plan_by_step_cost: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in SPEC_METHODS:
@@ -205,6 +210,8 @@ class SpeculativeConfig:
         if self.max_draft_tokens_per_step < 1:
             raise ValueError("speculative_config.max_draft_tokens_per_step: expected >= 1, "
                              f"got {self.max_draft_tokens_per_step}")
+        if self.retry_after_steps < 1:
+            raise ValueError(f"speculative_config.retry_after_steps: expected >= 1, got {self.retry_after_steps}")
         if self.min_drafted_tokens < 1:
             raise ValueError(f"speculative_config.min_drafted_tokens: expected >= 1, got {self.min_drafted_tokens}")
 
@@ -230,8 +237,9 @@ class SpeculativeConfig:
                              f"expected {', '.join(known)}")
         for key, v in value.items():
             want: tuple[type, ...] = {"method": (str,), "model": (str, type(None)),
-                                      "disable_acceptance_rate": (int, float)}.get(key, (int,))
-            if isinstance(v, bool) or not isinstance(v, want):
+                                      "disable_acceptance_rate": (int, float),
+                                      "plan_by_step_cost": (bool,)}.get(key, (int,))
+            if (isinstance(v, bool) and bool not in want) or not isinstance(v, want):
                 raise ValueError(f"speculative_config.{key}: expected {' or '.join(t.__name__ for t in want)}, "
                                  f"got {v!r}")
         return cls(**value)

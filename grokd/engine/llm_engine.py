@@ -29,7 +29,8 @@ from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, mak
 from grokd.engine.sampler import Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
-from grokd.engine.spec.budget import share_draft_budget
+from grokd.engine.spec.budget import plan_drafts, share_draft_budget
+from grokd.engine.spec.cost import StepCostModel
 from grokd.engine.spec.proposer import Proposer, build_proposer
 from grokd.engine.spec.rejection import sample, verify_sampled
 from grokd.engine.step_model import StepModel
@@ -127,7 +128,8 @@ class LLMEngine:
             raise ValueError("proposer: given without a speculative config")
         self.proposer: Proposer | None = proposer
         if self.spec is not None and proposer is None:
-            self.proposer = build_proposer(self.spec)
+            self.proposer = build_proposer(config, tokenizer, self.vocab_size)
+        self.step_cost = StepCostModel()
         self.spec_draft_tokens_total = 0
         self.spec_accepted_tokens_total = 0
         self.spec_verify_steps_total = 0
@@ -332,6 +334,12 @@ class LLMEngine:
             and item.seq.request.wants_prompt_logprobs
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
+        t0 = time.perf_counter()
+        self._run_rows(batch, touched, want_prompt)
+        if self.spec is not None and all(item.num_known == 1 for item in batch):
+            self.step_cost.observe(sum(item.num_tokens for item in batch), time.perf_counter() - t0)
+
+    def _run_rows(self, batch: list[ScheduledSeq], touched: dict[str, Request], want_prompt: set[int]) -> None:
         result = self.runner.execute(batch, want_prompt)
         # the sampled rows: one per plain sampling sequence, 1 + len(draft) per speculative one
         plain_rows: list[int] = []
@@ -376,26 +384,35 @@ class LLMEngine:
     def _propose(self, proposer: Proposer) -> None:
         """Give each running decode its draft for this step (the scheduler takes what fits).
         No draft beyond what the request may still emit (the step adds one token past the
-        accepted drafts) or past the context limit, and none once a sequence's drafts have kept
-        failing (``DraftStats.update_switch``). The step's draft budget is shared out with the best
-        acceptance so far first (``spec.budget``)."""
+        accepted drafts) or past the context limit, and none while a sequence's drafting is
+        paused (``DraftStats.update_switch``). The drafted tokens kept are those whose expected
+        accepted tokens pay for the rows they add (``spec.budget``)."""
         assert self.spec is not None
-        proposed: list[Sequence] = []
+        decoding = [seq for seq in self.scheduler.running if seq.num_uncomputed == 1]
+        wanted: list[tuple[Sequence, int]] = []
         for seq in self.scheduler.running:
             seq.spec_draft = []
-            if seq.num_uncomputed != 1 or seq.draft_stats.disabled:
+        for seq in decoding:
+            if seq.draft_stats.paused(seq.num_steps):
                 continue
             p = seq.params
             max_new = p.max_tokens if p.max_tokens is not None else self.max_model_len - seq.num_prompt_tokens
             limit = min(max_new - seq.num_output_tokens, self.max_model_len - len(seq.token_ids)) - 1
             if limit > 0:
-                seq.spec_draft = proposer.propose(seq.token_ids, limit)
-                if seq.spec_draft:
-                    proposed.append(seq)
-        proposed.sort(key=lambda s: -(s.draft_stats.acceptance_rate if s.draft_stats.drafted else 1.0))
-        grants = share_draft_budget([len(s.spec_draft) for s in proposed], self.spec.max_draft_tokens_per_step)
-        for seq, n in zip(proposed, grants, strict=True):
-            del seq.spec_draft[n:]
+                wanted.append((seq, limit))
+        if not wanted:
+            return
+        drafts = proposer.propose_batch([seq.token_ids for seq, _ in wanted], [limit for _, limit in wanted])
+        proposed = [(seq, d) for (seq, _), d in zip(wanted, drafts, strict=True) if d]
+        proposed.sort(key=lambda sd: -sd[0].draft_stats.position_rate)
+        cap = self.spec.max_draft_tokens_per_step
+        if self.spec.plan_by_step_cost:
+            grants = plan_drafts(len(decoding), [(seq.draft_stats.position_rate, len(d)) for seq, d in proposed],
+                                 self.step_cost.estimate, cap)
+        else:
+            grants = share_draft_budget([len(d) for _, d in proposed], cap)
+        for (seq, draft), n in zip(proposed, grants, strict=True):
+            seq.spec_draft = draft[:n]
 
     def _verify(self, item: ScheduledSeq, logits: torch.Tensor) -> None:
         """Walk the draft of ``item`` with its rows' logits ``[1 + len(draft), V]``: row ``j``
@@ -425,7 +442,8 @@ class LLMEngine:
         stats = seq.draft_stats
         stats.record(len(draft), accepted, emitted)
         assert self.spec is not None
-        stats.update_switch(self.spec.min_drafted_tokens, self.spec.disable_acceptance_rate)
+        stats.update_switch(seq.num_steps, self.spec.min_drafted_tokens, self.spec.disable_acceptance_rate,
+                            self.spec.retry_after_steps)
         self.spec_draft_tokens_total += len(draft)
         self.spec_accepted_tokens_total += accepted
         self.spec_verify_steps_total += 1

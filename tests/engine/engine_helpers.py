@@ -73,3 +73,6 @@ class Scripted:
                 self.longest = max(self.longest, len(draft))
                 return draft
         return []
+
+    def propose_batch(self, histories: Sequence[Sequence[int]], limits: Sequence[int]) -> list[list[int]]:
+        return [self.propose(h, n) for h, n in zip(histories, limits, strict=True)]

@@ -16,7 +16,7 @@ from grokd.engine.config import SpeculativeConfig
 from grokd.engine.sampling_params import SamplingParams
 
 VOCAB = 1024
-SPEC = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.0)
+SPEC = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.0, plan_by_step_cost=False)
 
 
 def generate(engine, prompts, params, stagger: int = 0) -> list:
@@ -101,7 +101,7 @@ def test_no_draft_reaches_past_max_tokens(make_engine):
     prompt = _prompts()[1]
     plain = generate(make_engine(), [prompt], SamplingParams(temperature=0, max_tokens=30))[0].outputs[0]
     drafter = Scripted([prompt + plain.token_ids], k=8, garble=10**9)
-    eng = make_engine(speculative=SpeculativeConfig(num_speculative_tokens=8), proposer=drafter)
+    eng = make_engine(speculative=SpeculativeConfig(num_speculative_tokens=8, plan_by_step_cost=False), proposer=drafter)
     got = generate(eng, [prompt], SamplingParams(temperature=0, max_tokens=6))[0].outputs[0]
     assert got.token_ids == plain.token_ids[:6] and got.finish_reason == "length"
     # the step after the first token drafts at most the 4 tokens that leave room for the bonus one
@@ -127,7 +127,7 @@ def test_drafts_that_keep_failing_switch_drafting_off(make_engine):
     params = SamplingParams(temperature=0, max_tokens=40)
     plain = generate(make_engine(), [prompt], params)[0].outputs[0]
     wrong = Scripted([prompt + plain.token_ids], k=4, garble=1)  # every guess wrong
-    spec = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.2, min_drafted_tokens=8)
+    spec = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.2, min_drafted_tokens=8, plan_by_step_cost=False)
     eng = make_engine(speculative=spec, proposer=wrong)
     got = generate(eng, [prompt], params)[0].outputs[0]
     assert got.token_ids == plain.token_ids
@@ -156,17 +156,12 @@ def test_abort_while_drafting_returns_every_block(make_engine):
     assert eng.block_manager.num_free == start
 
 
-def test_an_engine_refuses_a_method_it_does_not_serve(make_engine):
-    with pytest.raises(ValueError, match="draft_model.*not served yet"):
-        make_engine(speculative=SpeculativeConfig(method="draft_model", model="/some/model"))
-
-
 def test_a_step_verifies_at_most_its_draft_budget(make_engine):
     prompts = _prompts()
     params = SamplingParams(temperature=0, max_tokens=12)
     plain = generate(make_engine(), prompts, params)
     drafter = Scripted([p + o.outputs[0].token_ids for p, o in zip(prompts, plain, strict=True)], garble=10**9)
-    spec = SpeculativeConfig(num_speculative_tokens=4, max_draft_tokens_per_step=6)
+    spec = SpeculativeConfig(num_speculative_tokens=4, max_draft_tokens_per_step=6, plan_by_step_cost=False)
     eng = make_engine(speculative=spec, proposer=drafter)
     for i, p in enumerate(prompts):
         eng.add_request(f"r{i}", p, params)

@@ -1,15 +1,44 @@
-"""How many drafted tokens each sequence may verify in one step.
+"""How many drafted tokens each sequence verifies in one step: the step's expected tokens per
+second, maximised.
 
-Verification rows are not free: on the CPU the projections stream every weight once per tile of 8
-rows (``kernels/csrc/linear.c``), so a batch-1 step with a 4-token draft (5 rows) costs about 1.4
-times a plain one, while 8 streams with 4 drafts each (40 rows, 5 tiles) cost 1.7 times, which
-ate the whole gain of a 63% acceptance rate (benchmarks/RESULTS.md#speculative-decoding). A step
-therefore verifies at most ``max_draft_tokens_per_step`` drafted tokens, shared out evenly: each
-proposal gets up to ``budget // proposals`` tokens (at least one while the budget lasts, in the
-order given: best acceptance first), then what short drafts left over goes to the longer ones.
+A sequence whose drafted positions are each accepted with probability ``p`` (its recent record,
+``DraftStats.position_rate``) gains ``p ** j`` expected tokens from its ``j``-th drafted token
+(all of the first ``j`` must be accepted). A step of ``plain`` decode rows emits ``plain`` tokens;
+adding the ``d`` best drafted tokens over the batch (highest gain first, which keeps every
+sequence's grant a prefix of its draft) makes it emit ``plain + G(d)`` expected tokens in
+``cost(plain + d)`` seconds (``spec.cost``). The plan takes the ``d`` (at most ``cap``, ``0``
+included: the plain step) with the highest ratio. At batch 1 on the CPU a well-accepted 4-token
+draft pays for its rows several times over; at 8 streams the extra rows cost as much as a second
+step and only drafts that are nearly sure to pass are worth them; on a GPU rows are almost free and
+drafts get their full length.
+
+``share_draft_budget`` is the plan without a cost model (``plan_by_step_cost = false``): every
+proposal keeps its draft while ``cap`` lasts, shared out evenly, best acceptance first.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def plan_drafts(plain: int, proposals: list[tuple[float, int]], cost: Callable[[int], float], cap: int) -> list[int]:
+    """Tokens granted to each ``(position acceptance rate, draft length)`` of ``proposals`` in a
+    step of ``plain`` decode rows, at most ``cap`` in all."""
+    gains = sorted(
+        ((rate**j, i) for i, (rate, length) in enumerate(proposals) for j in range(1, length + 1)),
+        key=lambda g: -g[0],
+    )[: max(0, cap)]
+    best_d, best = 0, plain / cost(plain)
+    expected = float(plain)
+    for d, (gain, _) in enumerate(gains, start=1):
+        expected += gain
+        value = expected / cost(plain + d)
+        if value > best:
+            best_d, best = d, value
+    granted = [0] * len(proposals)
+    for _, i in gains[:best_d]:
+        granted[i] += 1
+    return granted
 
 
 def share_draft_budget(lengths: list[int], budget: int) -> list[int]:

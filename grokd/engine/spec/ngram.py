@@ -48,3 +48,6 @@ class NgramProposer:
                     return list(token_ids[follow : follow + k])
                 end = at + len(needle) - 1
         return []
+
+    def propose_batch(self, histories: Sequence[Sequence[int]], limits: Sequence[int]) -> list[list[int]]:
+        return [self.propose(h, n) for h, n in zip(histories, limits, strict=True)]

@@ -16,7 +16,7 @@ from grokd.engine.config import SpeculativeConfig
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.structured.specs import JsonSchemaSpec
 
-SPEC = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.0)
+SPEC = SpeculativeConfig(num_speculative_tokens=4, disable_acceptance_rate=0.0, plan_by_step_cost=False)
 
 
 def _requests(n: int) -> list[tuple[list[int], dict]]:
