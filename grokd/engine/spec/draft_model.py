@@ -91,8 +91,8 @@ class DraftModelProposer:
                 if out.finished:
                     done[out.request_id] = list(out.outputs[0].token_ids) if out.outputs else []
         drafts = []
-        for rid in ids:
-            draft = done.get(rid, []) if rid is not None else []
+        for key in ids:
+            draft = done.get(key, []) if key is not None else []
             cut = next((j for j, t in enumerate(draft) if t >= self.target_vocab), len(draft))
             drafts.append(draft[:cut])
         return drafts
