@@ -59,3 +59,16 @@ def test_greedy_identity_over_a_mixed_batch(smollm2):
     assert spec == plain
     assert st.spec_accepted_tokens_total >= 0.5 * st.spec_draft_tokens_total > 0
     assert spec_steps < plain_steps
+
+
+def test_the_default_model_drafting_for_itself_through_the_draft_model_method(smollm2, smollm2_gguf):
+    """A mechanism check of ``draft_model`` loaded from its path (no smaller model of SmolLM2's
+    tokenizer is available here): greedy drafts of the target itself are the target's own greedy
+    tokens, so output is unchanged and nearly every draft passes (bf16 ties aside)."""
+    plain, _, plain_steps = run(smollm2, None)
+    spec = SpeculativeConfig(method="draft_model", model=str(smollm2_gguf), num_speculative_tokens=3,
+                             plan_by_step_cost=False)
+    got, st, spec_steps = run(smollm2, spec)
+    assert got == plain
+    assert st.spec_accepted_tokens_total >= 0.9 * st.spec_draft_tokens_total > 0
+    assert spec_steps < plain_steps
