@@ -1,7 +1,8 @@
-"""Speculative decoding (n-gram prompt lookup) against plain decoding, side by side in one run.
+"""Speculative decoding (n-gram prompt lookup or a draft model) against plain decoding, side by side in one run.
 
     grokd bench spec                          # = python -m grokd.benchmarks.speculative
-    grokd bench spec --streams 1 8 --max-tokens 96 --rounds 2 --json out.json
+    grokd bench spec --streams 1 8 --max-tokens 96 --rounds 3 --json out.json
+    grokd bench spec --speculative-config '{"method": "draft_model", "model": PATH, "num_speculative_tokens": 3}'
 
 Two workloads on the default model, as chats through its template, greedy, each request ending at
 EOS or ``--max-tokens``: *grounded* ("rewrite this paragraph with one word changed": the answer
@@ -11,7 +12,8 @@ run through two engines sharing one model, ``--rounds`` times in alternating ord
 spec, plain, ...), so load from other work on the machine falls on both alike. Greedy output is
 identical with and without speculation (checked here), so both engines generate the same tokens and
 tokens/s compare directly. Reported: generated tokens/s (median over rounds), the speed-up, the
-acceptance rate, tokens per decode step of a drafting sequence, and engine steps.
+acceptance rate, tokens per decode step of a drafting sequence, engine steps, and the 1-minute load
+average before and after each case (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, nargs="+", default=[1, 8], help="concurrent requests per batch")
     p.add_argument("--workloads", nargs="+", default=["grounded", "free"], choices=["grounded", "free"])
     p.add_argument("--max-tokens", type=int, default=96)
-    p.add_argument("--rounds", type=int, default=2, help="timed runs per engine and case (alternating order)")
+    p.add_argument("--rounds", type=int, default=3, help="timed runs per engine and case (alternating order)")
     p.add_argument("--speculative-config", default='{"method": "ngram", "num_speculative_tokens": 4, '
                    '"prompt_lookup_max": 4, "prompt_lookup_min": 2}')
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -126,6 +128,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             outputs: dict[str, list[list[int]]] = {}
             steps: dict[str, int] = {}
             before = engines["spec"].stats()
+            load_start = os.getloadavg()[0]
             for r in range(args.rounds):
                 for name in (("plain", "spec") if r % 2 == 0 else ("spec", "plain")):
                     elapsed, outs, nsteps = run_batch(engines[name], batch, args.max_tokens)
@@ -147,6 +150,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "steps_plain": steps["plain"], "steps_spec": steps["spec"],
                 "identical": outputs["plain"] == outputs["spec"],
                 "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+                "loadavg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             })
             print(json.dumps(rows[-1]), flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -163,12 +167,12 @@ def main(args: argparse.Namespace) -> int:
     m = result["meta"]
     print(f"cpu={m['cpu']} tier={m['tier']} threads={m['threads']} commit={m['commit']} load={m['loadavg_end']}")
     print("| workload | streams | plain tok/s | spec tok/s | speed-up | acceptance | tokens/step | steps plain → spec |"
-          " identical |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " identical | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         print(f"| {r['workload']} | {r['streams']} | {r['plain_tok_s']} | {r['spec_tok_s']} | {r['speedup']}× | "
               f"{r['acceptance_rate']:.0%} | {r['tokens_per_drafting_step']} | {r['steps_plain']} → {r['steps_spec']} |"
-              f" {'yes' if r['identical'] else 'NO'} |")
+              f" {'yes' if r['identical'] else 'NO'} | {r['loadavg_1min'][0]}–{r['loadavg_1min'][1]} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0 if all(r["identical"] for r in result["rows"]) else 1
