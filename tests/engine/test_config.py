@@ -47,6 +47,7 @@ def test_speculative_config_parses_vllm_json():
     assert cfg == SpeculativeConfig("ngram", 5, 6, 3)
     assert SpeculativeConfig.parse(None) is None and SpeculativeConfig.parse("  ") is None
     assert SpeculativeConfig.parse({"method": "draft_model", "model": "/m"}).model == "/m"
+    assert SpeculativeConfig.parse('{"plan_by_step_cost": false}').plan_by_step_cost is False
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -56,6 +57,9 @@ def test_speculative_config_parses_vllm_json():
     ('{"method": "draft_model"}', "needs a model path"),
     ('{"num_speculative_tokens": "4"}', "num_speculative_tokens: expected int"),
     ('{"lookahead": 3}', "unknown key"),
+    ('{"num_speculative_tokens": true}', "num_speculative_tokens: expected int"),
+    ('{"plan_by_step_cost": 1}', "plan_by_step_cost: expected bool"),
+    ('{"retry_after_steps": 0}', "retry_after_steps: expected >= 1"),
     ("[1]", "expected a JSON object"),
     ("{", "not valid JSON"),
 ])
