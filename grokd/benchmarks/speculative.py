@@ -153,13 +153,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "loadavg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             })
             print(json.dumps(rows[-1]), flush=True)
+    step_ms = {rows: round(1000 * sec, 1) for rows, sec in engines["spec"].step_cost.observed().items()}
+    print(f"speculative engine's learnt decode step ms by rows: {step_ms}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
     meta = {"cpu": cpu_tier.cpu_model(), "tier": cpu_tier.active().name, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0], "commit": commit,
             "speculative_config": args.speculative_config, "max_tokens": args.max_tokens, "rounds": args.rounds,
             "loadavg_end": list(os.getloadavg()), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return {"meta": meta, "rows": rows}
+    return {"meta": meta, "rows": rows, "spec_step_ms_by_rows": step_ms}
 
 
 def main(args: argparse.Namespace) -> int:

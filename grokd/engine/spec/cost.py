@@ -30,6 +30,10 @@ class StepCostModel:
         old = self._seconds.get(rows)
         self._seconds[rows] = seconds if old is None else old + self.smoothing * (seconds - old)
 
+    def observed(self) -> dict[int, float]:
+        """The averaged seconds per row count seen so far (a copy)."""
+        return dict(sorted(self._seconds.items()))
+
     def _prior(self, rows: int) -> float:
         """The shape assumed where nothing was observed: a fixed part plus ``prior_row_cost`` per
         row, in units of a one-row step."""

@@ -21,7 +21,7 @@ def test_moving_average_and_a_flat_cost_stays_flat():
     cost = StepCostModel(smoothing=0.5)
     cost.observe(4, 0.010)
     cost.observe(4, 0.020)
-    assert cost.estimate(4) == pytest.approx(0.015)
+    assert cost.estimate(4) == pytest.approx(0.015) and cost.observed() == {4: pytest.approx(0.015)}
     cost.observe(8, 0.015)  # a GPU-like flat cost: more rows are free
     assert cost.estimate(30) == pytest.approx(0.015)
     assert cost.estimate(2) == pytest.approx(0.015 * 0.9 * 0.2 / (0.9 * 0.2) * (1.0 - 0.1 + 0.2) / (1.0 - 0.1 + 0.4))
