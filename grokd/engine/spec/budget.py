@@ -7,7 +7,9 @@ A sequence whose drafted positions are each accepted with probability ``p`` (its
 adding the ``d`` best drafted tokens over the batch (highest gain first, which keeps every
 sequence's grant a prefix of its draft) makes it emit ``plain + G(d)`` expected tokens in
 ``cost(plain + d)`` seconds (``spec.cost``). The plan takes the ``d`` (at most ``cap``, ``0``
-included: the plain step) with the highest ratio. At batch 1 on the CPU a well-accepted 4-token
+included: the plain step) with the highest ratio, and drafts only where that beats the plain step
+by ``margin`` (5%): the costs are learnt from noisy step times, and a plan that only breaks even
+on paper is not worth its risk. At batch 1 on the CPU a well-accepted 4-token
 draft pays for its rows several times over; at 8 streams the extra rows cost as much as a second
 step and only drafts that are nearly sure to pass are worth them; on a GPU rows are almost free and
 drafts get their full length.
@@ -21,14 +23,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def plan_drafts(plain: int, proposals: list[tuple[float, int]], cost: Callable[[int], float], cap: int) -> list[int]:
+def plan_drafts(plain: int, proposals: list[tuple[float, int]], cost: Callable[[int], float], cap: int,
+                margin: float = 0.05) -> list[int]:
     """Tokens granted to each ``(position acceptance rate, draft length)`` of ``proposals`` in a
     step of ``plain`` decode rows, at most ``cap`` in all."""
     gains = sorted(
         ((rate**j, i) for i, (rate, length) in enumerate(proposals) for j in range(1, length + 1)),
         key=lambda g: -g[0],
     )[: max(0, cap)]
-    best_d, best = 0, plain / cost(plain)
+    best_d, best = 0, (1.0 + margin) * plain / cost(plain)
     expected = float(plain)
     for d, (gain, _) in enumerate(gains, start=1):
         expected += gain
