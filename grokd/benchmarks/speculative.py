@@ -108,6 +108,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = SpeculativeConfig.parse(args.speculative_config)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
     model_cfg = ModelLoadConfig(model=None)
     model, tokenizer, ckpt = load_model_and_tokenizer(model_cfg)
     assert tokenizer is not None
@@ -155,8 +157,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(rows[-1]), flush=True)
     step_ms = {rows: round(1000 * sec, 1) for rows, sec in engines["spec"].step_cost.observed().items()}
     print(f"speculative engine's learnt decode step ms by rows: {step_ms}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip()
     meta = {"cpu": cpu_tier.cpu_model(), "tier": cpu_tier.active().name, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0], "commit": commit,
             "speculative_config": args.speculative_config, "max_tokens": args.max_tokens, "rounds": args.rounds,
