@@ -161,6 +161,25 @@ class BlockManager:
                 block.hash, block.tokens = h, tokens
                 self._by_hash[h] = bid
 
+    def truncate(self, seq: BlockOwner, num_tokens: int) -> int:
+        """Give back the tail blocks beyond those holding the first ``num_tokens`` tokens (the
+        KV rows of rejected speculative tokens); returns how many. Such a block was allocated for
+        this sequence alone in this step and never hashed (``commit`` only hashes full computed
+        blocks), so it goes straight back to the free list and the prefix cache never sees it.
+        Stale rows of rejected tokens in a block that is kept lie past ``num_computed_tokens``:
+        attention never reads them and the next tokens overwrite them."""
+        keep = self.blocks_needed(num_tokens)
+        dropped = 0
+        while len(seq.block_table) > keep:
+            bid = seq.block_table.pop()
+            block = self._blocks[bid]
+            assert block.ref_count == 1 and block.hash is None, "only a private unhashed tail block is truncated"
+            block.ref_count = 0
+            self._free.append(bid)
+            dropped += 1
+        del seq.block_hashes[keep:]
+        return dropped
+
     def free(self, seq: BlockOwner) -> None:
         """Drop the sequence's references, tail first so the LRU evicts tails before heads."""
         for bid in reversed(seq.block_table):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field, fields
@@ -167,11 +168,99 @@ class ParallelConfig:
                 raise ValueError(f"{name}: expected > 0 seconds, got {getattr(self, name)}")
 
 
+SPEC_METHODS = ("ngram", "draft_model")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding (``engine.spec``), spelled as vLLM's ``--speculative-config`` JSON.
+
+    ``method``: ``ngram`` drafts by prompt lookup: the longest suffix of the sequence, between
+    ``prompt_lookup_min`` and ``prompt_lookup_max`` tokens, that occurred earlier in it proposes
+    the up to ``num_speculative_tokens`` tokens that followed it. ``draft_model``: a smaller
+    ``model`` of the same tokenizer drafts that many tokens greedily (``spec.draft_model``). Each step verifies every draft in the one forward pass of the batch.
+
+    Adaptive: once a sequence has had ``min_drafted_tokens`` drafted tokens verified, it pauses
+    drafting if fewer than ``disable_acceptance_rate`` of them were accepted, for
+    ``retry_after_steps`` of its steps, doubling with each failed retry (``spec.stats``). Each step
+    grants drafted tokens where their expected accepted tokens pay for the step time their rows
+    add, by a per-row-count step time learnt from the steps run (``spec.budget``, ``spec.cost``):
+    this sets each sequence's draft length from its acceptance record and the batch size.
+    ``max_draft_tokens_per_step`` caps the drafted tokens of one step over the whole batch;
+    ``plan_by_step_cost = false`` grants every draft in full within that cap instead (shared out
+    evenly: reproducible step layouts, and for machines where the learnt costs mislead).
+    """
+
+    method: str = "ngram"
+    num_speculative_tokens: int = 4
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2
+    model: str | None = None
+    disable_acceptance_rate: float = 0.25
+    min_drafted_tokens: int = 24
+    retry_after_steps: int = 64
+    max_draft_tokens_per_step: int = 32
+    plan_by_step_cost: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in SPEC_METHODS:
+            raise ValueError(f"speculative_config.method: expected one of {', '.join(SPEC_METHODS)}, "
+                             f"got {self.method!r}")
+        if not 1 <= self.num_speculative_tokens <= 16:
+            raise ValueError("speculative_config.num_speculative_tokens: expected 1..16, "
+                             f"got {self.num_speculative_tokens}")
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError("speculative_config.prompt_lookup_min/prompt_lookup_max: expected "
+                             f"1 <= min <= max, got {self.prompt_lookup_min} and {self.prompt_lookup_max}")
+        if self.method == "draft_model" and not self.model:
+            raise ValueError("speculative_config.model: the draft_model method needs a model path")
+        if not 0.0 <= self.disable_acceptance_rate <= 1.0:
+            raise ValueError("speculative_config.disable_acceptance_rate: expected a value in [0, 1], "
+                             f"got {self.disable_acceptance_rate}")
+        if self.max_draft_tokens_per_step < 1:
+            raise ValueError("speculative_config.max_draft_tokens_per_step: expected >= 1, "
+                             f"got {self.max_draft_tokens_per_step}")
+        if self.retry_after_steps < 1:
+            raise ValueError(f"speculative_config.retry_after_steps: expected >= 1, got {self.retry_after_steps}")
+        if self.min_drafted_tokens < 1:
+            raise ValueError(f"speculative_config.min_drafted_tokens: expected >= 1, got {self.min_drafted_tokens}")
+
+    @classmethod
+    def parse(cls, value: str | dict[str, Any] | SpeculativeConfig | None) -> SpeculativeConfig | None:
+        """From the flag's JSON text, a mapping (TOML), or an instance; ``None``/empty: off. Unknown
+        keys and wrong types are a ValueError naming them."""
+        if value is None or isinstance(value, SpeculativeConfig):
+            return value
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"speculative_config: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        if not isinstance(value, dict):
+            raise ValueError("speculative_config: expected a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"speculative_config: unknown key(s) {', '.join(unknown)}; "
+                             f"expected {', '.join(known)}")
+        for key, v in value.items():
+            want: tuple[type, ...] = {"method": (str,), "model": (str, type(None)),
+                                      "disable_acceptance_rate": (int, float),
+                                      "plan_by_step_cost": (bool,)}.get(key, (int,))
+            if (isinstance(v, bool) and bool not in want) or not isinstance(v, want):
+                raise ValueError(f"speculative_config.{key}: expected {' or '.join(t.__name__ for t in want)}, "
+                                 f"got {v!r}")
+        return cls(**value)
+
+
 @dataclass
 class EngineConfig:
     model: ModelLoadConfig = field(default_factory=ModelLoadConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    speculative: SpeculativeConfig | None = None
     seed: int = 0
     faults: FaultPlan | None = None  # None: from GROKD_FAULTS when the engine is built (engine.faults)

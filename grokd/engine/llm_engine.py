@@ -27,9 +27,13 @@ from grokd.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from grokd.engine.parallel.group import ParallelGroup
 from grokd.engine.parallel.report import shard_loaded
 from grokd.engine.request import Request, SeqIdCounter, SeqStatus, Sequence, make_generator
-from grokd.engine.sampler import Sampler, top_logprobs
+from grokd.engine.sampler import NONFINITE_LOGITS, Sampler, top_logprobs
 from grokd.engine.sampling_params import SamplingParams
 from grokd.engine.scheduler import ScheduledSeq, Scheduler
+from grokd.engine.spec.budget import plan_drafts, share_draft_budget
+from grokd.engine.spec.cost import StepCostModel
+from grokd.engine.spec.proposer import Proposer, build_proposer
+from grokd.engine.spec.rejection import sample, verify_sampled
 from grokd.engine.step_model import StepModel
 from grokd.engine.structured.backend import StructuredOutputBackend
 from grokd.engine.tokenizer import Tokenizer
@@ -57,6 +61,12 @@ class EngineStats:
     generation_tokens_total: int
     kv_block_bytes: int = 0  # one block's keys and values over all layers
     weights_bytes: int = 0  # the loaded weights (engine.memory.weight_bytes)
+    # speculative decoding: drafted and accepted tokens, and the decode steps of sequences with a
+    # draft and the tokens those steps emitted (accepted drafts plus one sampled token each)
+    spec_draft_tokens_total: int = 0
+    spec_accepted_tokens_total: int = 0
+    spec_verify_steps_total: int = 0
+    spec_emitted_tokens_total: int = 0
 
 
 def build_runner(config: EngineConfig, model: StepModel, group: ParallelGroup | None = None) -> ModelRunner:
@@ -82,8 +92,11 @@ class LLMEngine:
         structured_backend: StructuredBackend | None = None,
         extra_samplers: Iterable[type[LogitsProcessor]] = (),
         group: ParallelGroup | None = None,
+        proposer: Proposer | None = None,
     ) -> None:
-        """``group``: on a tensor-parallel server, rank 0's view of the ranks holding ``model``'s
+        """``proposer``: the drafter when ``config.speculative`` is set (default: the one it names).
+
+        ``group``: on a tensor-parallel server, rank 0's view of the ranks holding ``model``'s
         shards; this engine then drives them (``ModelRunner``'s channel) and is the only one that
         schedules and samples."""
         self.config = config
@@ -116,6 +129,17 @@ class LLMEngine:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.consecutive_failures = 0
+        self.spec = config.speculative
+        if proposer is not None and self.spec is None:
+            raise ValueError("proposer: given without a speculative config")
+        self.proposer: Proposer | None = proposer
+        if self.spec is not None and proposer is None:
+            self.proposer = build_proposer(config, tokenizer, self.vocab_size)
+        self.step_cost = StepCostModel()
+        self.spec_draft_tokens_total = 0
+        self.spec_accepted_tokens_total = 0
+        self.spec_verify_steps_total = 0
+        self.spec_emitted_tokens_total = 0
 
     @classmethod
     def from_config(cls, config: EngineConfig, group: ParallelGroup | None = None, **kwargs: Any) -> LLMEngine:
@@ -277,6 +301,8 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         t0 = time.perf_counter()
+        if self.proposer is not None:
+            self._propose(self.proposer)
         sched = self.scheduler.schedule()
         touched: dict[str, Request] = {}
         for seq, msg in sched.rejected:
@@ -316,19 +342,43 @@ class LLMEngine:
             and item.seq.request.wants_prompt_logprobs
             and item.seq.num_computed_tokens < item.seq.num_prompt_tokens
         }
+        t0 = time.perf_counter()
+        self._run_rows(batch, touched, want_prompt)
+        if self.spec is not None and all(item.num_known == 1 for item in batch):
+            self.step_cost.observe(sum(item.num_tokens for item in batch), time.perf_counter() - t0)
+
+    def _run_rows(self, batch: list[ScheduledSeq], touched: dict[str, Request], want_prompt: set[int]) -> None:
         if self._inject:
             self.faults.before_step(self.steps_total + 1, [item.seq.params.seed for item in batch])
         result = self.runner.execute(batch, want_prompt)
-        sampling = [item.seq for item in batch if item.samples]
+        # the sampled rows: one per plain sampling sequence, 1 + len(draft) per speculative one
+        plain_rows: list[int] = []
+        drafted: list[tuple[ScheduledSeq, torch.Tensor]] = []
+        row = 0
+        for item in batch:
+            if not item.samples:
+                continue
+            if item.draft:
+                drafted.append((item, result.sample_logits[row : row + 1 + len(item.draft)]))
+                row += 1 + len(item.draft)
+            else:
+                plain_rows.append(row)
+                row += 1
+        sampling = [item.seq for item in batch if item.samples and not item.draft]
+        logits = result.sample_logits
+        if drafted:
+            logits = logits[torch.tensor(plain_rows, dtype=torch.int64, device=logits.device)]
         if self._inject:
-            result.sample_logits = self.faults.poison(result.sample_logits, [seq.params.seed for seq in sampling])
+            logits = self.faults.poison(logits, [seq.params.seed for seq in sampling])
         rows = [self._row(seq) for seq in sampling]
-        sampled = self.sampler(result.sample_logits, rows)
+        sampled = self.sampler(logits, rows)
         # a row that could not be sampled fails its request alone (its blocks are freed below)
         failed = {sampling[i].request.request_id: (sampling[i].request, why) for i, why in sampled.failed.items()}
         for i in want_prompt:
             self._prompt_logprobs(batch[i], result.prompt_logits[i])
         for item in batch:
+            if item.draft:
+                continue  # advanced over the accepted tokens only, in _verify
             item.seq.num_computed_tokens += item.num_tokens
             self.block_manager.commit(item.seq)
         now = time.time()  # wall clock, like RequestOutput.arrival_time
@@ -339,13 +389,115 @@ class LLMEngine:
                 continue
             if req.first_token_time is None:
                 req.first_token_time = now
+            seq.num_steps += 1
             try:
                 self._append(seq, tok, lp)
             except Exception as exc:  # e.g. a grammar that refuses the token: this request only
                 failed[req.request_id] = (req, f"could not take the sampled token: {type(exc).__name__}: {exc}")
+        for item, item_logits in drafted:
+            item.seq.num_steps += 1
+            req = item.seq.request
+            touched[req.request_id] = req
+            try:
+                self._verify(item, item_logits)
+            except Exception as exc:  # a processor or grammar that breaks on this draft: this request only
+                failed[req.request_id] = (req, f"could not verify the draft: {type(exc).__name__}: {exc}")
         for req, why in failed.values():
             log.warning("request %s failed: %s", req.request_id, why)
             self._finish_request(req, "error", why)
+
+    # ---- speculative decoding ----------------------------------------------------------------
+    def _propose(self, proposer: Proposer) -> None:
+        """Give each running decode its draft for this step (the scheduler takes what fits).
+        No draft beyond what the request may still emit (the step adds one token past the
+        accepted drafts) or past the context limit, and none while a sequence's drafting is
+        paused (``DraftStats.update_switch``). The drafted tokens kept are those whose expected
+        accepted tokens pay for the rows they add (``spec.budget``)."""
+        assert self.spec is not None
+        decoding = [seq for seq in self.scheduler.running if seq.num_uncomputed == 1]
+        wanted: list[tuple[Sequence, int]] = []
+        for seq in self.scheduler.running:
+            seq.spec_draft = []
+        for seq in decoding:
+            if seq.draft_stats.paused(seq.num_steps):
+                continue
+            p = seq.params
+            max_new = p.max_tokens if p.max_tokens is not None else self.max_model_len - seq.num_prompt_tokens
+            limit = min(max_new - seq.num_output_tokens, self.max_model_len - len(seq.token_ids)) - 1
+            if limit > 0:
+                wanted.append((seq, limit))
+        if not wanted:
+            return
+        drafts = proposer.propose_batch([seq.token_ids for seq, _ in wanted], [limit for _, limit in wanted])
+        proposed = [(seq, d) for (seq, _), d in zip(wanted, drafts, strict=True) if d]
+        proposed.sort(key=lambda sd: -sd[0].draft_stats.position_rate)
+        cap = self.spec.max_draft_tokens_per_step
+        if self.spec.plan_by_step_cost:
+            grants = plan_drafts(len(decoding), [(seq.draft_stats.position_rate, len(d)) for seq, d in proposed],
+                                 self.step_cost.estimate, cap)
+        else:
+            grants = share_draft_budget([len(d) for _, d in proposed], cap)
+        for (seq, draft), n in zip(proposed, grants, strict=True):
+            seq.spec_draft = draft[:n]
+
+    def _verify(self, item: ScheduledSeq, logits: torch.Tensor) -> None:
+        """Walk the draft of ``item`` with its rows' logits ``[1 + len(draft), V]``: row ``j``
+        predicts the token after ``draft[:j]``. Each step of the walk is a plain decode step done
+        late: the sequence's KV now covers its tokens (``commit`` may hash a block they filled),
+        the row's processors see the sequence as it is (penalties over the accepted output, the
+        grammar advanced over the accepted tokens only), one token is chosen (``_choose``) and
+        appended with every stop check. The walk ends at the first rejected draft (its
+        replacement is the last token), after the bonus token past a fully accepted draft, or when
+        the sequence finishes. The blocks that held only rejected tokens are then given back."""
+        seq, draft = item.seq, item.draft
+        start = seq.num_computed_tokens
+        accepted = emitted = 0
+        now = time.time()
+        for j in range(len(draft) + 1):
+            seq.num_computed_tokens = start + j + 1
+            self.block_manager.commit(seq)
+            proposal = draft[j] if j < len(draft) else None
+            tok, lp = self._choose(seq, logits[j : j + 1], proposal)
+            if seq.request.first_token_time is None:
+                seq.request.first_token_time = now
+            self._append(seq, tok, lp)
+            emitted += 1
+            if tok != proposal or seq.is_finished:
+                break
+            accepted += 1
+        stats = seq.draft_stats
+        stats.record(len(draft), accepted, emitted)
+        assert self.spec is not None
+        stats.update_switch(seq.num_steps, self.spec.min_drafted_tokens, self.spec.disable_acceptance_rate,
+                            self.spec.retry_after_steps)
+        self.spec_draft_tokens_total += len(draft)
+        self.spec_accepted_tokens_total += accepted
+        self.spec_verify_steps_total += 1
+        self.spec_emitted_tokens_total += emitted
+        if not seq.is_finished:
+            self.block_manager.truncate(seq, seq.num_computed_tokens)
+
+    def _choose(self, seq: Sequence, logits: torch.Tensor, proposal: int | None) -> tuple[int, TokenLogprob | None]:
+        """The token at one verified position, from its raw ``logits [1, V]``: greedy rows take the
+        processed argmax (the sampler's kernel, so ties break as without speculation); sampled
+        rows accept or replace ``proposal`` by rejection sampling, or, past the draft, draw from
+        the processed distribution. Logprobs are the raw ones, as the sampler reports them."""
+        if not bool(torch.isfinite(logits.float().amax(-1)).all()):
+            raise ValueError(NONFINITE_LOGITS)  # as the sampler does for a plain row: this request fails
+        row = self._row(seq)
+        processed = self.sampler.process(logits, [row])
+        if row.greedy:
+            tok = int(self.sampler.argmax(processed)[0])
+        else:
+            probs = processed[0].softmax(-1)
+            gen = row.generator if row.generator is not None else self.sampler.generator
+            tok = sample(probs, gen) if proposal is None else verify_sampled(probs, proposal, gen).token_id
+        lp = None
+        k = seq.params.logprobs
+        if k is not None:
+            chosen = torch.tensor([tok], dtype=torch.int64, device=logits.device)
+            lp = top_logprobs(logits.log_softmax(-1), chosen, [k])[0]
+        return tok, lp
 
     def _row(self, seq: Sequence) -> SamplingRow:
         return SamplingRow(
@@ -438,6 +590,9 @@ class LLMEngine:
                     delta_logprobs=delta_lp,
                     finish_reason=seq.finish_reason,
                     stop_reason=seq.stop_reason,
+                    num_steps=seq.num_steps,
+                    spec_drafted=seq.draft_stats.drafted,
+                    spec_accepted=seq.draft_stats.accepted,
                 )
             )
         prompt_lp = None
@@ -474,4 +629,8 @@ class LLMEngine:
             generation_tokens_total=self.generation_tokens_total,
             kv_block_bytes=self.runner.bytes_per_block,
             weights_bytes=self.runner.weights_bytes,
+            spec_draft_tokens_total=self.spec_draft_tokens_total,
+            spec_accepted_tokens_total=self.spec_accepted_tokens_total,
+            spec_verify_steps_total=self.spec_verify_steps_total,
+            spec_emitted_tokens_total=self.spec_emitted_tokens_total,
         )

@@ -109,7 +109,7 @@ def agree_num_blocks(group: ParallelGroup, num_blocks: int, device: torch.device
 
 @dataclass
 class RunnerOutput:
-    sample_logits: torch.Tensor  # [num sampling seqs, V] float32, in batch order
+    sample_logits: torch.Tensor  # [sampled rows, V] float32, in batch order (1 + len(draft) per draft)
     prompt_logits: dict[int, torch.Tensor]  # batch index -> [chunk len, V] float32
 
 
@@ -214,6 +214,10 @@ class ModelRunner:
         for i, item in enumerate(batch):
             seq, n = item.seq, item.num_tokens
             start = seq.num_computed_tokens
+            if item.draft:
+                ModelRunner._prepare_draft(step, item, offset)
+                offset += n
+                continue
             step.ids.extend(seq.token_ids[start : start + n])
             step.positions.extend(range(start, start + n))
             step.query_lens.append(n)
@@ -229,6 +233,26 @@ class ModelRunner:
                 step.keep_rows.append(offset + n - 1)
             offset += n
         return step
+
+    @staticmethod
+    def _prepare_draft(step: StepInputs, item: ScheduledSeq, offset: int) -> None:
+        """A decode with a speculative draft: its last known token and each drafted one become
+        a query row of their own, as ``1 + len(draft)`` decode rows of one sequence over the
+        same block table, row ``j`` with a context of ``start + j + 1`` tokens. Every layer writes
+        all rows' keys and values before any row attends, so row ``j`` sees the drafted tokens
+        before it: causal attention over the draft, through the decode kernels (the C stack on
+        the CPU, CUDA graphs on a GPU) with the numerics of one-token decoding, so greedy
+        verification reproduces non-speculative output. Every row's logits are kept and sampled."""
+        seq, start = item.seq, item.seq.num_computed_tokens
+        table = list(seq.block_table)
+        for j, tok in enumerate([seq.token_ids[start], *item.draft]):
+            step.ids.append(tok)
+            step.positions.append(start + j)
+            step.query_lens.append(1)
+            step.seq_lens.append(start + j + 1)
+            step.block_tables.append(table)
+            step.sample_rows.append(len(step.keep_rows))
+            step.keep_rows.append(offset + j)
 
     @torch.inference_mode()
     def run(self, step: StepInputs) -> RunnerOutput:

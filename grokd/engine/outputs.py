@@ -39,6 +39,11 @@ class CompletionOutput:
     delta_logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    # engine steps that produced tokens for this sample (tokens / steps > 1 with speculation), and
+    # its speculative tokens drafted and accepted so far
+    num_steps: int = 0
+    spec_drafted: int = 0
+    spec_accepted: int = 0
 
     @property
     def finished(self) -> bool:

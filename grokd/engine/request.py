@@ -18,6 +18,7 @@ import torch
 
 from grokd.engine.outputs import TokenLogprob
 from grokd.engine.sampling_params import SamplingParams
+from grokd.engine.spec.stats import DraftStats
 
 if TYPE_CHECKING:
     from grokd.engine.detokenizer import Detokenizer
@@ -65,6 +66,11 @@ class Sequence:
     delta_start_tokens: int = 0
     delta_start_logprobs: int = 0
     num_preemptions: int = 0
+    num_steps: int = 0  # engine steps that appended tokens to this sequence
+    # speculative decoding: this step's proposed draft (the scheduler takes what fits) and the
+    # sequence's acceptance record
+    spec_draft: list[int] = field(default_factory=list)
+    draft_stats: DraftStats = field(default_factory=DraftStats)
 
     @property
     def params(self) -> SamplingParams:

@@ -30,12 +30,23 @@ from grokd.engine.request import SeqStatus, Sequence
 
 @dataclass
 class ScheduledSeq:
+    """``num_tokens`` rows of the step for ``seq``: its tokens ``token_ids[num_computed:]`` and,
+    for a decode with a speculative ``draft``, the drafted tokens after them (``num_tokens = 1 +
+    len(draft)``), each verified in this same step."""
+
     seq: Sequence
-    num_tokens: int  # tokens of seq.token_ids[num_computed:] run this step
+    num_tokens: int
+    draft: list[int] = field(default_factory=list)
     samples: bool = field(init=False)  # this step reaches the end of the known tokens: sample
 
     def __post_init__(self) -> None:
-        self.samples = self.seq.num_computed_tokens + self.num_tokens == len(self.seq.token_ids)
+        known = self.num_tokens - len(self.draft)
+        self.samples = self.seq.num_computed_tokens + known == len(self.seq.token_ids)
+
+    @property
+    def num_known(self) -> int:
+        """Rows of tokens the sequence already has (the drafted ones are not its tokens yet)."""
+        return self.num_tokens - len(self.draft)
 
 
 @dataclass
@@ -91,6 +102,12 @@ class Scheduler:
                     break
             seq = pending.pop(0)
             decoding = decoding or seq.num_uncomputed == 1
+            draft = self._fit_draft(seq, budget)
+            if draft:
+                kept.append(seq)
+                out.scheduled.append(ScheduledSeq(seq, 1 + len(draft), draft))
+                budget -= 1 + len(draft)
+                continue
             num = min(seq.num_uncomputed, budget)
             dropped = False  # rejected or preempted itself: not scheduled this step
             while not self.bm.allocate(seq, num):
@@ -131,13 +148,26 @@ class Scheduler:
             self._admit(out, budget)
         return out
 
+    def _fit_draft(self, seq: Sequence, budget: int) -> list[int]:
+        """The part of a decoding sequence's proposed draft this step takes: what the token
+        budget leaves and the pool can hold without preempting anyone (a draft is an
+        optimisation, never a reason to evict work). Its blocks are allocated here; the engine
+        gives back those of rejected tokens after verification. Empties ``seq.spec_draft``."""
+        draft, seq.spec_draft = seq.spec_draft, []
+        if not draft or seq.num_uncomputed != 1:
+            return []
+        draft = draft[: max(0, budget - 1)]
+        if draft and self.bm.allocate(seq, 1 + len(draft)):
+            return draft
+        return []
+
     def _prefill_budget(self, budget: int, out: SchedulerOutput) -> int:
         """What is left of ``budget`` for prompt tokens in a step that decodes: capped at
         ``max_prefill_tokens_while_decoding`` minus the prompt tokens already scheduled."""
         cap = self.config.max_prefill_tokens_while_decoding
         if cap is None:
             return budget
-        prefilled = sum(item.num_tokens for item in out.scheduled if item.num_tokens > 1)
+        prefilled = sum(item.num_tokens for item in out.scheduled if item.num_known > 1)
         return min(budget, cap - prefilled)
 
     def _admit(self, out: SchedulerOutput, budget: int) -> int:

@@ -36,6 +36,7 @@ from grokd.engine.config import (
     ModelLoadConfig,
     ParallelConfig,
     SchedulerConfig,
+    SpeculativeConfig,
     check_device,
     check_kernel_backend,
     default_token_budget,
@@ -88,6 +89,8 @@ def _flag(value: Any) -> bool:
 Size = Annotated[int, BeforeValidator(_size)]  # bytes; accepts 8G, 512M, ...
 Names = Annotated[list[str], NoDecode, BeforeValidator(_names)]  # no JSON decoding of env values
 Flag = Annotated[bool, BeforeValidator(_flag)]
+# the JSON object of --speculative-config (vLLM's spelling), or a TOML table
+Speculative = Annotated[SpeculativeConfig | None, NoDecode, BeforeValidator(SpeculativeConfig.parse)]
 
 
 class ServerConfig(BaseSettings):
@@ -127,6 +130,7 @@ class ServerConfig(BaseSettings):
     max_prefill_tokens_while_decoding: int | None = None  # None: the budget (no separate cap)
     max_num_seqs: int = 64
     max_queued_requests: int = 1024
+    speculative_config: Speculative = None
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8000
@@ -251,6 +255,7 @@ class ServerConfig(BaseSettings):
                 timeout_s=self.tp_timeout_s,
                 startup_timeout_s=self.tp_startup_timeout_s,
             ),
+            speculative=self.speculative_config,
             seed=self.seed,
         )
 

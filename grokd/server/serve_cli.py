@@ -99,6 +99,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt tokens at most in a step that also decodes (bounds inter-token latency under bursts)")
     c.add_argument("--max-num-seqs", type=int)
     c.add_argument("--max-queued-requests", type=int, help="waiting-queue bound; beyond it requests get 429")
+    c.add_argument("--speculative-config", metavar="JSON",
+                   help='speculative decoding, e.g. \'{"method": "ngram", "num_speculative_tokens": 4, '
+                        '"prompt_lookup_max": 4, "prompt_lookup_min": 2}\' (prompt lookup) or \'{"method": '
+                        '"draft_model", "model": PATH, "num_speculative_tokens": 3}\' (a smaller model of the same '
+                        'tokenizer); drafts are verified in the batch')
     h = p.add_argument_group("http")
     h.add_argument("--host")
     h.add_argument("--port", type=int)

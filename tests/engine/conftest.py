@@ -42,7 +42,7 @@ def one_thread():
 @pytest.fixture
 def make_engine(tiny_model, grok1_tiny_dir, one_thread):
     """``make_engine(num_blocks=, block_size=, budget=, max_seqs=, max_queued=, caching=, tokenizer=,
-    max_pending=, faults=)``."""
+    max_pending=, faults=, kv_cache_dtype=, speculative=)``; other keywords go to ``LLMEngine``."""
 
     def build(
         num_blocks: int = 256,
@@ -54,17 +54,21 @@ def make_engine(tiny_model, grok1_tiny_dir, one_thread):
         tokenizer=None,
         max_pending: int = 256,
         faults: FaultPlan | None = None,
+        kv_cache_dtype: str = "auto",
+        speculative=None,
         **kwargs,
     ) -> LLMEngine:
         model, ckpt = tiny_model
         cfg = EngineConfig(
             model=ModelLoadConfig(model=str(grok1_tiny_dir), dtype="float32", weights_dtype="float32"),
-            cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching),
+            cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=caching,
+                              dtype=kv_cache_dtype),
             scheduler=SchedulerConfig(
                 max_num_batched_tokens=budget, max_num_seqs=max_seqs, max_queued_requests=max_queued,
                 max_pending_outputs=max_pending,
             ),
             faults=faults if faults is not None else FaultPlan(),
+            speculative=speculative,
         )
         return LLMEngine(cfg, model, tokenizer, checkpoint=ckpt, **kwargs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from grokd.engine.llm_engine import LLMEngine
 
 
@@ -51,3 +53,26 @@ def assert_idle(engine: LLMEngine) -> None:
     assert bm.num_used == 0
     assert bm.num_free == bm.num_blocks  # free + cached = pool
     assert not engine.scheduler.has_work()
+
+
+class Scripted:
+    """Proposes the next ``k`` tokens of whichever known continuation extends the sequence; every
+    ``garble``-th position is guessed wrong, so drafts are accepted in part. Sequences it does not
+    know get no draft."""
+
+    def __init__(self, full: Sequence[list[int]], k: int = 4, garble: int = 3, vocab: int = 1024) -> None:
+        self.full, self.k, self.garble, self.vocab = [list(f) for f in full], k, garble, vocab
+        self.longest = 0
+
+    def propose(self, token_ids: Sequence[int], limit: int | None = None) -> list[int]:
+        n = len(token_ids)
+        for f in self.full:
+            if len(f) > n and f[:n] == list(token_ids):
+                draft = f[n : n + min(self.k, limit if limit is not None else self.k)]
+                draft = [(t + 1) % self.vocab if (n + j) % self.garble == 0 else t for j, t in enumerate(draft)]
+                self.longest = max(self.longest, len(draft))
+                return draft
+        return []
+
+    def propose_batch(self, histories: Sequence[Sequence[int]], limits: Sequence[int]) -> list[list[int]]:
+        return [self.propose(h, n) for h, n in zip(histories, limits, strict=True)]

@@ -174,3 +174,40 @@ def test_duplicate_content_blocks_are_not_double_registered():
 def test_invalid_pool():
     with pytest.raises(ValueError):
         BlockManager(0, 16)
+
+
+def test_truncate_gives_back_the_blocks_of_rejected_tokens_and_never_caches_them():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    seq = Seq(list(range(6)))
+    run_prefill(bm, seq)  # 6 tokens: 2 blocks
+    start_free = bm.num_free
+    # a decode of the last token plus a 5-token draft: positions 5..10 need 3 blocks
+    seq.num_computed_tokens = 5
+    assert bm.allocate(seq, 6) and len(seq.block_table) == 3
+    # one draft token accepted: the KV of positions 5 and 6 is kept, 7..10 were rejected
+    seq.token_ids += [50, 51]
+    seq.num_computed_tokens = 7
+    bm.commit(seq)
+    assert bm.truncate(seq, seq.num_computed_tokens) == 1 and len(seq.block_table) == 2
+    assert bm.num_free == start_free
+    bm.check_invariants()
+    # the block of rejected tokens went to the free list, not the prefix cache: only the first full
+    # block (tokens 0..3) is registered, so a lookup of the accepted text hits one block
+    bm.free(seq)
+    idle_ok(bm)
+    assert bm.num_cached == 1
+    assert len(bm.match_prefix(Seq([0, 1, 2, 3, 4, 5, 50, 51, 60]))[0]) == 1
+
+
+def test_truncate_keeps_a_block_holding_an_accepted_token():
+    bm = BlockManager(num_blocks=4, block_size=4)
+    seq = Seq(list(range(4)))
+    run_prefill(bm, seq)
+    seq.num_computed_tokens = 3
+    assert bm.allocate(seq, 3) and len(seq.block_table) == 2  # positions 3..5
+    seq.token_ids += [9]
+    seq.num_computed_tokens = 4  # nothing accepted: the token sampled at position 4 has no KV yet
+    assert bm.truncate(seq, 4) == 1 and len(seq.block_table) == 1
+    assert bm.truncate(seq, 4) == 0
+    bm.free(seq)
+    idle_ok(bm)

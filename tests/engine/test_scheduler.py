@@ -247,3 +247,40 @@ def test_decodes_go_before_an_older_long_prefill():
     assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(short, 1), (long, 7)]
     out = fake_step(sched)  # long is still prefilling: the decode goes first anyway
     assert [(i.seq, i.num_tokens) for i in out.scheduled] == [(short, 1), (long, 7)]
+
+
+def test_a_decode_takes_its_draft_as_extra_rows_within_budget_and_pool():
+    sched = make_sched(num_blocks=64, block_size=4, budget=64)
+    a, b = make_seq(6), make_seq(6, first=100)
+    sched.add(a)
+    sched.add(b)
+    fake_step(sched)  # both prefilled, one token sampled each
+    a.spec_draft = [1, 2, 3]
+    out = sched.schedule()
+    by_seq = {item.seq.seq_id: item for item in out.scheduled}
+    assert by_seq[a.seq_id].num_tokens == 4 and by_seq[a.seq_id].draft == [1, 2, 3]
+    assert by_seq[a.seq_id].samples and by_seq[a.seq_id].num_known == 1
+    assert by_seq[b.seq_id].num_tokens == 1 and not by_seq[b.seq_id].draft
+    assert len(a.block_table) == sched.bm.blocks_needed(a.num_computed_tokens + 4)
+    assert a.spec_draft == []  # taken: a later step proposes anew
+
+
+def test_a_draft_is_cut_to_the_budget_and_dropped_rather_than_preempting():
+    sched = make_sched(num_blocks=4, block_size=4, budget=3)
+    a = make_seq(7)
+    sched.add(a)
+    fake_step(sched)
+    fake_step(sched)
+    fake_step(sched)  # prefilled in chunks of 3 and sampled: 8 tokens, 7 computed, 2 blocks
+    assert a.num_uncomputed == 1 and len(a.block_table) == 2
+    a.spec_draft = [1, 2, 3, 4]
+    out = sched.schedule()
+    assert [item.draft for item in out.scheduled] == [[1, 2]]  # budget 3: the token and 2 drafted
+    sched.bm.truncate(a, a.num_computed_tokens + 1)
+    other = make_seq(8, first=200)  # holds the other 2 blocks
+    sched.running.append(other)
+    assert sched.bm.allocate(other, 8)
+    other.num_computed_tokens = 7
+    a.spec_draft = [1, 2]  # positions 7..9 would need a third block: none free
+    out = sched.schedule()
+    assert all(not item.draft for item in out.scheduled) and not out.preempted

@@ -80,6 +80,8 @@ def test_a_named_config_file_must_exist(tmp_path) -> None:
     ({"GROKD_TP_TIMEOUT_S": "0"}, "tp_timeout_s: expected > 0 seconds, got 0.0"),
     ({"GROKD_TP_STARTUP_TIMEOUT_S": "-1"}, "tp_startup_timeout_s: expected > 0 seconds, got -1.0"),
     ({"GROKD_KERNEL_BACKEND": "cuda"}, "kernel_backend: expected one of auto, torch, triton, got 'cuda'"),
+    ({"GROKD_SPECULATIVE_CONFIG": '{"method": "eagle"}'},
+     "speculative_config: speculative_config.method: expected one of ngram, draft_model, got 'eagle'"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(env, message) -> None:
     with pytest.raises(ValueError) as exc:
@@ -155,3 +157,15 @@ def test_every_setting_is_a_serve_flag() -> None:
     add_arguments(parser)
     dests = {action.dest for action in parser._actions}
     assert set(ServerConfig.model_fields) <= dests
+
+
+def test_speculative_config_reaches_the_engine_config(tmp_path) -> None:
+    from grokd.engine.config import SpeculativeConfig
+
+    flag = '{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 5, "prompt_lookup_min": 1}'
+    spec = load_config({"speculative_config": flag}).engine_config().speculative
+    assert spec == SpeculativeConfig("ngram", 3, 5, 1)
+    toml = tmp_path / "grokd.toml"
+    toml.write_text("[speculative_config]\nmethod = 'ngram'\nnum_speculative_tokens = 2\n")
+    assert load_config({}, config_file=toml).engine_config().speculative == SpeculativeConfig(num_speculative_tokens=2)
+    assert ServerConfig().engine_config().speculative is None

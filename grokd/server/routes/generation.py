@@ -174,7 +174,7 @@ class EngineCall:
         self.cached_tokens = max(self.cached_tokens, out.num_cached_tokens)
         if out.finished and not self.finished:
             self.finished = True
-            self.timer.done(now, len(out.prompt_token_ids), self.completion_tokens, self.cached_tokens)
+            self.timer.done(now, len(out.prompt_token_ids), self.completion_tokens, self.cached_tokens, out.outputs)
         return out
 
     async def close(self) -> None:
