@@ -54,6 +54,9 @@ def _timeout_response(what: str, seconds: float) -> tuple[list[tuple[bytes, byte
     return headers, body
 
 
+LINGER_S = 2.0
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus the idle, head and body deadlines described above."""
 
@@ -62,6 +65,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -73,6 +77,8 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the 408 is out; what still trickles in is read and dropped (see _close_after_408)
         if self.conn.their_state is h11.IDLE and self._read_deadline is None:
             self._arm(self.limits.request_header_timeout_s, self._head_timed_out)
         before = self.conn.their_state
@@ -110,7 +116,7 @@ class GuardedH11Protocol(H11Protocol):
         headers, body = _timeout_response("headers", self.limits.request_header_timeout_s)
         head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
         self.transport.write(head + b"\r\n" + body)
-        self.transport.close()
+        self._close_after_408()
 
     def _body_timed_out(self) -> None:
         self._read_deadline = None
@@ -125,7 +131,18 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.write(output or b"")
         cycle.disconnected = True  # the app's receive() now says http.disconnect; its sends are dropped
         cycle.message_event.set()
-        self.transport.close()
+        self._close_after_408()
+
+    def _close_after_408(self) -> None:
+        """A lingering close: send FIN after the 408 and drop what the client still sends for
+        ``LINGER_S`` before closing. Closing at once while the client is still sending makes the
+        kernel answer its next bytes with a reset, which can discard the 408 before it is read."""
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def protocol_for(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
