@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from xai_sdk.search import SearchParameters, rss_source
 from grokd.server.config import ServerConfig
 from grokd.server.live import LiveConfig
 from grokd.server.state import ServerState
-from tests.server.serving import LiveServer, free_port, serve_state, start_process, wait_ready
+from tests.server.serving import LiveServer, free_port, serve_state, start_process, wait_ready, wait_until
 from tests.server.stub_http import StubServer, serve_stub
 
 KEY = "sk-grpc-e2e-key-0000"
@@ -78,14 +77,6 @@ def model(server: LiveServer) -> str:
 def _http(server: LiveServer, path: str, body: dict) -> httpx.Response:
     return httpx.post(server.base_url + path, json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
 
-
-def _wait(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +243,7 @@ def test_deadline_exceeded_aborts_the_engine_request(host: str, model: str, serv
         hasty.chat.create(model=model, messages=[user("Write a very long story about a dragon.")],
                           max_tokens=900, temperature=1.0).sample()
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
+    assert wait_until(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
 
 
 def test_wrong_key_is_unauthenticated(host: str, model: str) -> None:
@@ -333,7 +324,7 @@ def test_cancelled_stream_frees_kv_blocks(host: str, model: str, server: LiveSer
             break
     assert engine.stats().kv_blocks_used > 0 and engine.stats().num_running == 1
     stream.cancel()
-    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
+    assert wait_until(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
     assert "grokd_kv_blocks_used 0.0" in httpx.get(server.url + "/metrics").text
     assert engine.stats().generation_tokens_total - before < 900  # aborted, not run to the end
     channel.close()
@@ -347,7 +338,7 @@ def test_drain_refuses_new_calls_with_unavailable(client: Client, model: str, se
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(r=chat.sample()))
     t.start()
-    assert _wait(lambda: server.state.engine.stats().num_running == 1, 10.0)  # admitted and generating
+    assert wait_until(lambda: server.state.engine.stats().num_running == 1, 10.0)  # admitted and generating
     server.state.draining = True
     try:
         fresh = Client(api_host=f"127.0.0.1:{server.state.config.grpc_port}", api_key=KEY,
@@ -375,7 +366,7 @@ def test_serve_cli_grpc_port_and_sigterm_drain() -> None:
         first = next(stream)
         assert first.outputs[0].delta.role == chat_pb2.MessageRole.ROLE_ASSISTANT
         proc.terminate()
-        assert _wait(lambda: httpx.get(proc.url + "/ready").status_code == 503, 5.0)
+        assert wait_until(lambda: httpx.get(proc.url + "/ready").status_code == 503, 5.0)
         with pytest.raises(grpc.RpcError) as exc:
             stub.GetCompletion(_story(model, 2))
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "draining" in exc.value.details()

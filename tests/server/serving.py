@@ -76,6 +76,16 @@ def serve_state(state: ServerState, *, setup: Any = None) -> LiveServer:
     return LiveServer(f"http://127.0.0.1:{config.port}", state, app, server, thread)
 
 
+def wait_until(pred: Any, timeout: float = 10.0) -> bool:
+    """Poll ``pred`` every 20 ms until it holds or ``timeout`` passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return bool(pred())
+
+
 def wait_ready(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

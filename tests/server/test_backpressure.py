@@ -5,7 +5,6 @@ its KV blocks at once; SIGTERM drains (503 to new work, in-flight requests finis
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import openai
@@ -14,7 +13,7 @@ from openai import OpenAI
 
 from grokd.server.config import ServerConfig
 from grokd.server.state import ServerState
-from tests.server.serving import LiveServer, serve_state, start_process, start_server, wait_ready
+from tests.server.serving import LiveServer, serve_state, start_process, start_server, wait_ready, wait_until
 
 MODEL = "grok1-tiny"
 # The fixture's positions extend past its 256 trained ones (rotary), so a long context makes a
@@ -40,14 +39,6 @@ def _count_429(server: LiveServer) -> float:
                if line.startswith("grokd_http_requests_total") and 'status="429"' in line)
 
 
-def _wait(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
-
 
 def test_disconnect_mid_stream_frees_kv_blocks(server: LiveServer) -> None:
     engine = server.state.engine
@@ -62,7 +53,7 @@ def test_disconnect_mid_stream_frees_kv_blocks(server: LiveServer) -> None:
         assert engine.stats().kv_blocks_used > 0
         assert engine.stats().num_running == 1
     # the response is closed here: the server must abort the request and free its blocks at once
-    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
+    assert wait_until(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
     assert engine.stats().generation_tokens_total < 4000
     metrics = httpx.get(server.url + "/metrics").text
     assert "grokd_kv_blocks_used 0.0" in metrics
@@ -73,7 +64,7 @@ def test_disconnect_during_non_streaming_request_aborts_it(server: LiveServer) -
     body = {**LONG, "stream": False}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.base_url + "/completions", json=body, timeout=0.5)
-    assert _wait(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
+    assert wait_until(lambda: engine.stats().kv_blocks_used == 0 and engine.stats().num_running == 0, 5.0)
 
 
 def test_queue_full_429_then_client_retry_succeeds(server: LiveServer) -> None:
@@ -89,7 +80,7 @@ def test_queue_full_429_then_client_retry_succeeds(server: LiveServer) -> None:
     b = threading.Thread(target=lambda: b_result.update(
         r=strict.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=2)))
     b.start()
-    assert _wait(lambda: server.state.engine.stats().num_waiting == 1, 5.0)
+    assert wait_until(lambda: server.state.engine.stats().num_waiting == 1, 5.0)
     # ... so C is told to come back later
     with pytest.raises(openai.RateLimitError) as exc:
         strict.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=2)
@@ -102,7 +93,7 @@ def test_queue_full_429_then_client_retry_succeeds(server: LiveServer) -> None:
     c = threading.Thread(target=lambda: c_result.update(
         r=patient.with_raw_response.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=2)))
     c.start()
-    assert _wait(lambda: _count_429(server) > before, 5.0)
+    assert wait_until(lambda: _count_429(server) > before, 5.0)
     a.__exit__(None, None, None)  # disconnect A: B runs, the queue empties
     c.join(30)
     b.join(30)
@@ -121,7 +112,7 @@ def test_sigterm_drains_in_flight_and_refuses_new_work(grok1_tiny_dir) -> None:
             lines = r.iter_lines()
             assert next(line for line in lines if line.startswith("data: {"))
             proc.terminate()
-            assert _wait(lambda: httpx.get(proc.url + "/ready").status_code == 503, 5.0)
+            assert wait_until(lambda: httpx.get(proc.url + "/ready").status_code == 503, 5.0)
             ready = httpx.get(proc.url + "/ready")
             assert ready.json()["error"]["code"] == "overloaded" and ready.headers["retry-after"]
             client = OpenAI(base_url=proc.url + "/v1", api_key="none", max_retries=0)
