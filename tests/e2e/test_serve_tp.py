@@ -121,13 +121,32 @@ def test_tp2_sigterm_stops_every_rank(grok1_tiny_dir: Path) -> None:
     finally:
         srv.stop()
     out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
-    assert "rank 1: stopped by rank 0" in out
+    assert "rank 1: stopped by rank 0" in out, out[-3000:]
     # each rank reports its shard and its peak host memory once loaded
     loaded = {int(m[0]): (float(m[1]), int(m[2])) for m in
               re.findall(r"rank (\d)/2: shard loaded, ([\d.]+) MiB of weights, peak RSS (\d+) MiB", out)}
     assert set(loaded) == {0, 1}, out[-3000:]
     assert loaded[0][0] == pytest.approx(loaded[1][0], rel=0.05)  # halves of the model
     print(f"shards loaded (MiB of weights, peak RSS MiB): {loaded}")
+
+
+def test_tp2_worker_exits_when_rank0_is_killed(grok1_tiny_dir: Path) -> None:
+    """Rank 0 killed outright (no drain, no stop broadcast): its spawned worker exits within
+    seconds instead of waiting out the collective timeout, through whichever notices first: its
+    parent watch, or gloo's closed connection in the step broadcast it is blocked in."""
+    srv = start_process(["--model", str(grok1_tiny_dir), *TP_ARGS, "--tp-timeout-s", "600"], timeout=240)
+    try:
+        worker = worker_pid(srv)
+        srv.proc.kill()
+        srv.proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(worker)
+    finally:
+        srv.stop()
+    out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
+    assert "exited; this rank exits too" in out or "Connection closed by peer" in out, out[-3000:]
 
 
 def test_tp2_killed_worker_fails_requests_and_exits_nonzero(grok1_tiny_dir: Path) -> None:

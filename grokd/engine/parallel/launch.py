@@ -9,7 +9,9 @@ every rank is already running, and they rendezvous through ``env://``.
 Only rank 0 decides when the world stops: workers ignore SIGINT and SIGTERM (Ctrl-C reaches
 the whole process group, torchrun forwards SIGTERM to every rank) while rank 0 drains its
 requests and then broadcasts the stop they exit on. Spawned workers die with rank 0 all the
-same: Linux kills them when their parent exits (``PR_SET_PDEATHSIG``), and every collective has
+same: each watches the process that spawned it and exits once that process is gone (not
+``PR_SET_PDEATHSIG``, which fires when the spawning *thread* ends: rank 0 spawns from a loader
+thread that ends at shutdown, before the workers have stopped cleanly), and every collective has
 the group's timeout. Rank 0 watches its spawned workers (``World.watch``): a worker that exits
 before rank 0 stopped it is reported with its rank and exit code at once, without waiting for a
 collective to time out.
@@ -17,7 +19,6 @@ collective to time out.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import multiprocessing.connection
@@ -26,6 +27,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -38,8 +40,6 @@ from grokd.engine.config import EngineConfig
 from grokd.engine.parallel.group import DistGroup, init_distributed
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -132,16 +132,25 @@ def worker_main(env: RankEnv, config: EngineConfig) -> int:
         leave_world()
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
+PARENT_POLL_S = 0.5
 
 
-def _spawned_main(env: RankEnv, config: EngineConfig, log_level: int) -> None:
-    _die_with_parent()
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit this worker (status 1) once ``parent_pid`` is no longer its parent: rank 0 is gone, so
+    nothing will ever stop it. A daemon thread polls ``os.getppid``."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        log.error("rank 0 (pid %d) exited; this rank exits too", parent_pid)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="grokd-parent-watch", daemon=True).start()
+
+
+def _spawned_main(env: RankEnv, config: EngineConfig, log_level: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s rank{env.rank} %(name)s: %(message)s")
     sys.exit(worker_main(env, config))
 
@@ -211,7 +220,7 @@ def spawn_world(config: EngineConfig, on_exit: Callable[[int, int | None], None]
     workers = Workers()
     for rank in range(1, n):
         env = RankEnv(rank, n, rank, init)
-        proc = ctx.Process(target=_spawned_main, args=(env, config, logging.getLogger().level),
+        proc = ctx.Process(target=_spawned_main, args=(env, config, logging.getLogger().level, os.getpid()),
                            name=f"grokd-rank{rank}", daemon=True)
         proc.start()
         workers.procs[rank] = proc
