@@ -20,11 +20,12 @@ _COMMANDS = {
     "context": ("grokd.benchmarks.context_scaling", "decode TPOT vs context length, KV-cache bytes per token"),
     "soak": ("grokd.benchmarks.soak", "many streams for a while, some dropped: errors, hung, blocks after, RSS"),
     "spec": ("grokd.benchmarks.speculative", "speculative decoding vs plain: grounded and free text, 1 and 8 streams"),
+    "spec-http": ("grokd.benchmarks.spec_http", "the spec workloads over HTTP against any server (peers' prompt lookup)"),
 }
 
 
 def add_cli(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, context, soak, spec, plot",
+    bench = subparsers.add_parser("bench", help="benchmarks: serve, offline, roofline, profile, interference, context, soak, spec, spec-http, plot",
                                   description=__doc__)
     sub = bench.add_subparsers(dest="bench_command", required=True)
     for name, (module, helptext) in _COMMANDS.items():

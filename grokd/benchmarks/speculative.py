@@ -63,19 +63,23 @@ FREE = ["Write a short story about a dragon who learns to cook.", "Describe your
         "Describe a city of the future.", "Tell a joke and explain why it is funny."]
 
 
-def prompts(tokenizer: Any, workload: str, n: int) -> list[list[int]]:
+def texts(workload: str, n: int) -> list[str]:
+    """The ``n`` user messages of ``workload`` (``grounded`` or ``free``), the same in every run."""
     out = []
     for i in range(n):
         if workload == "grounded":
             old, new = SWAPS[i % len(SWAPS)]
-            text = (f"Rewrite this paragraph exactly, changing only the word '{old}' to '{new}':\n\n"
-                    f"{PARAGRAPHS[i % len(PARAGRAPHS)]}")
+            out.append(f"Rewrite this paragraph exactly, changing only the word '{old}' to '{new}':\n\n"
+                       f"{PARAGRAPHS[i % len(PARAGRAPHS)]}")
         else:
-            text = FREE[i % len(FREE)]
-        rendered = render_chat([{"role": "user", "content": text}], template=tokenizer.chat_template,
-                               tokenizer=tokenizer)
-        out.append(tokenizer.encode(rendered))
+            out.append(FREE[i % len(FREE)])
     return out
+
+
+def prompts(tokenizer: Any, workload: str, n: int) -> list[list[int]]:
+    return [tokenizer.encode(render_chat([{"role": "user", "content": text}], template=tokenizer.chat_template,
+                                         tokenizer=tokenizer))
+            for text in texts(workload, n)]
 
 
 def run_batch(engine: LLMEngine, batch: list[list[int]], max_tokens: int) -> tuple[float, list[list[int]], int]:

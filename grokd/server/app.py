@@ -25,6 +25,7 @@ from grokd.engine.memory import resident_bytes
 from grokd.server import openapi
 from grokd.server.auth import require_api_key
 from grokd.server.errors import APIError, install_error_handlers, overloaded
+from grokd.server.http_limits import BODY_TIMED_OUT
 from grokd.server.jobs import batches, deferred_completions, files
 from grokd.server.jobs.asgi_execute import asgi_executor
 from grokd.server.jobs.files import MULTIPART_SLACK
@@ -61,6 +62,8 @@ OWN_BODY_LIMIT = ("/v1/live/documents",)
 FILE_UPLOADS = "/v1/files"
 # Seconds gRPC calls still running at shutdown (after the drain) get before they are cancelled.
 GRPC_STOP_GRACE_S = 1.0
+# the status a request is counted under when its client left before any answer (nginx's)
+CLIENT_CLOSED = 499
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -155,7 +158,8 @@ class ServerMiddleware:
         except _BodyTooLarge:
             pass  # already answered 413
         except ClientDisconnect:
-            pass  # the client left, or server.http_limits gave up on a slow body (and answered 408)
+            if not started:  # the client left before any answer (or the body deadline passed: below)
+                status = CLIENT_CLOSED
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", scope.get("method"), path, rid)
             if not started:
@@ -169,6 +173,10 @@ class ServerMiddleware:
         finally:
             if gated:
                 self.state.in_flight -= 1
+            if scope["state"].get(BODY_TIMED_OUT):
+                # server.http_limits answered 408 itself; what the app sent after (FastAPI makes a
+                # 400 of the disconnect it read the body into) never left the server
+                status = 408
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"  # raw paths would be unbounded labels
             self.state.metrics.observe_request(label, scope.get("method", ""), status)

@@ -46,6 +46,9 @@ class ConnectionLimits:
     max_header_bytes: int = H11_DEFAULT_MAX_HEADER_BYTES
 
 
+# set in a request's ASGI scope["state"] when its body missed the deadline (the server answered 408 itself)
+BODY_TIMED_OUT = "grokd.body_timed_out"
+
 def _timeout_response(what: str, seconds: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
     err = APIError(408, f"The request {what} did not arrive within {seconds:g} seconds.", code="request_timeout")
     body = json.dumps(err.body()).encode()
@@ -129,6 +132,7 @@ class GuardedH11Protocol(H11Protocol):
             output += self.conn.send(h11.Data(data=body)) or b""
             output += self.conn.send(h11.EndOfMessage()) or b""
             self.transport.write(output or b"")
+        cycle.scope.setdefault("state", {})[BODY_TIMED_OUT] = True  # its metrics say 408, not a client that left
         cycle.disconnected = True  # the app's receive() now says http.disconnect; its sends are dropped
         cycle.message_event.set()
         self._close_after_408()

@@ -109,6 +109,10 @@ def test_a_body_sent_a_byte_a_second_gets_a_408_within_the_deadline(server: Live
     assert payload["error"]["code"] == "request_timeout" and "body" in payload["error"]["message"]
     assert closed - began < BODY_TIMEOUT_S + SLACK_S
     _chat_ok(server)
+    # counted as the 408 it got, not as a server error
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'grokd_http_requests_total{method="POST",route="/v1/chat/completions",status="408"}' in metrics
+    assert 'route="/v1/chat/completions",status="500"' not in metrics
 
 
 def test_many_idle_connections_do_not_block_a_request_and_are_closed(server: LiveServer) -> None:
