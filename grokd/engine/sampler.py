@@ -14,7 +14,8 @@ token is the argmax), with the same number of alternatives and the removed token
 A row fails alone: one whose raw logits are not finite (a NaN anywhere, a +inf, or nothing above
 -inf: one reduction over the batch, ``amax`` propagates NaN) is never sampled, and when sampling
 the batch raises (a processor or grammar that breaks on one request's rows) each row is sampled
-on its own, so the rows that still raise fail and the others get their token. Failed rows come
+on its own, so the rows that still raise fail and the others get their token; a seeded row's
+generator is put back first, so its retry draws the noise it would have drawn undisturbed. Failed rows come
 back in ``SamplerOutput.failed`` with the reason; the engine ends their requests with it.
 """
 
@@ -104,6 +105,8 @@ class Sampler:
         tokens = [FAILED_TOKEN] * len(rows)
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
         keep = [i for i in range(len(rows)) if i not in failed]
+        # a retried seeded row must draw the noise the failed attempt drew: its generator restarts
+        seeded = {i: gen.get_state() for i in keep if not rows[i].greedy and (gen := rows[i].generator) is not None}
         tries = [keep] if keep else []
         while tries:
             idx = tries.pop()
@@ -114,6 +117,9 @@ class Sampler:
                 if len(idx) == 1:
                     failed[idx[0]] = _reason(exc)  # this row's request fails, the others go on
                 else:
+                    for i in idx:
+                        if i in seeded:
+                            rows[i].generator.set_state(seeded[i])  # type: ignore[union-attr]
                     tries.extend([i] for i in reversed(idx))
                 continue
             for j, i in enumerate(idx):

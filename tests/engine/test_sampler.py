@@ -313,6 +313,34 @@ def test_a_raising_processor_fails_its_row_alone():
     assert out.token_ids[0] == out.token_ids[2] == 1
 
 
+class NoiseArgmaxBreaksOnTwoRows:
+    """An argmax that raises on the exponential race of a batch attempt of two rows (every second
+    call with two rows), after the seeded rows drew their noise: the retry has to redraw it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if x.shape[0] == 2 and self.calls % 2 == 0:
+            raise RuntimeError("argmax broke")
+        return x.argmax(-1)
+
+
+def test_a_retried_seeded_row_draws_the_tokens_of_an_undisturbed_run():
+    logits = torch.randn(2, V, generator=torch.Generator().manual_seed(3))
+    clean = Sampler(ProcessorRegistry(), torch.Generator().manual_seed(0))
+    broken = Sampler(ProcessorRegistry(), torch.Generator().manual_seed(0), argmax=NoiseArgmaxBreaksOnTwoRows())
+    runs = []
+    for smp in (clean, broken):
+        rows = [row(seed=11), row(seed=12)]
+        outs = [smp(logits, rows) for _ in range(20)]
+        assert not any(o.failed for o in outs)
+        runs.append([o.token_ids for o in outs])
+    assert runs[0] == runs[1]
+    assert len({t for step in runs[0] for t in step}) > 1  # really sampling
+
+
 def test_non_finite_logits_fail_their_row_and_are_never_sampled(smp):
     good = logits_of([0.1, 0.1, 0.7, 0.1, 0.0, 0.0, 0.0, 0.0])[0]
     logits = torch.stack([good, torch.full((V,), float("nan")), good.clone(), torch.full((V,), float("-inf"))])
