@@ -9,7 +9,11 @@ only decodes (``observe``) and keeps an exponential moving average of its second
 of the last two (or, with one point only, ``prior_row_cost``: a row costs that fraction of a
 one-row step, about what the AVX2 machine measured), so the planner (``spec.budget``) can weigh a
 draft's expected accepted tokens against the step time it adds. Steps with drafts are observed like
-any other, so an estimate that was too cheap corrects itself after a few steps.
+any other, so an estimate that was too cheap corrects itself after a few steps. One that was too
+dear would never be corrected that way (the planner stops granting those rows, so they are never
+timed again: a load spike could switch drafting off for good), so a row count not observed for
+``max_age_steps`` steps is forgotten and estimated from the fresher ones again: the planner tries
+it once more, and that step's time is the new estimate.
 """
 
 from __future__ import annotations
@@ -18,17 +22,24 @@ from __future__ import annotations
 class StepCostModel:
     """Seconds per decode step by number of query rows (an EWMA per row count)."""
 
-    def __init__(self, prior_row_cost: float = 0.1, smoothing: float = 0.2) -> None:
-        if not 0.0 < smoothing <= 1.0 or prior_row_cost < 0.0:
-            raise ValueError(f"step cost model: need 0 < smoothing <= 1 and prior_row_cost >= 0, "
-                             f"got {smoothing}, {prior_row_cost}")
+    def __init__(self, prior_row_cost: float = 0.1, smoothing: float = 0.2, max_age_steps: int = 256) -> None:
+        if not 0.0 < smoothing <= 1.0 or prior_row_cost < 0.0 or max_age_steps < 1:
+            raise ValueError(f"step cost model: need 0 < smoothing <= 1, prior_row_cost >= 0 and max_age_steps "
+                             f">= 1, got {smoothing}, {prior_row_cost}, {max_age_steps}")
         self.prior_row_cost = prior_row_cost
         self.smoothing = smoothing
+        self.max_age_steps = max_age_steps
         self._seconds: dict[int, float] = {}
+        self._seen_at: dict[int, int] = {}  # the step count at each row count's last observation
+        self._steps = 0
 
     def observe(self, rows: int, seconds: float) -> None:
+        self._steps += 1
         old = self._seconds.get(rows)
         self._seconds[rows] = seconds if old is None else old + self.smoothing * (seconds - old)
+        self._seen_at[rows] = self._steps
+        for stale in [r for r, at in self._seen_at.items() if self._steps - at >= self.max_age_steps]:
+            del self._seconds[stale], self._seen_at[stale]
 
     def observed(self) -> dict[int, float]:
         """The averaged seconds per row count seen so far (a copy)."""

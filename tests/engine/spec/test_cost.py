@@ -30,3 +30,17 @@ def test_moving_average_and_a_flat_cost_stays_flat():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="smoothing"):
         StepCostModel(smoothing=0.0)
+
+
+def test_a_row_count_not_seen_for_max_age_steps_is_forgotten():
+    m = StepCostModel(max_age_steps=8)
+    m.observe(1, 1.0)
+    m.observe(5, 9.0)  # timed during a load spike: drafting looks far too dear
+    for _ in range(7):
+        m.observe(1, 1.0)  # the planner then only runs one-row steps
+    assert 5 in m.observed()  # seen 7 steps ago
+    m.observe(1, 1.0)
+    assert 5 not in m.observed() and m.observed() == {1: 1.0}
+    assert m.estimate(5) == pytest.approx(1.4)  # from the fresh one-row step and the prior slope: tried again
+    m.observe(5, 1.6)
+    assert m.estimate(5) == 1.6
