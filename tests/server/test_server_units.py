@@ -212,12 +212,33 @@ def test_serve_refuses_a_bad_setting_in_one_line_before_listening():
              ([], {"GROKD_MAX_NUM_SEQS": "abc"}, "max_num_seqs"),
              (["--kv-cache-dtype", "fp4"], {}, "kv_cache_dtype: expected one of auto, int8, got 'fp4'"),
              ([], {"GROKD_KV_CACHE_DTYPE": "fp8"}, "kv_cache_dtype: expected one of auto, int8, got 'fp8'"))
-    for extra, env, named in cases:
-        proc = subprocess.run([sys.executable, "-m", "grokd.server.cli", "serve", "--port", "1", *extra],
-                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.startswith("grokd serve: error: ") and "Traceback" not in proc.stderr
-        assert named in proc.stderr
+    procs = [subprocess.Popen([sys.executable, "-m", "grokd.server.cli", "serve", "--port", "1", *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+             for extra, env, _ in cases]  # side by side: each spends seconds importing
+    for proc, (_, _, named) in zip(procs, cases, strict=True):
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2, stderr
+        assert stderr.startswith("grokd serve: error: ") and "Traceback" not in stderr
+        assert named in stderr
+
+
+def test_a_subcommand_imports_its_own_module_alone():
+    """`grokd serve ...` builds only serve's parser: the converter (ml_dtypes: seconds to import) and
+    the benchmarks stay unimported; `grokd --help` still lists every subcommand."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from grokd.server.cli import SUBCOMMAND_MODULES, build_parser\n"
+            "build_parser('serve').parse_args(['serve', '--port', '1'])\n"
+            "print(sorted(m for m in SUBCOMMAND_MODULES.values() if m in sys.modules))\n"
+            "print('ml_dtypes' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["['grokd.server.serve_cli']", "False"]
+    helped = subprocess.run([sys.executable, "-m", "grokd.server.cli", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert "{serve,chat,generate,convert,batch,bench,plan}" in helped.stdout
 
 
 def test_the_cli_needs_no_test_or_bench_extras():
