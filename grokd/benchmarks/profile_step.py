@@ -1,6 +1,10 @@
 """``grokd bench profile``: where one decode step's time goes. Fills a batch, runs a few decode
 steps, then profiles more with torch.profiler (operator self time) and cProfile (Python
-functions), so the next optimisation target is a measurement, not a guess."""
+functions), so the next optimisation target is a measurement, not a guess.
+
+``--step-times B [B ...]`` instead times plain decode steps (median of ``--steps``, unprofiled) at
+each batch size: what one more query row costs, the figure speculative decoding's verification
+rows are weighed against (benchmarks/RESULTS.md#speculative-decoding)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import cProfile
 import io
 import pstats
 import random
+import statistics
 import time
 
 
@@ -20,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=5, help="decode steps profiled")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--threads", type=int)
+    p.add_argument("--step-times", type=int, nargs="+", metavar="B",
+                   help="only time decode steps at these batch sizes (median ms of --steps each)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,15 +39,32 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     n = args.steps * 3 + 8
-    engine, _ = build_engine(model_path(args.model), args.dtype, args.batch, args.prompt_len, n)
-    rng = random.Random(0)
-    params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
-    for i in range(args.batch):
-        engine.add_request(f"p{i}", [rng.randrange(3, engine.vocab_size) for _ in range(args.prompt_len)], params)
-    while engine.last_step_tokens != args.batch:  # prefill, then first decode
-        engine.step()
-    for _ in range(3):
-        engine.step()
+
+    def decoding(batch: int):  # an engine whose ``batch`` requests are all past their prefill
+        engine, _ = build_engine(model_path(args.model), args.dtype, batch, args.prompt_len, n)
+        rng = random.Random(0)
+        params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+        for i in range(batch):
+            engine.add_request(f"p{i}", [rng.randrange(3, engine.vocab_size) for _ in range(args.prompt_len)], params)
+        while engine.last_step_tokens != batch:  # prefill, then first decode
+            engine.step()
+        for _ in range(3):
+            engine.step()
+        return engine
+
+    if args.step_times:
+        print(f"decode step ms by batch ({args.dtype}, {args.prompt_len} tokens of context, median of "
+              f"{args.steps} steps, {torch.get_num_threads()} threads):")
+        for batch in args.step_times:
+            engine = decoding(batch)
+            times = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                engine.step()
+                times.append(time.perf_counter() - t0)
+            print(f"  {batch}: {1e3 * statistics.median(times):.2f}", flush=True)
+        return 0
+    engine = decoding(args.batch)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         engine.step()

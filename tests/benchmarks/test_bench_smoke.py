@@ -91,3 +91,14 @@ def test_weight_bytes_count_packed_and_int8_heads_once() -> None:
     int8, _, _ = load_model_and_tokenizer(ModelLoadConfig(dtype="bfloat16", weights_dtype="int8"))
     # int8 halves every projection and the head; norms and one embedding row stay bf16
     assert 0.49 * dense < weight_bytes_per_step(int8, 1) < 0.52 * dense
+
+
+def test_bench_profile_step_times_prints_one_line_per_batch(capsys) -> None:
+    from grokd.server.cli import main as grokd
+
+    assert grokd(["bench", "profile", "--model", "fixture", "--dtype", "float32", "--prompt-len", "8",
+                  "--step-times", "1", "3", "--steps", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("decode step ms by batch (float32, 8 tokens of context, median of 2 steps")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["1", "3"]
+    assert all(float(line.split(":")[1]) > 0 for line in lines[1:])
