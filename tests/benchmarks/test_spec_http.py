@@ -1,6 +1,6 @@
-"""``grokd bench spec-http`` against real ``grokd serve`` instances of the default model on 127.0.0.1,
-one plain and one with n-gram speculation: the same greedy output (hash) from both, and the fields
-RESULTS.md quotes."""
+"""``grokd bench spec-http`` against two real ``grokd serve`` instances of the default model on
+127.0.0.1 at once, one plain and one with n-gram speculation, their rounds alternating: the same
+greedy output (hash) from both, and the fields RESULTS.md quotes."""
 
 from __future__ import annotations
 
@@ -14,27 +14,26 @@ from tests.server.serving import start_server
 NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 
 
-def _run(url: str, out, label: str) -> dict:
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    args = p.parse_args(["--base-url", url + "/v1", "--model", "smollm2-135m-instruct", "--label", label,
-                         "--streams", "2", "--workloads", "grounded", "--max-tokens", "10", "--rounds", "1",
-                         "--json", str(out)])
-    assert main(args) == 0
-    return json.loads(out.read_text())
-
-
-def test_plain_and_speculative_servers_give_the_same_output(tmp_path) -> None:
-    results = {}
-    for label, spec in (("plain", None), ("ngram", NGRAM)):
-        live = start_server(ServerConfig(max_model_len=512, speculative_config=spec))
-        try:
-            results[label] = _run(live.url, tmp_path / f"{label}.json", label)
-        finally:
-            live.stop()
-    for label, data in results.items():
-        assert data["meta"]["label"] == label and data["meta"]["cpu"]
-        assert [(r["workload"], r["streams"]) for r in data["rows"]] == [("grounded", 2)]
-        for r in data["rows"]:
-            assert r["completion_tokens"] == 10 * r["streams"] and r["tok_s"] > 0 and len(r["seconds"]) == 1
-    assert [r["output_sha256"] for r in results["plain"]["rows"]] == [r["output_sha256"] for r in results["ngram"]["rows"]]
+def test_plain_and_speculative_servers_alternate_and_give_the_same_output(tmp_path, capsys) -> None:
+    servers = [start_server(ServerConfig(max_model_len=512, speculative_config=spec)) for spec in (None, NGRAM)]
+    try:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        out = tmp_path / "spec.json"
+        args = p.parse_args(["--base-url", *(s.url + "/v1" for s in servers), "--label", "plain", "ngram",
+                             "--model", "smollm2-135m-instruct", "--streams", "2", "--workloads", "grounded",
+                             "--max-tokens", "10", "--rounds", "2", "--json", str(out)])
+        assert main(args) == 0
+    finally:
+        for s in servers:
+            s.stop()
+    data = json.loads(out.read_text())
+    assert data["meta"]["labels"] == ["plain", "ngram"] and data["meta"]["cpu"]
+    rows = {r["label"]: r for r in data["rows"]}
+    assert set(rows) == {"plain", "ngram"}
+    for r in rows.values():
+        assert (r["workload"], r["streams"], r["completion_tokens"]) == ("grounded", 2, 20)
+        assert r["tok_s"] > 0 and len(r["seconds"]) == 2
+    assert rows["plain"]["output_sha256"] == rows["ngram"]["output_sha256"]
+    table = capsys.readouterr().out
+    assert "| run | workload | streams | tok/s | vs plain |" in table and "| plain | grounded | 2 |" in table
