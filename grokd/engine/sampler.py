@@ -15,8 +15,9 @@ A row fails alone: one whose raw logits are not finite (a NaN anywhere, a +inf, 
 -inf: one reduction over the batch, ``amax`` propagates NaN) is never sampled, and when sampling
 the batch raises (a processor or grammar that breaks on one request's rows) each row is sampled
 on its own, so the rows that still raise fail and the others get their token; a seeded row's
-generator is put back first, so its retry draws the noise it would have drawn undisturbed. Failed rows come
-back in ``SamplerOutput.failed`` with the reason; the engine ends their requests with it.
+generator is put back first, so its retry draws the noise it would have drawn undisturbed.
+Failed rows come back in ``SamplerOutput.failed`` with the reason; the engine ends their
+requests with it.
 """
 
 from __future__ import annotations
