@@ -20,7 +20,7 @@ import httpx
 import pytest
 import torch
 
-from tests.server.serving import REPO, ServerProcess, free_port, start_process, wait_ready
+from tests.server.serving import REPO, ServerProcess, free_port, start_process, wait_ready, wait_until
 
 TP_ARGS = ["--dtype", "float32", "--tensor-parallel-size", "2", "--device", "cpu", "--log-level", "info"]
 
@@ -114,10 +114,7 @@ def test_tp2_sigterm_stops_every_rank(grok1_tiny_dir: Path) -> None:
         assert r.status_code == 200, r.text
         srv.terminate()
         assert srv.proc.wait(timeout=60) == 0
-        deadline = time.monotonic() + 10
-        while alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(worker)
+        assert wait_until(lambda: not alive(worker), 10)
     finally:
         srv.stop()
     out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
@@ -139,10 +136,7 @@ def test_tp2_worker_exits_when_rank0_is_killed(grok1_tiny_dir: Path) -> None:
         worker = worker_pid(srv)
         srv.proc.kill()
         srv.proc.wait(timeout=30)
-        deadline = time.monotonic() + 15
-        while alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(worker)
+        assert wait_until(lambda: not alive(worker), 15)
     finally:
         srv.stop()
     out = srv.proc.stdout.read().decode(errors="replace") if srv.proc.stdout else ""
